@@ -1,0 +1,436 @@
+"""The RoutingEntry custom resource as pydantic models: the single schema of the project.
+
+The CRD YAML (``crds/``) is generated from these models by ``engines.routing.crd``; the operator
+validates every object it reconciles with them; ``routingctl validate`` uses them offline. The
+rules that the API server enforces with CEL are the same rules ``RoutingEntrySpec`` enforces in
+Python, with the same messages (both are built from :data:`RULES`).
+
+A ``RoutingRecord`` is what travels at run time: the identity key, the backend, its validated
+settings and the provenance, in the shape of the Firestore document / ConfigMap value (§5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .catalog import (
+    BACKEND_SETTINGS,
+    CATALOG,
+    TEST_ONLY_BACKENDS,
+    Backend,
+    FirestoreSettings,
+    GcsSettings,
+    LocalSettings,
+    MemorySettings,
+    NoopSettings,
+    RedisSettings,
+    ResourceKind,
+    Settings,
+)
+from .errors import InvalidRouting, RoutingKey
+
+__all__ = [
+    "API_GROUP",
+    "API_VERSION",
+    "KIND",
+    "PLURAL",
+    "RULES",
+    "SCHEMA_VERSION",
+    "Condition",
+    "RoutingEntry",
+    "RoutingEntrySpec",
+    "RoutingEntryStatus",
+    "RoutingRecord",
+    "SecretRef",
+    "Source",
+    "format_validation_error",
+    "parse_spec",
+]
+
+API_GROUP = "routing.engines.io"
+API_VERSION = "v1alpha1"
+KIND = "RoutingEntry"
+PLURAL = "routingentries"
+SCHEMA_VERSION = 1
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+DNS_LABEL_OR_WILDCARD = r"^(\*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$"
+SETTINGS_FIELDS: tuple[str, ...] = tuple(b.value for b in BACKEND_SETTINGS)
+
+
+class _RuleViolation(ValueError):
+    """A cross-field rule failed; ``field`` is the spec field the user should fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A cross-field rule, enforced by the model and rendered as a CEL rule in the CRD."""
+
+    cel: str
+    message: str
+    field_path: str | None = None
+    message_expression: str | None = None
+    reason: str | None = None
+
+
+def _cel_list(items: tuple[str, ...] | list[str]) -> str:
+    return "[" + ", ".join(f"'{i}'" for i in items) + "]"
+
+
+_ALLOWED_MAP = "{" + ", ".join(
+    f"'{k.value}': {_cel_list([b.value for b in spec.allowed])}" for k, spec in CATALOG.items()
+) + "}"
+_TEST_ONLY = _cel_list(sorted(b.value for b in TEST_ONLY_BACKENDS))
+_SET_COUNT = " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in SETTINGS_FIELDS)
+
+RULES: dict[str, Rule] = {
+    "backend_allowed": Rule(
+        cel=f"self.backend in {_ALLOWED_MAP}[self.resourceKind]",
+        message="spec.backend is not allowed for spec.resourceKind (see the kind catalog)",
+        message_expression=(
+            f"'backend ' + self.backend + ' is not allowed for resourceKind ' + "
+            f"self.resourceKind + '; allowed: ' + {_ALLOWED_MAP}[self.resourceKind].join(', ')"
+        ),
+        field_path=".backend",
+        reason="FieldValueInvalid",
+    ),
+    "one_settings": Rule(
+        cel=f"{_SET_COUNT} == 1",
+        message=(
+            "exactly one backend settings object must be set "
+            "(one of firestore, redis, gcs, memory, local, noop)"
+        ),
+    ),
+    "settings_match_backend": Rule(
+        cel=" && ".join(f"(has(self.{f}) == (self.backend == '{f}'))" for f in SETTINGS_FIELDS),
+        message="the settings object set must be the one named by spec.backend",
+        message_expression=(
+            "'backend is ' + self.backend + ': set spec.' + self.backend + "
+            "' and no other settings object'"
+        ),
+    ),
+    "test_only_env": Rule(
+        cel=f"!(self.backend in {_TEST_ONLY}) || self.env == 'test'",
+        message="test-only backends (memory, local, noop) are allowed only when spec.env is test",
+        message_expression=(
+            "'backend ' + self.backend + ' is test-only and allowed only when env is test "
+            "(env is ' + self.env + '); use a durable backend'"
+        ),
+        field_path=".backend",
+        reason="FieldValueForbidden",
+    ),
+}
+
+IMMUTABLE_MESSAGE = "{field} is immutable: create a new RoutingEntry instead of changing it"
+
+TenantName = Annotated[
+    str,
+    Field(
+        max_length=63,
+        pattern=DNS_LABEL_OR_WILDCARD,
+        description="Tenant this entry applies to: a DNS label, or * for every tenant.",
+        json_schema_extra={"x-immutable": True},
+    ),
+]
+EnvName = Annotated[
+    str,
+    Field(
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="Environment (prod, staging, test...): a DNS label, never a wildcard.",
+        json_schema_extra={"x-immutable": True},
+    ),
+]
+ProjectName = Annotated[
+    str,
+    Field(
+        max_length=63,
+        pattern=DNS_LABEL_OR_WILDCARD,
+        description="Project within the tenant: a DNS label, or * (default) for every project.",
+        json_schema_extra={"x-immutable": True},
+    ),
+]
+
+
+class SecretRef(BaseModel):
+    """A key of a Secret in the entry's namespace; its value never leaves Kubernetes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=253, description="Secret name.")]
+    key: Annotated[str, Field(min_length=1, max_length=253, description="Key in the Secret.")]
+
+
+class RoutingEntrySpec(BaseModel):
+    """Which backend one (tenant, env, project, resourceKind) uses, with its typed settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    tenant: TenantName
+    env: EnvName
+    project: ProjectName = "*"
+    resource_kind: Annotated[
+        ResourceKind,
+        Field(
+            alias="resourceKind",
+            description="The resource kind (see the catalog).",
+            json_schema_extra={"x-immutable": True},
+        ),
+    ]
+    backend: Annotated[Backend, Field(description="Backend for this kind; allowed per kind.")]
+    firestore: FirestoreSettings | None = None
+    redis: RedisSettings | None = None
+    gcs: GcsSettings | None = None
+    memory: MemorySettings | None = None
+    local: LocalSettings | None = None
+    noop: NoopSettings | None = None
+    secret_ref: Annotated[
+        SecretRef | None,
+        Field(alias="secretRef", description="Credentials for the backend, kept in a Secret."),
+    ] = None
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> RoutingEntrySpec:
+        kind = CATALOG[self.resource_kind]
+        if self.backend not in kind.allowed:
+            raise _RuleViolation(
+                "backend",
+                f"backend {self.backend.value} is not allowed for resourceKind "
+                f"{self.resource_kind.value}; allowed: "
+                + ", ".join(b.value for b in kind.allowed)
+            )
+        set_fields = [f for f in SETTINGS_FIELDS if getattr(self, f) is not None]
+        if len(set_fields) != 1:
+            found = ", ".join(set_fields) or "none"
+            raise _RuleViolation("backend", RULES["one_settings"].message + f"; found: {found}")
+        if set_fields[0] != self.backend.value:
+            raise _RuleViolation(
+                self.backend.value,
+                f"backend is {self.backend.value}: set spec.{self.backend.value} "
+                "and no other settings object"
+            )
+        if self.backend in TEST_ONLY_BACKENDS and self.env != "test":
+            raise _RuleViolation(
+                "backend",
+                f"backend {self.backend.value} is test-only and allowed only when env is test "
+                f"(env is {self.env}); use a durable backend"
+            )
+        return self
+
+    @property
+    def key(self) -> RoutingKey:
+        return RoutingKey(self.env, self.tenant, self.project, self.resource_kind.value)
+
+    @property
+    def settings(self) -> Settings:
+        value = getattr(self, self.backend.value)
+        assert value is not None  # guaranteed by _check_rules
+        return value  # type: ignore[no-any-return]
+
+    def config(self) -> dict[str, Any]:
+        """The chosen backend's settings as plain JSON (defaults filled, unset optionals omitted)."""
+        return self.settings.model_dump(mode="json", exclude_none=True)
+
+    def revision(self) -> str:
+        """sha256 of the canonical JSON of backend + config + secretRef name."""
+        payload = {
+            "backend": self.backend.value,
+            "config": self.config(),
+            "secretRef": self.secret_ref.name if self.secret_ref else None,
+        }
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(BaseModel):
+    """metav1.Condition."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    type: str
+    status: ConditionStatus
+    reason: Annotated[str, Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    message: Annotated[str, Field(max_length=32768)] = ""
+    last_transition_time: Annotated[str, Field(alias="lastTransitionTime")]
+    observed_generation: Annotated[int | None, Field(alias="observedGeneration")] = None
+
+
+class FirestoreStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    document: str
+    synced_at: Annotated[str | None, Field(alias="syncedAt")] = None
+
+
+class ConfigMapStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    key: str
+
+
+class RoutingEntryStatus(BaseModel):
+    """What the operator last did with the entry."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    observed_generation: Annotated[int | None, Field(alias="observedGeneration")] = None
+    revision: str | None = None
+    firestore: FirestoreStatus | None = None
+    config_map: Annotated[ConfigMapStatus | None, Field(alias="configMap")] = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class RoutingEntry(BaseModel):
+    """The whole custom resource (metadata kept loose: the API server owns it)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    api_version: Annotated[str, Field(alias="apiVersion")] = f"{API_GROUP}/{API_VERSION}"
+    kind: Literal["RoutingEntry"] = "RoutingEntry"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: RoutingEntrySpec
+    status: RoutingEntryStatus | None = None
+
+
+def format_validation_error(exc: ValidationError, *, prefix: str = "spec") -> str:
+    """One line per problem: ``spec.field.path: message`` (pydantic noise removed)."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        violation = err.get("ctx", {}).get("error")
+        if isinstance(violation, _RuleViolation):
+            loc = ".".join(p for p in (loc, violation.field) if p)
+        path = f"{prefix}.{loc}" if loc else prefix
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field; remove it (see the RoutingEntry reference for allowed fields)"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        elif err["type"] == "enum":
+            expected = err.get("ctx", {}).get("expected", "")
+            msg = f"invalid value {err.get('input')!r}; expected {expected}"
+        elif err["type"] == "string_pattern_mismatch":
+            msg = f"invalid value {err.get('input')!r}: {_pattern_hint(loc)}"
+        lines.append(f"{path}: {msg}")
+    return "; ".join(lines)
+
+
+def _pattern_hint(loc: str) -> str:
+    if loc in ("tenant", "project"):
+        return "must be a DNS label (lowercase letters, digits, '-', at most 63) or *"
+    if loc == "env":
+        return "must be a DNS label (lowercase letters, digits, '-', at most 63); no wildcard"
+    if loc.endswith("url"):
+        return "must be a redis://, rediss:// or unix:// URL"
+    if loc.endswith("bucket"):
+        return "must be a GCS bucket name (lowercase letters, digits, '.', '_', '-')"
+    return "does not match the required format"
+
+
+def parse_spec(spec: Mapping[str, Any]) -> RoutingEntrySpec:
+    """Validate a CR ``spec`` (camelCase keys); raise ``InvalidRouting`` naming field and fix."""
+    try:
+        return RoutingEntrySpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        raise InvalidRouting(format_validation_error(exc)) from exc
+
+
+class Source(BaseModel):
+    """Which RoutingEntry a projection came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str
+    name: str
+    uid: str
+
+
+class RoutingRecord(BaseModel):
+    """A resolved routing entry as stored in Firestore and ConfigMaps (§5), minus server fields."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    tenant: str
+    env: str
+    project: str
+    resource_kind: ResourceKind
+    backend: Backend
+    config: dict[str, Any]
+    secret_ref: SecretRef | None = None
+    revision: str
+    generation: int = 0
+    source: Source | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @model_validator(mode="after")
+    def _check(self) -> RoutingRecord:
+        # Same rules as the CR: rebuild the spec, which validates pair, settings and env.
+        self.spec()
+        return self
+
+    @property
+    def key(self) -> RoutingKey:
+        return RoutingKey(self.env, self.tenant, self.project, self.resource_kind.value)
+
+    def spec(self) -> RoutingEntrySpec:
+        return RoutingEntrySpec.model_validate(
+            {
+                "tenant": self.tenant,
+                "env": self.env,
+                "project": self.project,
+                "resourceKind": self.resource_kind.value,
+                "backend": self.backend.value,
+                self.backend.value: self.config,
+                "secretRef": self.secret_ref.model_dump() if self.secret_ref else None,
+            }
+        )
+
+    @property
+    def settings(self) -> Settings:
+        """The typed settings model of the backend (validated once, at construction)."""
+        model = BACKEND_SETTINGS[self.backend]
+        return model.model_validate(self.config)  # type: ignore[return-value]
+
+    @classmethod
+    def from_spec(
+        cls, spec: RoutingEntrySpec, *, generation: int = 0, source: Source | None = None
+    ) -> RoutingRecord:
+        return cls(
+            tenant=spec.tenant,
+            env=spec.env,
+            project=spec.project,
+            resource_kind=spec.resource_kind,
+            backend=spec.backend,
+            config=spec.config(),
+            secret_ref=spec.secret_ref,
+            revision=spec.revision(),
+            generation=generation,
+            source=source,
+        )
+
+    @classmethod
+    def from_document(cls, data: Mapping[str, Any]) -> RoutingRecord:
+        """Parse a Firestore document / ConfigMap value; raises ``InvalidRouting``."""
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise InvalidRouting(format_validation_error(exc, prefix="document")) from exc
+
+    def to_document(self) -> dict[str, Any]:
+        """The §5 document without server fields (``updated_at`` is added by the writer)."""
+        return self.model_dump(mode="json")
+

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Build the local control plane's binaries from their Go modules, once, cached by version.
+#
+#   etcd            go.etcd.io/etcd/server/v3   (ETCD_VERSION)
+#   kube-apiserver  k8s.io/kubernetes           (K8S_VERSION; staging modules replaced by v0.X.Y)
+#   helm            helm.sh/helm/v3             (HELM_VERSION)
+#
+# Output: $ROUTING_BIN_DIR (default ~/.cache/routing-registry/bin/<component>-<version>/).
+# When KUBEBUILDER_ASSETS is set and holds etcd + kube-apiserver, those are used instead,
+# as envtest users expect. Prints the bin directory of each component on stdout.
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-v1.34.4}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.5}"
+HELM_VERSION="${HELM_VERSION:-v3.19.0}"
+CACHE="${ROUTING_CACHE_DIR:-$HOME/.cache/routing-registry}"
+export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+export CGO_ENABLED=0
+
+log() { echo "[build-binaries] $*" >&2; }
+
+build_wrapper() {
+  # $1 = name, $2 = version dir, $3 = go.mod body, $4 = package to build, $5 = binary name
+  local name="$1" out="$2" gomod="$3" pkg="$4" bin="$5"
+  if [[ -x "$out/$bin" ]]; then return 0; fi
+  local work; work="$(mktemp -d)"
+  printf '%s\n' "$gomod" > "$work/go.mod"
+  printf 'package tools\n\nimport _ "%s"\n' "$pkg" > "$work/tools.go"
+  sed -i 's/^package tools$/\/\/go:build tools\n\npackage tools/' "$work/tools.go"
+  log "building $name into $out (first time only; this takes minutes)"
+  local start=$SECONDS
+  ( cd "$work" && go mod tidy >&2 && mkdir -p "$out.tmp" && go build -trimpath -ldflags='-s -w' -o "$out.tmp/$bin" "$pkg" >&2 )
+  mv "$out.tmp/$bin" "$out.tmp/.built" 2>/dev/null || true
+  mkdir -p "$out" && mv "$out.tmp/.built" "$out/$bin" && rmdir "$out.tmp"
+  rm -rf "$work"
+  log "built $name in $((SECONDS - start)) s"
+}
+
+if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "$KUBEBUILDER_ASSETS/etcd" && -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]]; then
+  log "using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
+  echo "etcd=$KUBEBUILDER_ASSETS"
+  echo "kube-apiserver=$KUBEBUILDER_ASSETS"
+else
+  etcd_dir="$CACHE/bin/etcd-$ETCD_VERSION"
+  build_wrapper etcd "$etcd_dir" "module routing.local/etcdwrap
+
+go 1.24
+
+require go.etcd.io/etcd/server/v3 $ETCD_VERSION" go.etcd.io/etcd/server/v3 etcd
+
+  k8s_dir="$CACHE/bin/kube-apiserver-$K8S_VERSION"
+  if [[ ! -x "$k8s_dir/kube-apiserver" ]]; then
+    modfile="$(cd /tmp && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+    staging_version="v0.${K8S_VERSION#v1.}"
+    replaces="$(grep -oE '^\s*k8s.io/[a-z0-9-]+ => \./staging' "$modfile" | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}')"
+    build_wrapper kube-apiserver "$k8s_dir" "module routing.local/apiserverwrap
+
+go 1.24
+
+require k8s.io/kubernetes $K8S_VERSION
+
+$replaces" k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver
+  fi
+  echo "etcd=$etcd_dir"
+  echo "kube-apiserver=$k8s_dir"
+fi
+
+if [[ "${SKIP_HELM:-0}" != "1" ]]; then
+  helm_dir="$CACHE/bin/helm-$HELM_VERSION"
+  build_wrapper helm "$helm_dir" "module routing.local/helmwrap
+
+go 1.24
+
+require helm.sh/helm/v3 $HELM_VERSION" helm.sh/helm/v3/cmd/helm helm
+  echo "helm=$helm_dir"
+fi
