@@ -4,6 +4,10 @@
 #   etcd            go.etcd.io/etcd/server/v3   (ETCD_VERSION)
 #   kube-apiserver  k8s.io/kubernetes           (K8S_VERSION; staging modules replaced by v0.X.Y)
 #   helm            helm.sh/helm/v3             (HELM_VERSION)
+#   fake-gcs-server github.com/fsouza/fake-gcs-server (FAKE_GCS_VERSION; the GCS emulator)
+#
+# ROUTING_BINARIES (space-separated, default all four) selects what to build, so a stack that
+# needs only the GCS emulator does not wait for kube-apiserver; SKIP_HELM=1 drops helm.
 #
 # Output: $ROUTING_BIN_DIR (default ~/.cache/routing-registry/bin/<component>-<version>/).
 # When KUBEBUILDER_ASSETS is set and holds etcd + kube-apiserver, those are used instead,
@@ -13,6 +17,9 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.5}"
 HELM_VERSION="${HELM_VERSION:-v3.19.0}"
+FAKE_GCS_VERSION="${FAKE_GCS_VERSION:-v1.56.1}"
+WANT=" ${ROUTING_BINARIES:-etcd kube-apiserver fake-gcs-server helm} "
+wants() { [[ "$WANT" == *" $1 "* ]]; }
 CACHE="${ROUTING_CACHE_DIR:-$HOME/.cache/routing-registry}"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 export CGO_ENABLED=0
@@ -38,18 +45,21 @@ build_wrapper() {
 
 if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "$KUBEBUILDER_ASSETS/etcd" && -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]]; then
   log "using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
-  echo "etcd=$KUBEBUILDER_ASSETS"
-  echo "kube-apiserver=$KUBEBUILDER_ASSETS"
+  if wants etcd; then echo "etcd=$KUBEBUILDER_ASSETS"; fi
+  if wants kube-apiserver; then echo "kube-apiserver=$KUBEBUILDER_ASSETS"; fi
 else
   etcd_dir="$CACHE/bin/etcd-$ETCD_VERSION"
-  build_wrapper etcd "$etcd_dir" "module routing.local/etcdwrap
+  if wants etcd; then
+    build_wrapper etcd "$etcd_dir" "module routing.local/etcdwrap
 
 go 1.24
 
 require go.etcd.io/etcd/server/v3 $ETCD_VERSION" go.etcd.io/etcd/server/v3 etcd
+    echo "etcd=$etcd_dir"
+  fi
 
   k8s_dir="$CACHE/bin/kube-apiserver-$K8S_VERSION"
-  if [[ ! -x "$k8s_dir/kube-apiserver" ]]; then
+  if wants kube-apiserver && [[ ! -x "$k8s_dir/kube-apiserver" ]]; then
     modfile="$(cd /tmp && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
     staging_version="v0.${K8S_VERSION#v1.}"
     replaces="$(grep -oE '^\s*k8s.io/[a-z0-9-]+ => \./staging' "$modfile" | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}')"
@@ -61,11 +71,21 @@ require k8s.io/kubernetes $K8S_VERSION
 
 $replaces" k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver
   fi
-  echo "etcd=$etcd_dir"
-  echo "kube-apiserver=$k8s_dir"
+  if wants kube-apiserver; then echo "kube-apiserver=$k8s_dir"; fi
 fi
 
-if [[ "${SKIP_HELM:-0}" != "1" ]]; then
+if wants fake-gcs-server; then
+  # No replace directives in its go.mod (v1.56.1), so a plain require is enough.
+  gcs_dir="$CACHE/bin/fake-gcs-server-$FAKE_GCS_VERSION"
+  build_wrapper fake-gcs-server "$gcs_dir" "module routing.local/fakegcswrap
+
+go 1.24
+
+require github.com/fsouza/fake-gcs-server $FAKE_GCS_VERSION" github.com/fsouza/fake-gcs-server fake-gcs-server
+  echo "fake-gcs-server=$gcs_dir"
+fi
+
+if wants helm && [[ "${SKIP_HELM:-0}" != "1" ]]; then
   helm_dir="$CACHE/bin/helm-$HELM_VERSION"
   build_wrapper helm "$helm_dir" "module routing.local/helmwrap
 

@@ -1,12 +1,12 @@
 """The catalog: which resource kinds exist, which backends each may use, and their settings.
 
 This module is data, not logic. The CRD's CEL rules, the pydantic model, the operator, the adapter
-factory registry and ``routingctl`` all read it, so adding a kind or a backend is one edit here
+factory registry and `routingctl` all read it, so adding a kind or a backend is one edit here
 (plus an adapter factory, which a test insists on).
 
-Settings models are strict (``extra="forbid"``): an unknown key is an error, never ignored, and a
-required field (``redis.url``, ``gcs.bucket``, ``firestore.collection``) has no default — there is
-no ``localhost`` or temp-dir fallback anywhere.
+Settings models are strict (`extra="forbid"`): an unknown key is an error, never ignored, and a
+required field (`redis.url`, `gcs.bucket`, `firestore.collection`) has no default — there is
+no `localhost` or temp-dir fallback anywhere.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class _Settings(BaseModel):
 
 
 class FirestoreSettings(_Settings):
-    """Documents live under ``{collection}/{tenant}/...`` in the given database."""
+    """Documents live under `{collection}/{tenant}/...` in the given database."""
 
     collection: Annotated[str, Field(min_length=1, max_length=1500, pattern=_ID_PATTERN)]
     database: Annotated[str, Field(min_length=1, max_length=63)] = "(default)"
@@ -84,14 +84,14 @@ class FirestoreSettings(_Settings):
 
 
 class RedisSettings(_Settings):
-    """Keys are ``{key_prefix}{tenant}:...``; the password comes from ``secretRef``."""
+    """Keys are `{key_prefix}{tenant}:...`; the password comes from `secretRef`."""
 
     url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^(redis|rediss|unix)://.+")]
     key_prefix: Annotated[str, Field(max_length=256)] = ""
 
 
 class GcsSettings(_Settings):
-    """Objects live under ``{prefix}{tenant}/...`` in the bucket."""
+    """Objects live under `{prefix}{tenant}/...` in the bucket."""
 
     bucket: Annotated[
         str, Field(min_length=3, max_length=222, pattern=r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
@@ -153,8 +153,15 @@ K = ResourceKind
 CATALOG: dict[ResourceKind, KindSpec] = {
     **_kinds(
         (
-            K.FEATURE_FLAGS, K.KPI, K.BUDGET, K.MAYBES, K.ANALYTICS_EVENTS, K.FIREARMS,
-            K.PAGE_CONTENT, K.SEO, K.VIDEO_TIMELINE,
+            K.FEATURE_FLAGS,
+            K.KPI,
+            K.BUDGET,
+            K.MAYBES,
+            K.ANALYTICS_EVENTS,
+            K.FIREARMS,
+            K.PAGE_CONTENT,
+            K.SEO,
+            K.VIDEO_TIMELINE,
         ),
         (_F,),
         (_MEM,),
@@ -170,5 +177,5 @@ CATALOG = {k: CATALOG[k] for k in ResourceKind}
 
 
 def allowed_backends(kind: ResourceKind | str) -> tuple[Backend, ...]:
-    """Backends allowed for ``kind``; raises ``KeyError`` for a kind outside the catalog."""
+    """Backends allowed for `kind`; raises `KeyError` for a kind outside the catalog."""
     return CATALOG[ResourceKind(kind)].allowed

@@ -8,6 +8,7 @@ Redis or GCS exception type::
     ├── ConfigMissing           no entry resolves for (kind, tenant, env, project)
     ├── InvalidRouting          an entry or a backend config breaks a rule (bad field, bad pair)
     │   └── TestBackendNotAllowed   a test-only backend without ENGINES_ALLOW_TEST_BACKENDS=1
+    ├── EntryExists             create() of a key that is already stored
     ├── BackendUnavailable      a backend (or the registry store) cannot be reached right now
     └── OwnershipConflict       a projection is owned by another RoutingEntry
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 __all__ = [
     "BackendUnavailable",
     "ConfigMissing",
+    "EntryExists",
     "InvalidRouting",
     "OwnershipConflict",
     "RoutingError",
@@ -110,6 +112,14 @@ class TestBackendNotAllowed(InvalidRouting):
     """A test-only backend (memory/noop/local) was asked for outside tests."""
 
     __test__ = False  # not a pytest test class
+
+
+class EntryExists(RoutingError):
+    """``create`` of a key that is already stored; use ``update`` to change it."""
+
+    def __init__(self, key: RoutingKey) -> None:
+        self.key = key
+        super().__init__(f"a routing entry already exists for {key}; update it instead")
 
 
 class BackendUnavailable(RoutingError):

@@ -87,9 +87,13 @@ def _cel_list(items: tuple[str, ...] | list[str]) -> str:
     return "[" + ", ".join(f"'{i}'" for i in items) + "]"
 
 
-_ALLOWED_MAP = "{" + ", ".join(
-    f"'{k.value}': {_cel_list([b.value for b in spec.allowed])}" for k, spec in CATALOG.items()
-) + "}"
+_ALLOWED_MAP = (
+    "{"
+    + ", ".join(
+        f"'{k.value}': {_cel_list([b.value for b in spec.allowed])}" for k, spec in CATALOG.items()
+    )
+    + "}"
+)
 _TEST_ONLY = _cel_list(sorted(b.value for b in TEST_ONLY_BACKENDS))
 _SET_COUNT = " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in SETTINGS_FIELDS)
 
@@ -206,8 +210,7 @@ class RoutingEntrySpec(BaseModel):
             raise _RuleViolation(
                 "backend",
                 f"backend {self.backend.value} is not allowed for resourceKind "
-                f"{self.resource_kind.value}; allowed: "
-                + ", ".join(b.value for b in kind.allowed)
+                f"{self.resource_kind.value}; allowed: " + ", ".join(b.value for b in kind.allowed),
             )
         set_fields = [f for f in SETTINGS_FIELDS if getattr(self, f) is not None]
         if len(set_fields) != 1:
@@ -217,13 +220,13 @@ class RoutingEntrySpec(BaseModel):
             raise _RuleViolation(
                 self.backend.value,
                 f"backend is {self.backend.value}: set spec.{self.backend.value} "
-                "and no other settings object"
+                "and no other settings object",
             )
         if self.backend in TEST_ONLY_BACKENDS and self.env != "test":
             raise _RuleViolation(
                 "backend",
                 f"backend {self.backend.value} is test-only and allowed only when env is test "
-                f"(env is {self.env}); use a durable backend"
+                f"(env is {self.env}); use a durable backend",
             )
         return self
 
@@ -238,7 +241,7 @@ class RoutingEntrySpec(BaseModel):
         return value  # type: ignore[no-any-return]
 
     def config(self) -> dict[str, Any]:
-        """The chosen backend's settings as plain JSON (defaults filled, unset optionals omitted)."""
+        """The backend settings as plain JSON (defaults filled, unset optionals omitted)."""
         return self.settings.model_dump(mode="json", exclude_none=True)
 
     def revision(self) -> str:
@@ -306,27 +309,32 @@ class RoutingEntry(BaseModel):
     status: RoutingEntryStatus | None = None
 
 
+def _describe(err: Any) -> tuple[str, str]:
+    """(dotted location, human message) for one pydantic error."""
+    loc = ".".join(str(p) for p in err["loc"])
+    violation = err.get("ctx", {}).get("error")
+    if isinstance(violation, _RuleViolation):
+        return ".".join(p for p in (loc, violation.field) if p), str(violation)
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field; remove it (see the RoutingEntry reference for allowed fields)"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    elif err["type"] == "enum":
+        expected = err.get("ctx", {}).get("expected", "")
+        msg = f"invalid value {err.get('input')!r}; expected {expected}"
+    elif err["type"] == "string_pattern_mismatch":
+        msg = f"invalid value {err.get('input')!r}: {_pattern_hint(loc)}"
+    return loc, msg
+
+
 def format_validation_error(exc: ValidationError, *, prefix: str = "spec") -> str:
-    """One line per problem: ``spec.field.path: message`` (pydantic noise removed)."""
-    lines = []
+    """One clause per problem, ``spec.field.path: message`` (pydantic noise removed)."""
+    clauses = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        violation = err.get("ctx", {}).get("error")
-        if isinstance(violation, _RuleViolation):
-            loc = ".".join(p for p in (loc, violation.field) if p)
-        path = f"{prefix}.{loc}" if loc else prefix
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field; remove it (see the RoutingEntry reference for allowed fields)"
-        elif err["type"] == "missing":
-            msg = "required field is missing"
-        elif err["type"] == "enum":
-            expected = err.get("ctx", {}).get("expected", "")
-            msg = f"invalid value {err.get('input')!r}; expected {expected}"
-        elif err["type"] == "string_pattern_mismatch":
-            msg = f"invalid value {err.get('input')!r}: {_pattern_hint(loc)}"
-        lines.append(f"{path}: {msg}")
-    return "; ".join(lines)
+        loc, msg = _describe(err)
+        clauses.append(f"{prefix}.{loc}: {msg}" if loc else f"{prefix}: {msg}")
+    return "; ".join(clauses)
 
 
 def _pattern_hint(loc: str) -> str:
@@ -378,8 +386,25 @@ class RoutingRecord(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> RoutingRecord:
-        # Same rules as the CR: rebuild the spec, which validates pair, settings and env.
-        self.spec()
+        # The CR's rules, phrased for the stored shape (``config`` instead of ``spec.<backend>``).
+        kind = CATALOG[self.resource_kind]
+        if self.backend not in kind.allowed:
+            raise _RuleViolation(
+                "backend",
+                f"backend {self.backend.value} is not allowed for resource_kind "
+                f"{self.resource_kind.value}; allowed: " + ", ".join(b.value for b in kind.allowed),
+            )
+        try:
+            BACKEND_SETTINGS[self.backend].model_validate(self.config)
+        except ValidationError as exc:
+            loc, msg = _describe(exc.errors()[0])
+            raise _RuleViolation(f"config.{loc}" if loc else "config", msg) from exc
+        if self.backend in TEST_ONLY_BACKENDS and self.env != "test":
+            raise _RuleViolation(
+                "backend",
+                f"backend {self.backend.value} is test-only and allowed only when env is test "
+                f"(env is {self.env})",
+            )
         return self
 
     @property
@@ -433,4 +458,3 @@ class RoutingRecord(BaseModel):
     def to_document(self) -> dict[str, Any]:
         """The §5 document without server fields (``updated_at`` is added by the writer)."""
         return self.model_dump(mode="json")
-

@@ -1,0 +1,107 @@
+"""Runtime settings of an engines pod (§6), read once from the environment at start-up.
+
+These settings say *where the routing registry is* and *which tenants this pod serves*; none of
+them picks a storage backend — that is the registry's job. A missing or malformed setting is a
+start-up error that names the variable and says how to fix it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["RoutingSource", "RuntimeConfig", "RuntimeConfigError", "load_runtime_config"]
+
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+class RoutingSource(StrEnum):
+    FIRESTORE = "firestore"
+    FILES = "files"
+
+
+class RuntimeConfigError(ValueError):
+    """A start-up setting is missing or invalid; the message names the variable."""
+
+
+class RuntimeConfig(BaseSettings):
+    """Settings read from ``ENGINES_*`` (and the Google client's own variables)."""
+
+    model_config = SettingsConfigDict(env_prefix="ENGINES_", extra="ignore", frozen=True)
+
+    env: Annotated[str, Field(pattern=_DNS_LABEL)]
+    """Environment served (``ENGINES_ENV``, required); never a wildcard."""
+
+    tenants: Annotated[tuple[str, ...], NoDecode] = ()
+    """Tenants served (``ENGINES_TENANTS``, comma list, required, at least one)."""
+
+    project: Annotated[str, Field(pattern=r"^(\*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$")] = "*"
+    """Project served (``ENGINES_PROJECT``), ``*`` by default."""
+
+    routing_source: RoutingSource = RoutingSource.FIRESTORE
+    """Where routing entries come from (``ENGINES_ROUTING_SOURCE``): firestore or files."""
+
+    routing_dir: Annotated[tuple[Path, ...], NoDecode] = (Path("/etc/engines/routing"),)
+    """Mounted ConfigMap directories (``ENGINES_ROUTING_DIR``; comma list) for source=files."""
+
+    routing_collection: Annotated[str, Field(min_length=1)] = "routing_entries"
+    """Firestore collection of routing entries (``ENGINES_ROUTING_COLLECTION``)."""
+
+    allow_test_backends: bool = False
+    """``ENGINES_ALLOW_TEST_BACKENDS=1``: the only way memory/noop/local backends are built."""
+
+    strict_startup: bool = False
+    """``ENGINES_STRICT_STARTUP=1``: refuse to start while any mounted kind is missing."""
+
+    @field_validator("tenants", mode="before")
+    @classmethod
+    def _split_tenants(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(t.strip() for t in value.split(",") if t.strip())
+        return value
+
+    @field_validator("routing_dir", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(Path(p.strip()) for p in value.split(",") if p.strip())
+        return value
+
+    @field_validator("tenants")
+    @classmethod
+    def _check_tenants(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import re
+
+        if not value:
+            raise ValueError("at least one tenant is required")
+        bad = [t for t in value if not re.fullmatch(_DNS_LABEL, t)]
+        if bad:
+            raise ValueError(f"tenants must be DNS labels (no wildcard); invalid: {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_source(self) -> RuntimeConfig:
+        if self.routing_source is RoutingSource.FILES and not self.routing_dir:
+            raise ValueError("routing_dir is empty but routing_source is files")
+        return self
+
+
+def load_runtime_config() -> RuntimeConfig:
+    """Read the environment; raise ``RuntimeConfigError`` naming each bad variable."""
+    try:
+        return RuntimeConfig()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            var = "ENGINES_" + "_".join(str(p) for p in err["loc"]).upper()
+            if err["type"] == "missing":
+                problems.append(f"{var} is required but not set")
+            else:
+                problems.append(f"{var}: {err['msg'].removeprefix('Value error, ')}")
+        raise RuntimeConfigError(
+            "invalid engines runtime settings: " + "; ".join(problems)
+        ) from exc

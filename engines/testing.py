@@ -1,0 +1,58 @@
+"""Helpers shared by the test suites: wait on a condition with a deadline, never sleep-and-hope."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+__all__ = ["async_wait_for", "wait_for"]
+
+T = TypeVar("T")
+
+
+def wait_for(
+    condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> T:
+    """Poll ``condition`` until it returns a truthy value; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value
+        except AssertionError as exc:  # allow conditions written as assertions
+            last_error = exc
+        if time.monotonic() >= deadline:
+            detail = f": {last_error}" if last_error else ""
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what or condition}{detail}"
+            )
+        time.sleep(interval)
+
+
+async def async_wait_for(
+    condition: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "",
+) -> T:
+    """The asyncio twin of :func:`wait_for`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = await condition()
+            if value:
+                return value
+        except AssertionError as exc:
+            last_error = exc
+        if time.monotonic() >= deadline:
+            detail = f": {last_error}" if last_error else ""
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what or condition}{detail}"
+            )
+        await asyncio.sleep(interval)

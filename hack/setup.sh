@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up everything the stack and the tests need, idempotently, on a fresh machine:
+#   redis-server (apt-get), a Python venv with the project and its test extras, and the Go-built
+#   binaries (etcd, kube-apiserver, helm, fake-gcs-server) cached under ~/.cache/routing-registry.
+# The Firestore emulator comes with the machine's gcloud (`gcloud emulators firestore`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "[setup] $*" >&2; }
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  log "installing redis-server"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq redis-server >/dev/null
+fi
+if ! command -v gcloud >/dev/null 2>&1; then
+  log "gcloud (with the Firestore emulator component) is required and was not found" && exit 2
+fi
+
+PY="${PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+  log "creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [[ ! -f "$stamp" ]]; then
+  log "installing the project and its test dependencies"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[test]"
+  touch "$stamp"
+fi
+
+log "building / reusing cached binaries"
+bash hack/build-binaries.sh >/dev/null
+log "ready"
