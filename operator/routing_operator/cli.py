@@ -1,0 +1,101 @@
+"""``routing-operator``: run the operator (kopf inside) with explicit, documented flags."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+
+__all__ = ["main", "parse_args"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="routing-operator",
+        description="Reconcile RoutingEntry objects into Firestore and ConfigMaps.",
+    )
+    scope = p.add_mutually_exclusive_group(required=True)
+    scope.add_argument("-n", "--namespace", action="append", default=[],
+                       help="watch this namespace (repeatable)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    p.add_argument("--collection", default="routing_entries",
+                   help="Firestore collection of routing documents (default: routing_entries)")
+    p.add_argument("--firestore-project", default=None,
+                   help="Google Cloud project of Firestore (default: GOOGLE_CLOUD_PROJECT)")
+    p.add_argument("--firestore-database", default=None, help="Firestore database id")
+    p.add_argument("--drift-period", type=float, default=60.0,
+                   help="seconds between drift checks of each entry (default: 60)")
+    p.add_argument("--metrics-port", type=int, default=8080,
+                   help="Prometheus metrics port, 0 to disable (default: 8080)")
+    p.add_argument("--liveness-port", type=int, default=8081,
+                   help="liveness endpoint port (/healthz), 0 to disable (default: 8081)")
+    peering = p.add_mutually_exclusive_group()
+    peering.add_argument("--standalone", action="store_true",
+                         help="no peering: use with exactly one replica")
+    peering.add_argument("--peering", default="routing-operator",
+                         help="kopf peering object name shared by the replicas")
+    p.add_argument("--priority", type=int, default=None,
+                   help="peering priority; the highest live replica works, the others pause "
+                        "(default: random, so two replicas never tie)")
+    p.add_argument("--log-format", choices=["plain", "json"], default="plain")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    import kopf
+    import kubernetes
+    from google.cloud import firestore
+
+    from .handlers import OperatorConfig, build_registry
+    from .projections import ConfigMapProjection, FirestoreProjection
+    from .reconciler import Reconciler
+
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    api = kubernetes.client.ApiClient()
+    project = args.firestore_project or os.environ.get("GOOGLE_CLOUD_PROJECT")
+    if not project:
+        sys.exit("routing-operator: set GOOGLE_CLOUD_PROJECT or pass --firestore-project")
+    client = firestore.Client(project=project, database=args.firestore_database)
+    config = OperatorConfig(collection=args.collection, drift_period=args.drift_period)
+    reconciler = Reconciler(
+        firestore=FirestoreProjection(client, args.collection),
+        configmaps=ConfigMapProjection(kubernetes.client.CoreV1Api(api)),
+        custom_api=kubernetes.client.CustomObjectsApi(api),
+        collection=args.collection,
+    )
+    registry = build_registry(config, reconciler)
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port)
+    liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
+    priority = args.priority if args.priority is not None else random.randint(1, 32767)
+    logging.getLogger(__name__).info(
+        "starting: namespaces=%s collection=%s drift=%ss peering=%s priority=%s",
+        "*" if args.all_namespaces else ",".join(args.namespace), args.collection,
+        args.drift_period, "standalone" if args.standalone else args.peering, priority,
+    )
+    kopf.run(
+        registry=registry,
+        clusterwide=args.all_namespaces,
+        namespaces=args.namespace,
+        standalone=args.standalone,
+        peering_name=None if args.standalone else args.peering,
+        priority=priority,
+        liveness_endpoint=liveness,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""One reconciliation of a RoutingEntry, shared by the create/update/resume handlers and the
+drift timer (so drift repair and first sync are the same code path).
+
+Decision order: paused → invalid → conflict → write both projections → status. Failures are
+mapped deliberately: an invalid spec is permanent (status says why, nothing is written, no retry
+until the spec changes); an unreachable Firestore or API server is temporary (status says
+``BackendUnavailable``, the handler raises ``kopf.TemporaryError`` with a growing delay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import kopf
+
+from engines.routing.errors import BackendUnavailable, InvalidRouting, OwnershipConflict, RoutingKey
+from engines.routing.model import RoutingRecord, Source, parse_spec
+
+from . import metrics
+from .conditions import (
+    CONFIGMAP_SYNCED,
+    FIRESTORE_SYNCED,
+    READY,
+    Reason,
+    Wanted,
+    merge_conditions,
+    now_rfc3339,
+)
+from .projections import ConfigMapProjection, FirestoreProjection, Outcome
+
+__all__ = ["PAUSED_ANNOTATION", "REQUEUE_ANNOTATION", "Contender", "Reconciler", "identity_of"]
+
+log = logging.getLogger(__name__)
+PAUSED_ANNOTATION = "routing.engines.io/paused"
+REQUEUE_ANNOTATION = "routing.engines.io/requeue"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Contender:
+    """An entry claiming an identity; ordering is the §3 tie-break (oldest, then ns/name)."""
+
+    created: str
+    namespace: str
+    name: str
+    uid: str = field(compare=False)
+    deleting: bool = field(compare=False, default=False)
+
+
+def identity_of(spec: Mapping[str, Any]) -> RoutingKey | None:
+    """The identity of a (possibly invalid) spec, or None if it has none."""
+    try:
+        return RoutingKey(
+            str(spec["env"]), str(spec["tenant"]), str(spec.get("project", "*")),
+            str(spec["resourceKind"]),
+        )
+    except KeyError:
+        return None
+
+
+def backoff(retry: int) -> float:
+    return float(min(30, 2 ** min(retry, 5)))
+
+
+class Reconciler:
+    """Holds the clients and does the work; kopf handlers are thin wrappers around it."""
+
+    def __init__(
+        self, *, firestore: FirestoreProjection, configmaps: ConfigMapProjection,
+        custom_api: Any, collection: str, workers: int = 32,
+    ) -> None:
+        self.firestore = firestore
+        self.configmaps = configmaps
+        self.custom_api = custom_api
+        self.collection = collection
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def owner_alive(self, source: Source) -> bool:
+        """Does the RoutingEntry named by a projection's ``source`` still exist (same uid)?"""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            obj = self.custom_api.get_namespaced_custom_object(
+                "routing.engines.io", "v1alpha1", source.namespace, "routingentries", source.name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        meta = obj.get("metadata", {})
+        return bool(meta.get("uid") == source.uid and not meta.get("deletionTimestamp"))
+
+    @staticmethod
+    def winner(contenders: Iterable[Contender]) -> Contender | None:
+        live = [c for c in contenders if not c.deleting]
+        return min(live) if live else None
+
+    @staticmethod
+    def _set_status(
+        patch: kopf.Patch, status: Mapping[str, Any], generation: int | None,
+        wanted: list[Wanted], **fields: Any,
+    ) -> str:
+        patch.status["conditions"] = merge_conditions(status.get("conditions"), wanted, generation)
+        patch.status["observedGeneration"] = generation
+        for k, v in fields.items():
+            patch.status[k] = v
+        ready = next(w for w in wanted if w.type == READY)
+        return ready.reason
+
+    @staticmethod
+    def _previous(status: Mapping[str, Any], ctype: str) -> Mapping[str, Any]:
+        for c in status.get("conditions") or []:
+            if c.get("type") == ctype:
+                return c  # type: ignore[no-any-return]
+        return {}
+
+    # -- the reconciliation ------------------------------------------------------------------
+
+    async def reconcile(
+        self, *, body: kopf.Body, patch: kopf.Patch, contenders: Iterable[Contender], retry: int,
+    ) -> None:
+        started = time.monotonic()
+        result = "Error"
+        try:
+            result = await self._reconcile(body, patch, contenders, retry)
+        except kopf.TemporaryError:
+            result = Reason.BACKEND_UNAVAILABLE
+            raise
+        finally:
+            metrics.RECONCILES.labels(result).inc()
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+
+    async def _reconcile(
+        self, body: kopf.Body, patch: kopf.Patch, contenders: Iterable[Contender], retry: int,
+    ) -> str:
+        meta, spec, status = body.meta, body.spec, body.status
+        uid, ns, name = str(meta.uid), str(meta.namespace), str(meta.name)
+        generation = meta.get("generation")
+        ready_before = self._previous(status, READY)
+
+        if (meta.annotations or {}).get(PAUSED_ANNOTATION) == "true":
+            message = (
+                f"syncing paused by annotation {PAUSED_ANNOTATION}=\"true\"; projections are "
+                "left as they were until it is removed"
+            )
+            reason = self._set_status(patch, status, generation, [
+                Wanted(READY, ready_before.get("status", "Unknown"), Reason.RECONCILE_PAUSED,
+                       message),
+            ])
+            metrics.record_condition(uid, ready_before.get("status", "Unknown"), reason)
+            return reason
+
+        try:
+            parsed = parse_spec(dict(spec))
+        except InvalidRouting as exc:
+            message = f"invalid spec, nothing written: {exc}"
+            wanted = [Wanted(t, "False", Reason.INVALID_CONFIG, message)
+                      for t in (READY, FIRESTORE_SYNCED, CONFIGMAP_SYNCED)]
+            if ready_before.get("reason") != Reason.INVALID_CONFIG or \
+                    ready_before.get("message") != message:
+                kopf.event(body, type="Warning", reason=Reason.INVALID_CONFIG, message=message)
+            metrics.record_condition(uid, "False", Reason.INVALID_CONFIG)
+            return self._set_status(patch, status, generation, wanted)
+
+        key = parsed.key
+        winner = self.winner(contenders)
+        if winner is not None and winner.uid != uid:
+            message = (
+                f"identity {key.document_id} is already claimed by the older RoutingEntry "
+                f"{winner.namespace}/{winner.name}; this entry is written nowhere until that "
+                "one is deleted"
+            )
+            if ready_before.get("reason") != Reason.CONFLICT:
+                kopf.event(body, type="Warning", reason=Reason.CONFLICT, message=message)
+            metrics.record_condition(uid, "False", Reason.CONFLICT)
+            return self._set_status(patch, status, generation, [
+                Wanted(t, "False", Reason.CONFLICT, message)
+                for t in (READY, FIRESTORE_SYNCED, CONFIGMAP_SYNCED)
+            ])
+
+        record = RoutingRecord.from_spec(
+            parsed, generation=int(generation or 0), source=Source(namespace=ns, name=name, uid=uid)
+        )
+        was_synced = (
+            status.get("revision") == record.revision
+            and self._previous(status, FIRESTORE_SYNCED).get("status") == "True"
+            and self._previous(status, CONFIGMAP_SYNCED).get("status") == "True"
+            and status.get("observedGeneration") == generation
+        )
+        fs_cond, fs_out = await self._sync(
+            FIRESTORE_SYNCED,
+            lambda: self.firestore.ensure(record, self.owner_alive),
+            f"written to Firestore {self.collection}/{key.document_id}",
+        )
+        cm_cond, cm_out = await self._sync(
+            CONFIGMAP_SYNCED,
+            lambda: self.configmaps.ensure(ns, record, self.owner_alive),
+            f"written to ConfigMap {ns}/{key.configmap_name} key {key.configmap_key}",
+        )
+        failed = [c for c in (fs_cond, cm_cond) if c.status != "True"]
+        if failed:
+            ready = Wanted(READY, "False", failed[0].reason, failed[0].message)
+        else:
+            ready = Wanted(READY, "True", Reason.SYNCED,
+                           f"backend {record.backend.value} (revision {record.revision[:12]}) "
+                           "is in Firestore and the ConfigMap")
+        fields: dict[str, Any] = {"revision": record.revision}
+        if fs_cond.status == "True":
+            synced_at = (status.get("firestore") or {}).get("syncedAt")
+            if fs_out is Outcome.WRITTEN or not synced_at:
+                synced_at = now_rfc3339()
+            fields["firestore"] = {"document": f"{self.collection}/{key.document_id}",
+                                   "syncedAt": synced_at}
+        if cm_cond.status == "True":
+            fields["configMap"] = {"name": key.configmap_name, "key": key.configmap_key}
+
+        for projection, outcome in (("firestore", fs_out), ("configmap", cm_out)):
+            if was_synced and outcome is Outcome.WRITTEN:
+                metrics.DRIFT_REPAIRS.labels(projection).inc()
+                kopf.event(body, type="Normal", reason="DriftRepaired",
+                          message=f"the {projection} projection was changed or removed out of "
+                                  "band; restored from the RoutingEntry")
+        if ready.status == "True" and (ready_before.get("status") != "True"
+                                       or status.get("revision") != record.revision):
+            kopf.event(body, type="Normal", reason=Reason.SYNCED, message=f"{fs_cond.message}; {cm_cond.message}")
+        elif ready.status != "True" and ready_before.get("message") != ready.message:
+            kopf.event(body, type="Warning", reason=ready.reason, message=ready.message)
+
+        reason = self._set_status(patch, status, generation, [ready, fs_cond, cm_cond], **fields)
+        metrics.record_condition(uid, ready.status, ready.reason)
+        if ready.reason == Reason.BACKEND_UNAVAILABLE:
+            raise kopf.TemporaryError(ready.message, delay=backoff(retry))
+        return reason
+
+    async def _sync(
+        self, ctype: str, write: Callable[[], Outcome], ok_message: str,
+    ) -> tuple[Wanted, Outcome | None]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            outcome = await self._run(write)
+        except BackendUnavailable as exc:
+            return Wanted(ctype, "False", Reason.BACKEND_UNAVAILABLE, f"{exc}; retrying"), None
+        except OwnershipConflict as exc:
+            return Wanted(ctype, "False", Reason.CONFLICT, str(exc)), None
+        except ApiException as exc:
+            return Wanted(ctype, "False", Reason.BACKEND_UNAVAILABLE,
+                          f"Kubernetes API error {exc.status} {exc.reason}; retrying"), None
+        return Wanted(ctype, "True", Reason.SYNCED, ok_message), outcome
+
+    # -- deletion ----------------------------------------------------------------------------
+
+    async def delete(
+        self, *, body: kopf.Body, patch: kopf.Patch, contenders: Iterable[Contender], retry: int,
+    ) -> None:
+        meta = body.meta
+        uid, ns = str(meta.uid), str(meta.namespace)
+        key = identity_of(body.spec)
+        if key is not None:
+            try:
+                await self._run(self.firestore.remove, key, uid)
+                await self._run(self.configmaps.remove, ns, key, uid)
+            except BackendUnavailable as exc:
+                message = f"deleting: projections not removed yet ({exc}); retrying"
+                kopf.event(body, type="Warning", reason=Reason.BACKEND_UNAVAILABLE, message=message)
+                self._set_status(patch, body.status, meta.get("generation"), [
+                    Wanted(READY, "False", Reason.BACKEND_UNAVAILABLE, message)])
+                raise kopf.TemporaryError(message, delay=backoff(retry)) from exc
+            # Hand the identity over: wake every other claimant so the next oldest takes it.
+            for other in contenders:
+                if other.uid != uid and not other.deleting:
+                    await self._run(self._requeue, other)
+        metrics.forget_entry(uid)
+
+    def _requeue(self, other: Contender) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.custom_api.patch_namespaced_custom_object(
+                "routing.engines.io", "v1alpha1", other.namespace, "routingentries", other.name,
+                {"metadata": {"annotations": {REQUEUE_ANNOTATION: now_rfc3339() +
+                                              f"/{time.monotonic_ns()}"}}},
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

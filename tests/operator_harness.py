@@ -1,0 +1,142 @@
+"""Test harness for the operator: run ``routing-operator`` as a real subprocess, and small
+helpers to create, read and wait on RoutingEntry objects through the real API server.
+
+A subprocess (not an in-process KopfRunner) so tests can SIGKILL it mid-way and restart it, the
+way a node failure would, and so its flags are exercised exactly as a user passes them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from engines.testing import wait_for
+
+GROUP, VERSION, PLURAL = "routing.engines.io", "v1alpha1", "routingentries"
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: Path, namespace: str, collection: str, log_dir: Path,
+                 *extra: str) -> None:
+        self.args = [
+            sys.executable, "-m", "routing_operator.cli", "--namespace", namespace,
+            "--collection", collection, "--metrics-port", "0", "--liveness-port", "0", *extra,
+        ]
+        if "--peering" not in extra:
+            self.args.append("--standalone")
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        self.log_path = log_dir / f"operator-{uuid.uuid4().hex[:6]}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no graceful shutdown, like a node loss."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def running_operator(kubeconfig: Path, namespace: str, collection: str, log_dir: Path,
+                     *extra: str) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(kubeconfig, namespace, collection, log_dir, *extra).start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+def entry(name: str, *, tenant: str = "acme", env: str = "prod", project: str = "*",
+          kind: str = "kpi", backend: str = "firestore", settings: dict[str, Any] | None = None,
+          annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    settings = settings if settings is not None else {"collection": f"{kind}_data"}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "RoutingEntry",
+        "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": {"tenant": tenant, "env": env, "project": project, "resourceKind": kind,
+                 "backend": backend, backend: settings},
+    }
+
+
+class Entries:
+    """CRUD on RoutingEntries of one namespace."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.api = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.ns = namespace
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.api.create_namespaced_custom_object(  # type: ignore[no-any-return]
+            GROUP, VERSION, self.ns, PLURAL, body)
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.api.get_namespaced_custom_object(  # type: ignore[no-any-return]
+                GROUP, VERSION, self.ns, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.api.patch_namespaced_custom_object(  # type: ignore[no-any-return]
+            GROUP, VERSION, self.ns, PLURAL, name, body)
+
+    def delete(self, name: str) -> None:
+        self.api.delete_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
+
+    def condition(self, name: str, ctype: str = "Ready") -> dict[str, Any]:
+        obj = self.get(name) or {}
+        for c in (obj.get("status") or {}).get("conditions") or []:
+            if c["type"] == ctype:
+                return c  # type: ignore[no-any-return]
+        return {}
+
+    def wait_reason(self, name: str, reason: str, status: str | None = None,
+                    timeout: float = 20) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            c = self.condition(name)
+            ok = c.get("reason") == reason and (status is None or c.get("status") == status)
+            return c if ok else None
+
+        return wait_for(check, timeout=timeout,  # type: ignore[no-any-return]
+                        what=f"{name} Ready reason={reason} (now {self.condition(name)})")
+
+    def configmap_data(self, name: str) -> dict[str, str] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.core.read_namespaced_config_map(name, self.ns).data or {}
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise

@@ -1,0 +1,306 @@
+"""The operator against the real stack (kube-apiserver + etcd, Firestore emulator).
+
+Covers: create → Firestore document + ConfigMap key + Ready=True; a backend change moves the
+projections and the revision with observedGeneration == generation; delete → projections gone
+and finalizer released (an emptied ConfigMap is deleted); conflicts (oldest wins, the loser takes
+over on its own when the winner goes); drift repair of both projections; an entry the CRD could
+not catch → InvalidConfig and nothing written; the paused annotation; a Firestore outage →
+BackendUnavailable then recovery with nothing lost; SIGKILL mid-way then restart → convergence.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from engines.routing.model import RoutingRecord, parse_spec
+from engines.testing import wait_for
+
+from operator_harness import Entries, OperatorProcess, entry, running_operator
+
+DRIFT_PERIOD = "2"
+
+
+@pytest.fixture
+def collection() -> str:
+    return f"routing_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def fs(firestore_emulator: Any) -> Any:
+    return firestore_emulator.client()
+
+
+@pytest.fixture
+def entries(kube_cluster: Any, namespace: str) -> Iterator[Entries]:
+    with kube_cluster.api_client() as api:
+        yield Entries(api, namespace)
+
+
+@pytest.fixture
+def operator(kube_cluster: Any, firestore_emulator: Any, namespace: str, collection: str,
+             tmp_path: Path) -> Iterator[OperatorProcess]:
+    with running_operator(kube_cluster.kubeconfig, namespace, collection, tmp_path,
+                          "--drift-period", DRIFT_PERIOD) as op:
+        yield op
+    print(f"--- operator log ({op.log_path}) ---\n{op.log()[-6000:]}")
+
+
+def doc(fs: Any, collection: str, doc_id: str) -> dict[str, Any] | None:
+    snap = fs.collection(collection).document(doc_id).get()
+    return snap.to_dict() if snap.exists else None
+
+
+def test_create_writes_both_projections_and_reports_ready(
+    operator: OperatorProcess, entries: Entries, fs: Any, collection: str
+) -> None:
+    created = entries.create(entry("acme-kpi"))
+    ready = entries.wait_reason("acme-kpi", "Synced", "True")
+    obj = entries.get("acme-kpi")
+    assert obj is not None
+    status = obj["status"]
+    spec = parse_spec(created["spec"])
+    assert status["revision"] == spec.revision()
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    assert status["firestore"]["document"] == f"{collection}/prod:acme:*:kpi"
+    assert status["configMap"] == {"name": "routing.prod.acme", "key": "acme._.kpi.json"}
+    assert ready["observedGeneration"] == obj["metadata"]["generation"]
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Ready": "True", "FirestoreSynced": "True", "ConfigMapSynced": "True"}
+
+    stored = doc(fs, collection, "prod:acme:*:kpi")
+    assert stored is not None
+    assert stored["source"] == {"namespace": entries.ns, "name": "acme-kpi",
+                                "uid": obj["metadata"]["uid"]}
+    assert stored["schema_version"] == 1 and stored["updated_at"] is not None
+    record = RoutingRecord.from_document({k: v for k, v in stored.items() if k != "updated_at"})
+    assert record.revision == spec.revision()
+
+    data = entries.configmap_data("routing.prod.acme")
+    assert data is not None
+    assert json.loads(data["acme._.kpi.json"]) == record.to_document()
+    cm = entries.core.read_namespaced_config_map("routing.prod.acme", entries.ns)
+    assert cm.metadata.labels["app.kubernetes.io/managed-by"] == "routing-operator"
+    assert "routing.engines.io/finalizer" in obj["metadata"]["finalizers"]
+
+
+def test_wildcard_tenant_goes_to_the_env_configmap(
+    operator: OperatorProcess, entries: Entries
+) -> None:
+    entries.create(entry("default-rl", tenant="*", kind="rate_limit", backend="redis",
+                         settings={"url": "redis://redis.engines:6379/0"}))
+    entries.wait_reason("default-rl", "Synced", "True")
+    data = entries.configmap_data("routing.prod")
+    assert data is not None and set(data) == {"_._.rate_limit.json"}
+
+
+def test_backend_change_moves_projections_and_revision(
+    operator: OperatorProcess, entries: Entries, fs: Any, collection: str
+) -> None:
+    entries.create(entry("acme-rl", kind="rate_limit", backend="redis",
+                         settings={"url": "redis://redis-a:6379/0"}))
+    entries.wait_reason("acme-rl", "Synced", "True")
+    before = entries.get("acme-rl")["status"]["revision"]  # type: ignore[index]
+    entries.patch("acme-rl", {"spec": {"backend": "firestore", "redis": None,
+                                       "firestore": {"collection": "rate_limits"}}})
+
+    def switched() -> bool:
+        obj = entries.get("acme-rl") or {}
+        st = obj.get("status") or {}
+        return bool(st.get("revision") != before
+                    and st.get("observedGeneration") == obj["metadata"]["generation"] == 2)
+
+    wait_for(switched, timeout=20, what="status to follow the new generation")
+    assert entries.condition("acme-rl")["status"] == "True"
+    stored = doc(fs, collection, "prod:acme:*:rate_limit")
+    assert stored is not None and stored["backend"] == "firestore"
+    assert stored["config"] == {"collection": "rate_limits", "database": "(default)"}
+    assert stored["generation"] == 2
+    data = entries.configmap_data("routing.prod.acme") or {}
+    assert json.loads(data["acme._.rate_limit.json"])["backend"] == "firestore"
+
+
+def test_delete_removes_only_its_projections_and_releases_the_finalizer(
+    operator: OperatorProcess, entries: Entries, fs: Any, collection: str
+) -> None:
+    entries.create(entry("acme-kpi"))
+    entries.create(entry("acme-seo", kind="seo"))
+    entries.wait_reason("acme-kpi", "Synced", "True")
+    entries.wait_reason("acme-seo", "Synced", "True")
+
+    entries.delete("acme-kpi")
+    wait_for(lambda: entries.get("acme-kpi") is None, timeout=20, what="finalizer released")
+    assert doc(fs, collection, "prod:acme:*:kpi") is None
+    assert set(entries.configmap_data("routing.prod.acme") or {}) == {"acme._.seo.json"}
+    assert doc(fs, collection, "prod:acme:*:seo") is not None
+
+    entries.delete("acme-seo")
+    wait_for(lambda: entries.get("acme-seo") is None, timeout=20, what="finalizer released")
+    assert entries.configmap_data("routing.prod.acme") is None, "emptied ConfigMap not deleted"
+    assert doc(fs, collection, "prod:acme:*:seo") is None
+
+
+def test_conflict_oldest_wins_and_the_loser_takes_over(
+    operator: OperatorProcess, entries: Entries, fs: Any, collection: str
+) -> None:
+    entries.create(entry("first", settings={"collection": "from_first"}))
+    entries.wait_reason("first", "Synced", "True")
+    entries.create(entry("second", settings={"collection": "from_second"}))
+    lost = entries.wait_reason("second", "Conflict", "False")
+    assert f"claimed by the older RoutingEntry {entries.ns}/first" in lost["message"]
+    stored = doc(fs, collection, "prod:acme:*:kpi")
+    assert stored is not None and stored["config"]["collection"] == "from_first"
+    assert entries.condition("first")["status"] == "True"
+
+    entries.delete("first")
+    entries.wait_reason("second", "Synced", "True", timeout=15)
+    stored = doc(fs, collection, "prod:acme:*:kpi")
+    assert stored is not None and stored["config"]["collection"] == "from_second"
+    assert stored["source"]["name"] == "second"
+    data = entries.configmap_data("routing.prod.acme") or {}
+    assert json.loads(data["acme._.kpi.json"])["source"]["name"] == "second"
+
+
+def test_drift_of_both_projections_is_repaired_and_reported(
+    operator: OperatorProcess, entries: Entries, fs: Any, collection: str
+) -> None:
+    entries.create(entry("acme-kpi"))
+    entries.wait_reason("acme-kpi", "Synced", "True")
+    fs.collection(collection).document("prod:acme:*:kpi").update({"backend": "memory"})
+    entries.core.patch_namespaced_config_map(
+        "routing.prod.acme", entries.ns, {"data": {"acme._.kpi.json": "{}"}})
+    wait_for(lambda: (doc(fs, collection, "prod:acme:*:kpi") or {}).get("backend") == "firestore",
+             timeout=15, what="Firestore drift repaired")
+    wait_for(lambda: json.loads((entries.configmap_data("routing.prod.acme") or {})
+                                .get("acme._.kpi.json", "{}")).get("backend") == "firestore",
+             timeout=15, what="ConfigMap drift repaired")
+
+    fs.collection(collection).document("prod:acme:*:kpi").delete()
+    entries.core.delete_namespaced_config_map("routing.prod.acme", entries.ns)
+    wait_for(lambda: doc(fs, collection, "prod:acme:*:kpi") is not None, timeout=15,
+             what="deleted document restored")
+    wait_for(lambda: entries.configmap_data("routing.prod.acme") is not None, timeout=15,
+             what="deleted ConfigMap restored")
+
+    def drift_events() -> list[Any]:
+        evs = entries.core.list_namespaced_event(
+            entries.ns, field_selector="involvedObject.name=acme-kpi").items
+        return [e for e in evs if e.reason == "DriftRepaired"]
+
+    wait_for(lambda: len(drift_events()) >= 1, timeout=10, what="DriftRepaired events")
+
+
+def test_entry_the_crd_could_not_catch_is_invalid_and_written_nowhere(
+    operator: OperatorProcess, entries: Entries, fs: Any, collection: str, kube_cluster: Any
+) -> None:
+    """Stored before a schema change: the CRD's CEL rules are lifted, the entry is stored, the
+    rules come back. A real API server cannot be made to hold such an object any other way."""
+    with kube_cluster.api_client() as api:
+        ext = client.ApiextensionsV1Api(api)
+        name = "routingentries.routing.engines.io"
+        original = ext.read_custom_resource_definition(name)
+        schema = original.spec.versions[0].schema.open_apiv3_schema
+        saved_rules = schema.properties["spec"].x_kubernetes_validations
+        schema.properties["spec"].x_kubernetes_validations = None
+        ext.replace_custom_resource_definition(name, original)
+        try:
+            wait_for(lambda: _try_create(entries, entry("bad", backend="redis",
+                                                        settings={"url": "redis://r:6379"})),
+                     timeout=20, what="the relaxed CRD to accept the entry")
+        finally:
+            current = ext.read_custom_resource_definition(name)
+            current.spec.versions[0].schema.open_apiv3_schema.properties[
+                "spec"].x_kubernetes_validations = saved_rules
+            ext.replace_custom_resource_definition(name, current)
+    cond = entries.wait_reason("bad", "InvalidConfig", "False")
+    assert cond["message"] == (
+        "invalid spec, nothing written: spec.backend: backend redis is not allowed for "
+        "resourceKind kpi; allowed: firestore, memory")
+    assert entries.condition("bad", "FirestoreSynced")["reason"] == "InvalidConfig"
+    assert doc(fs, collection, "prod:acme:*:kpi") is None
+    assert entries.configmap_data("routing.prod.acme") is None
+
+
+def _try_create(entries: Entries, body: dict[str, Any]) -> bool:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        entries.create(body)
+        return True
+    except ApiException as exc:
+        if exc.status == 422:
+            return False
+        raise
+
+
+def test_paused_entry_keeps_its_projections(
+    operator: OperatorProcess, entries: Entries, fs: Any, collection: str
+) -> None:
+    entries.create(entry("acme-kpi"))
+    entries.wait_reason("acme-kpi", "Synced", "True")
+    entries.patch("acme-kpi", {"metadata": {"annotations": {"routing.engines.io/paused": "true"}},
+                               "spec": {"firestore": {"collection": "changed_while_paused"}}})
+    cond = entries.wait_reason("acme-kpi", "ReconcilePaused")
+    assert "routing.engines.io/paused" in cond["message"]
+    stored = doc(fs, collection, "prod:acme:*:kpi")
+    assert stored is not None and stored["config"]["collection"] == "kpi_data"
+
+    entries.patch("acme-kpi", {"metadata": {"annotations": {"routing.engines.io/paused": None}}})
+    entries.wait_reason("acme-kpi", "Synced", "True")
+    wait_for(lambda: (doc(fs, collection, "prod:acme:*:kpi") or {}).get("config", {})
+             .get("collection") == "changed_while_paused", timeout=15, what="resumed sync")
+
+
+def test_firestore_outage_reports_backend_unavailable_then_recovers(
+    operator: OperatorProcess, entries: Entries, firestore_emulator: Any, collection: str
+) -> None:
+    entries.create(entry("before"))
+    entries.wait_reason("before", "Synced", "True")
+    firestore_emulator.stop()
+    try:
+        entries.create(entry("during", kind="seo"))
+        cond = entries.wait_reason("during", "BackendUnavailable", "False", timeout=30)
+        assert "Firestore" in cond["message"]
+    finally:
+        firestore_emulator.start()
+    fs = firestore_emulator.client()
+    # The restarted emulator lost its data; the CRs are the truth and both come back.
+    entries.wait_reason("during", "Synced", "True", timeout=60)
+    wait_for(lambda: doc(fs, collection, "prod:acme:*:seo") is not None, timeout=30,
+             what="document of the entry created during the outage")
+    wait_for(lambda: doc(fs, collection, "prod:acme:*:kpi") is not None, timeout=30,
+             what="document of the entry created before the outage (drift repair)")
+
+
+def test_operator_killed_mid_way_converges_after_restart(
+    kube_cluster: Any, firestore_emulator: Any, entries: Entries, collection: str,
+    tmp_path: Path,
+) -> None:
+    fs = firestore_emulator.client()
+    op = OperatorProcess(kube_cluster.kubeconfig, entries.ns, collection, tmp_path,
+                         "--drift-period", "60").start()
+    kinds = ["kpi", "seo", "budget", "maybes", "firearms", "page_content", "video_timeline",
+             "analytics_events", "feature_flags"]
+    try:
+        for k in kinds:
+            entries.create(entry(f"acme-{k.replace('_', '-')}", kind=k))
+        op.kill()
+        entries.delete("acme-kpi")  # deleted while no operator runs: finalizer must hold it
+        assert entries.get("acme-kpi") is not None
+        op.start()
+        for k in kinds[1:]:
+            entries.wait_reason(f"acme-{k.replace('_', '-')}", "Synced", "True", timeout=30)
+        wait_for(lambda: entries.get("acme-kpi") is None, timeout=30, what="pending delete")
+        assert doc(fs, collection, "prod:acme:*:kpi") is None
+        for k in kinds[1:]:
+            assert doc(fs, collection, f"prod:acme:*:{k}") is not None
+        data = entries.configmap_data("routing.prod.acme") or {}
+        assert set(data) == {f"acme._.{k}.json" for k in kinds[1:]}
+    finally:
+        op.stop()
