@@ -11,7 +11,7 @@ test: setup
 	.venv/bin/python -m pytest
 
 lint: setup
-	.venv/bin/ruff check engines tests benchmarks
+	.venv/bin/ruff check engines operator tests benchmarks
 	.venv/bin/mypy
 
 crd: setup

@@ -17,17 +17,26 @@ import time
 from engines.routing import RoutingRecord, RoutingTable, parse_spec
 from engines.routing.catalog import ResourceKind
 
-KINDS = [k.value for k in ResourceKind if k.value not in ("media_v2_storage", "raw_storage",
-                                                          "chat_bus")]
+KINDS = [
+    k.value for k in ResourceKind if k.value not in ("media_v2_storage", "raw_storage", "chat_bus")
+]
 
 
 def make(tenant: str, project: str, kind: str) -> RoutingRecord:
     backend = "redis" if kind in ("rate_limit", "realtime_registry") else "firestore"
     settings = {"url": "redis://redis:6379/0"} if backend == "redis" else {"collection": kind}
-    return RoutingRecord.from_spec(parse_spec({
-        "tenant": tenant, "env": "prod", "project": project, "resourceKind": kind,
-        "backend": backend, backend: settings,
-    }))
+    return RoutingRecord.from_spec(
+        parse_spec(
+            {
+                "tenant": tenant,
+                "env": "prod",
+                "project": project,
+                "resourceKind": kind,
+                "backend": backend,
+                backend: settings,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -47,8 +56,10 @@ def main() -> None:
     assert len(table) == args.entries
 
     rng = random.Random(7)
-    queries = [(rng.choice(KINDS), f"t{rng.randrange(600):04d}", "prod", f"p{rng.randrange(25):02d}")
-               for _ in range(5_000)]
+    queries = [
+        (rng.choice(KINDS), f"t{rng.randrange(600):04d}", "prod", f"p{rng.randrange(25):02d}")
+        for _ in range(5_000)
+    ]
     for q in queries:  # warm: every query answered once
         table.resolve(*q)
 
@@ -64,8 +75,10 @@ def main() -> None:
     p50 = samples[len(samples) // 2] / 1000
     p99 = samples[int(len(samples) * 0.99)] / 1000
     print(f"resolve() warm cache, {args.entries} entries, {args.calls} calls")
-    print(f"  p50 = {p50:.3f} us   p99 = {p99:.3f} us   max = {samples[-1] / 1000:.1f} us   "
-          f"mean = {statistics.fmean(samples) / 1000:.3f} us")
+    print(
+        f"  p50 = {p50:.3f} us   p99 = {p99:.3f} us   max = {samples[-1] / 1000:.1f} us   "
+        f"mean = {statistics.fmean(samples) / 1000:.3f} us"
+    )
     print(f"  target p50 <= 2 us: {'met' if p50 <= 2 else 'NOT met'}")
 
 

@@ -25,11 +25,22 @@ GROUP, VERSION, PLURAL = "routing.engines.io", "v1alpha1", "routingentries"
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, namespace: str, collection: str, log_dir: Path,
-                 *extra: str) -> None:
+    def __init__(
+        self, kubeconfig: Path, namespace: str, collection: str, log_dir: Path, *extra: str
+    ) -> None:
         self.args = [
-            sys.executable, "-m", "routing_operator.cli", "--namespace", namespace,
-            "--collection", collection, "--metrics-port", "0", "--liveness-port", "0", *extra,
+            sys.executable,
+            "-m",
+            "routing_operator.cli",
+            "--namespace",
+            namespace,
+            "--collection",
+            collection,
+            "--metrics-port",
+            "0",
+            "--liveness-port",
+            "0",
+            *extra,
         ]
         if "--peering" not in extra:
             self.args.append("--standalone")
@@ -39,8 +50,9 @@ class OperatorProcess:
 
     def start(self) -> OperatorProcess:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         return self
 
     def kill(self) -> None:
@@ -63,8 +75,9 @@ class OperatorProcess:
 
 
 @contextmanager
-def running_operator(kubeconfig: Path, namespace: str, collection: str, log_dir: Path,
-                     *extra: str) -> Iterator[OperatorProcess]:
+def running_operator(
+    kubeconfig: Path, namespace: str, collection: str, log_dir: Path, *extra: str
+) -> Iterator[OperatorProcess]:
     op = OperatorProcess(kubeconfig, namespace, collection, log_dir, *extra).start()
     try:
         yield op
@@ -72,15 +85,30 @@ def running_operator(kubeconfig: Path, namespace: str, collection: str, log_dir:
         op.stop()
 
 
-def entry(name: str, *, tenant: str = "acme", env: str = "prod", project: str = "*",
-          kind: str = "kpi", backend: str = "firestore", settings: dict[str, Any] | None = None,
-          annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def entry(
+    name: str,
+    *,
+    tenant: str = "acme",
+    env: str = "prod",
+    project: str = "*",
+    kind: str = "kpi",
+    backend: str = "firestore",
+    settings: dict[str, Any] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
     settings = settings if settings is not None else {"collection": f"{kind}_data"}
     return {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "RoutingEntry",
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "RoutingEntry",
         "metadata": {"name": name, "annotations": annotations or {}},
-        "spec": {"tenant": tenant, "env": env, "project": project, "resourceKind": kind,
-                 "backend": backend, backend: settings},
+        "spec": {
+            "tenant": tenant,
+            "env": env,
+            "project": project,
+            "resourceKind": kind,
+            "backend": backend,
+            backend: settings,
+        },
     }
 
 
@@ -94,14 +122,16 @@ class Entries:
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.api.create_namespaced_custom_object(  # type: ignore[no-any-return]
-            GROUP, VERSION, self.ns, PLURAL, body)
+            GROUP, VERSION, self.ns, PLURAL, body
+        )
 
     def get(self, name: str) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
 
         try:
             return self.api.get_namespaced_custom_object(  # type: ignore[no-any-return]
-                GROUP, VERSION, self.ns, PLURAL, name)
+                GROUP, VERSION, self.ns, PLURAL, name
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -109,7 +139,8 @@ class Entries:
 
     def patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.api.patch_namespaced_custom_object(  # type: ignore[no-any-return]
-            GROUP, VERSION, self.ns, PLURAL, name, body)
+            GROUP, VERSION, self.ns, PLURAL, name, body
+        )
 
     def delete(self, name: str) -> None:
         self.api.delete_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
@@ -121,15 +152,19 @@ class Entries:
                 return c  # type: ignore[no-any-return]
         return {}
 
-    def wait_reason(self, name: str, reason: str, status: str | None = None,
-                    timeout: float = 20) -> dict[str, Any]:
+    def wait_reason(
+        self, name: str, reason: str, status: str | None = None, timeout: float = 20
+    ) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             c = self.condition(name)
             ok = c.get("reason") == reason and (status is None or c.get("status") == status)
             return c if ok else None
 
-        return wait_for(check, timeout=timeout,  # type: ignore[no-any-return]
-                        what=f"{name} Ready reason={reason} (now {self.condition(name)})")
+        return wait_for(
+            check,
+            timeout=timeout,  # type: ignore[no-any-return]
+            what=f"{name} Ready reason={reason} (now {self.condition(name)})",
+        )
 
     def configmap_data(self, name: str) -> dict[str, str] | None:
         from kubernetes.client.exceptions import ApiException

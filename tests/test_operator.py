@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from operator_harness import Entries, OperatorProcess, entry, running_operator
 
 from engines.routing.model import RoutingRecord, parse_spec
 from engines.testing import wait_for
-
-from operator_harness import Entries, OperatorProcess, entry, running_operator
 
 DRIFT_PERIOD = "2"
 
@@ -44,10 +43,12 @@ def entries(kube_cluster: Any, namespace: str) -> Iterator[Entries]:
 
 
 @pytest.fixture
-def operator(kube_cluster: Any, firestore_emulator: Any, namespace: str, collection: str,
-             tmp_path: Path) -> Iterator[OperatorProcess]:
-    with running_operator(kube_cluster.kubeconfig, namespace, collection, tmp_path,
-                          "--drift-period", DRIFT_PERIOD) as op:
+def operator(
+    kube_cluster: Any, firestore_emulator: Any, namespace: str, collection: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    with running_operator(
+        kube_cluster.kubeconfig, namespace, collection, tmp_path, "--drift-period", DRIFT_PERIOD
+    ) as op:
         yield op
     print(f"--- operator log ({op.log_path}) ---\n{op.log()[-6000:]}")
 
@@ -72,12 +73,18 @@ def test_create_writes_both_projections_and_reports_ready(
     assert status["configMap"] == {"name": "routing.prod.acme", "key": "acme._.kpi.json"}
     assert ready["observedGeneration"] == obj["metadata"]["generation"]
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
-        "Ready": "True", "FirestoreSynced": "True", "ConfigMapSynced": "True"}
+        "Ready": "True",
+        "FirestoreSynced": "True",
+        "ConfigMapSynced": "True",
+    }
 
     stored = doc(fs, collection, "prod:acme:*:kpi")
     assert stored is not None
-    assert stored["source"] == {"namespace": entries.ns, "name": "acme-kpi",
-                                "uid": obj["metadata"]["uid"]}
+    assert stored["source"] == {
+        "namespace": entries.ns,
+        "name": "acme-kpi",
+        "uid": obj["metadata"]["uid"],
+    }
     assert stored["schema_version"] == 1 and stored["updated_at"] is not None
     record = RoutingRecord.from_document({k: v for k, v in stored.items() if k != "updated_at"})
     assert record.revision == spec.revision()
@@ -93,8 +100,15 @@ def test_create_writes_both_projections_and_reports_ready(
 def test_wildcard_tenant_goes_to_the_env_configmap(
     operator: OperatorProcess, entries: Entries
 ) -> None:
-    entries.create(entry("default-rl", tenant="*", kind="rate_limit", backend="redis",
-                         settings={"url": "redis://redis.engines:6379/0"}))
+    entries.create(
+        entry(
+            "default-rl",
+            tenant="*",
+            kind="rate_limit",
+            backend="redis",
+            settings={"url": "redis://redis.engines:6379/0"},
+        )
+    )
     entries.wait_reason("default-rl", "Synced", "True")
     data = entries.configmap_data("routing.prod")
     assert data is not None and set(data) == {"_._.rate_limit.json"}
@@ -103,18 +117,34 @@ def test_wildcard_tenant_goes_to_the_env_configmap(
 def test_backend_change_moves_projections_and_revision(
     operator: OperatorProcess, entries: Entries, fs: Any, collection: str
 ) -> None:
-    entries.create(entry("acme-rl", kind="rate_limit", backend="redis",
-                         settings={"url": "redis://redis-a:6379/0"}))
+    entries.create(
+        entry(
+            "acme-rl",
+            kind="rate_limit",
+            backend="redis",
+            settings={"url": "redis://redis-a:6379/0"},
+        )
+    )
     entries.wait_reason("acme-rl", "Synced", "True")
     before = entries.get("acme-rl")["status"]["revision"]  # type: ignore[index]
-    entries.patch("acme-rl", {"spec": {"backend": "firestore", "redis": None,
-                                       "firestore": {"collection": "rate_limits"}}})
+    entries.patch(
+        "acme-rl",
+        {
+            "spec": {
+                "backend": "firestore",
+                "redis": None,
+                "firestore": {"collection": "rate_limits"},
+            }
+        },
+    )
 
     def switched() -> bool:
         obj = entries.get("acme-rl") or {}
         st = obj.get("status") or {}
-        return bool(st.get("revision") != before
-                    and st.get("observedGeneration") == obj["metadata"]["generation"] == 2)
+        return bool(
+            st.get("revision") != before
+            and st.get("observedGeneration") == obj["metadata"]["generation"] == 2
+        )
 
     wait_for(switched, timeout=20, what="status to follow the new generation")
     assert entries.condition("acme-rl")["status"] == "True"
@@ -174,23 +204,41 @@ def test_drift_of_both_projections_is_repaired_and_reported(
     entries.wait_reason("acme-kpi", "Synced", "True")
     fs.collection(collection).document("prod:acme:*:kpi").update({"backend": "memory"})
     entries.core.patch_namespaced_config_map(
-        "routing.prod.acme", entries.ns, {"data": {"acme._.kpi.json": "{}"}})
-    wait_for(lambda: (doc(fs, collection, "prod:acme:*:kpi") or {}).get("backend") == "firestore",
-             timeout=15, what="Firestore drift repaired")
-    wait_for(lambda: json.loads((entries.configmap_data("routing.prod.acme") or {})
-                                .get("acme._.kpi.json", "{}")).get("backend") == "firestore",
-             timeout=15, what="ConfigMap drift repaired")
+        "routing.prod.acme", entries.ns, {"data": {"acme._.kpi.json": "{}"}}
+    )
+    wait_for(
+        lambda: (doc(fs, collection, "prod:acme:*:kpi") or {}).get("backend") == "firestore",
+        timeout=15,
+        what="Firestore drift repaired",
+    )
+    wait_for(
+        lambda: (
+            json.loads(
+                (entries.configmap_data("routing.prod.acme") or {}).get("acme._.kpi.json", "{}")
+            ).get("backend")
+            == "firestore"
+        ),
+        timeout=15,
+        what="ConfigMap drift repaired",
+    )
 
     fs.collection(collection).document("prod:acme:*:kpi").delete()
     entries.core.delete_namespaced_config_map("routing.prod.acme", entries.ns)
-    wait_for(lambda: doc(fs, collection, "prod:acme:*:kpi") is not None, timeout=15,
-             what="deleted document restored")
-    wait_for(lambda: entries.configmap_data("routing.prod.acme") is not None, timeout=15,
-             what="deleted ConfigMap restored")
+    wait_for(
+        lambda: doc(fs, collection, "prod:acme:*:kpi") is not None,
+        timeout=15,
+        what="deleted document restored",
+    )
+    wait_for(
+        lambda: entries.configmap_data("routing.prod.acme") is not None,
+        timeout=15,
+        what="deleted ConfigMap restored",
+    )
 
     def drift_events() -> list[Any]:
         evs = entries.core.list_namespaced_event(
-            entries.ns, field_selector="involvedObject.name=acme-kpi").items
+            entries.ns, field_selector="involvedObject.name=acme-kpi"
+        ).items
         return [e for e in evs if e.reason == "DriftRepaired"]
 
     wait_for(lambda: len(drift_events()) >= 1, timeout=10, what="DriftRepaired events")
@@ -210,18 +258,24 @@ def test_entry_the_crd_could_not_catch_is_invalid_and_written_nowhere(
         schema.properties["spec"].x_kubernetes_validations = None
         ext.replace_custom_resource_definition(name, original)
         try:
-            wait_for(lambda: _try_create(entries, entry("bad", backend="redis",
-                                                        settings={"url": "redis://r:6379"})),
-                     timeout=20, what="the relaxed CRD to accept the entry")
+            wait_for(
+                lambda: _try_create(
+                    entries, entry("bad", backend="redis", settings={"url": "redis://r:6379"})
+                ),
+                timeout=20,
+                what="the relaxed CRD to accept the entry",
+            )
         finally:
             current = ext.read_custom_resource_definition(name)
             current.spec.versions[0].schema.open_apiv3_schema.properties[
-                "spec"].x_kubernetes_validations = saved_rules
+                "spec"
+            ].x_kubernetes_validations = saved_rules
             ext.replace_custom_resource_definition(name, current)
     cond = entries.wait_reason("bad", "InvalidConfig", "False")
     assert cond["message"] == (
         "invalid spec, nothing written: spec.backend: backend redis is not allowed for "
-        "resourceKind kpi; allowed: firestore, memory")
+        "resourceKind kpi; allowed: firestore, memory"
+    )
     assert entries.condition("bad", "FirestoreSynced")["reason"] == "InvalidConfig"
     assert doc(fs, collection, "prod:acme:*:kpi") is None
     assert entries.configmap_data("routing.prod.acme") is None
@@ -244,8 +298,13 @@ def test_paused_entry_keeps_its_projections(
 ) -> None:
     entries.create(entry("acme-kpi"))
     entries.wait_reason("acme-kpi", "Synced", "True")
-    entries.patch("acme-kpi", {"metadata": {"annotations": {"routing.engines.io/paused": "true"}},
-                               "spec": {"firestore": {"collection": "changed_while_paused"}}})
+    entries.patch(
+        "acme-kpi",
+        {
+            "metadata": {"annotations": {"routing.engines.io/paused": "true"}},
+            "spec": {"firestore": {"collection": "changed_while_paused"}},
+        },
+    )
     cond = entries.wait_reason("acme-kpi", "ReconcilePaused")
     assert "routing.engines.io/paused" in cond["message"]
     stored = doc(fs, collection, "prod:acme:*:kpi")
@@ -253,8 +312,14 @@ def test_paused_entry_keeps_its_projections(
 
     entries.patch("acme-kpi", {"metadata": {"annotations": {"routing.engines.io/paused": None}}})
     entries.wait_reason("acme-kpi", "Synced", "True")
-    wait_for(lambda: (doc(fs, collection, "prod:acme:*:kpi") or {}).get("config", {})
-             .get("collection") == "changed_while_paused", timeout=15, what="resumed sync")
+    wait_for(
+        lambda: (
+            (doc(fs, collection, "prod:acme:*:kpi") or {}).get("config", {}).get("collection")
+            == "changed_while_paused"
+        ),
+        timeout=15,
+        what="resumed sync",
+    )
 
 
 def test_firestore_outage_reports_backend_unavailable_then_recovers(
@@ -272,25 +337,46 @@ def test_firestore_outage_reports_backend_unavailable_then_recovers(
     fs = firestore_emulator.client()
     # The restarted emulator lost its data; the CRs are the truth and both come back.
     entries.wait_reason("during", "Synced", "True", timeout=60)
-    wait_for(lambda: doc(fs, collection, "prod:acme:*:seo") is not None, timeout=30,
-             what="document of the entry created during the outage")
-    wait_for(lambda: doc(fs, collection, "prod:acme:*:kpi") is not None, timeout=30,
-             what="document of the entry created before the outage (drift repair)")
+    wait_for(
+        lambda: doc(fs, collection, "prod:acme:*:seo") is not None,
+        timeout=30,
+        what="document of the entry created during the outage",
+    )
+    wait_for(
+        lambda: doc(fs, collection, "prod:acme:*:kpi") is not None,
+        timeout=30,
+        what="document of the entry created before the outage (drift repair)",
+    )
 
 
 def test_operator_killed_mid_way_converges_after_restart(
-    kube_cluster: Any, firestore_emulator: Any, entries: Entries, collection: str,
+    kube_cluster: Any,
+    firestore_emulator: Any,
+    entries: Entries,
+    collection: str,
     tmp_path: Path,
 ) -> None:
     fs = firestore_emulator.client()
-    op = OperatorProcess(kube_cluster.kubeconfig, entries.ns, collection, tmp_path,
-                         "--drift-period", "60").start()
-    kinds = ["kpi", "seo", "budget", "maybes", "firearms", "page_content", "video_timeline",
-             "analytics_events", "feature_flags"]
+    op = OperatorProcess(
+        kube_cluster.kubeconfig, entries.ns, collection, tmp_path, "--drift-period", "60"
+    ).start()
+    kinds = [
+        "kpi",
+        "seo",
+        "budget",
+        "maybes",
+        "firearms",
+        "page_content",
+        "video_timeline",
+        "analytics_events",
+        "feature_flags",
+    ]
     try:
-        for k in kinds:
+        entries.create(entry("acme-kpi", kind="kpi"))
+        entries.wait_reason("acme-kpi", "Synced", "True")  # finalizer on, document written
+        for k in kinds[1:]:
             entries.create(entry(f"acme-{k.replace('_', '-')}", kind=k))
-        op.kill()
+        op.kill()  # mid-way: some of the others are being processed, some not yet seen
         entries.delete("acme-kpi")  # deleted while no operator runs: finalizer must hold it
         assert entries.get("acme-kpi") is not None
         op.start()

@@ -17,28 +17,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Reconcile RoutingEntry objects into Firestore and ConfigMaps.",
     )
     scope = p.add_mutually_exclusive_group(required=True)
-    scope.add_argument("-n", "--namespace", action="append", default=[],
-                       help="watch this namespace (repeatable)")
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)"
+    )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
-    p.add_argument("--collection", default="routing_entries",
-                   help="Firestore collection of routing documents (default: routing_entries)")
-    p.add_argument("--firestore-project", default=None,
-                   help="Google Cloud project of Firestore (default: GOOGLE_CLOUD_PROJECT)")
+    p.add_argument(
+        "--collection",
+        default="routing_entries",
+        help="Firestore collection of routing documents (default: routing_entries)",
+    )
+    p.add_argument(
+        "--firestore-project",
+        default=None,
+        help="Google Cloud project of Firestore (default: GOOGLE_CLOUD_PROJECT)",
+    )
     p.add_argument("--firestore-database", default=None, help="Firestore database id")
-    p.add_argument("--drift-period", type=float, default=60.0,
-                   help="seconds between drift checks of each entry (default: 60)")
-    p.add_argument("--metrics-port", type=int, default=8080,
-                   help="Prometheus metrics port, 0 to disable (default: 8080)")
-    p.add_argument("--liveness-port", type=int, default=8081,
-                   help="liveness endpoint port (/healthz), 0 to disable (default: 8081)")
+    p.add_argument(
+        "--drift-period",
+        type=float,
+        default=60.0,
+        help="seconds between drift checks of each entry (default: 60)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8080,
+        help="Prometheus metrics port, 0 to disable (default: 8080)",
+    )
+    p.add_argument(
+        "--liveness-port",
+        type=int,
+        default=8081,
+        help="liveness endpoint port (/healthz), 0 to disable (default: 8081)",
+    )
     peering = p.add_mutually_exclusive_group()
-    peering.add_argument("--standalone", action="store_true",
-                         help="no peering: use with exactly one replica")
-    peering.add_argument("--peering", default="routing-operator",
-                         help="kopf peering object name shared by the replicas")
-    p.add_argument("--priority", type=int, default=None,
-                   help="peering priority; the highest live replica works, the others pause "
-                        "(default: random, so two replicas never tie)")
+    peering.add_argument(
+        "--standalone", action="store_true", help="no peering: use with exactly one replica"
+    )
+    peering.add_argument(
+        "--peering",
+        default="routing-operator",
+        help="kopf peering object name shared by the replicas",
+    )
+    p.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority; the highest live replica works, the others pause "
+        "(default: random, so two replicas never tie)",
+    )
     p.add_argument("--log-format", choices=["plain", "json"], default="plain")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
@@ -83,8 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     priority = args.priority if args.priority is not None else random.randint(1, 32767)
     logging.getLogger(__name__).info(
         "starting: namespaces=%s collection=%s drift=%ss peering=%s priority=%s",
-        "*" if args.all_namespaces else ",".join(args.namespace), args.collection,
-        args.drift_period, "standalone" if args.standalone else args.peering, priority,
+        "*" if args.all_namespaces else ",".join(args.namespace),
+        args.collection,
+        args.drift_period,
+        "standalone" if args.standalone else args.peering,
+        priority,
     )
     kopf.run(
         registry=registry,

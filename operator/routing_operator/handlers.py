@@ -57,7 +57,9 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         return {
             key.document_id: Contender(
                 created=str(meta.get("creationTimestamp") or ""),
-                namespace=str(meta.namespace), name=str(meta.name), uid=str(meta.uid),
+                namespace=str(meta.namespace),
+                name=str(meta.name),
+                uid=str(meta.uid),
                 deleting=bool(meta.get("deletionTimestamp")),
             )
         }
@@ -70,17 +72,29 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
     @kopf.on.create(*RESOURCE, id="reconcile", backoff=5, registry=registry)
     @kopf.on.update(*RESOURCE, id="reconcile", backoff=5, registry=registry)
     async def reconcile(
-        body: kopf.Body, patch: kopf.Patch, retry: int, identities: kopf.Index[str, Contender],
+        body: kopf.Body,
+        patch: kopf.Patch,
+        retry: int,
+        identities: kopf.Index[str, Contender],
         **_: Any,
     ) -> None:
         await reconciler.reconcile(
             body=body, patch=patch, contenders=contenders(body, identities), retry=retry
         )
 
-    @kopf.timer(*RESOURCE, id="drift", interval=config.drift_period, backoff=5,
-                initial_delay=config.drift_period, registry=registry)
+    @kopf.timer(
+        *RESOURCE,
+        id="drift",
+        interval=config.drift_period,
+        backoff=5,
+        initial_delay=config.drift_period,
+        registry=registry,
+    )
     async def drift(
-        body: kopf.Body, patch: kopf.Patch, retry: int, identities: kopf.Index[str, Contender],
+        body: kopf.Body,
+        patch: kopf.Patch,
+        retry: int,
+        identities: kopf.Index[str, Contender],
         **_: Any,
     ) -> None:
         await reconciler.reconcile(
@@ -89,7 +103,10 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
 
     @kopf.on.delete(*RESOURCE, id="delete", backoff=5, registry=registry)
     async def delete(
-        body: kopf.Body, patch: kopf.Patch, retry: int, identities: kopf.Index[str, Contender],
+        body: kopf.Body,
+        patch: kopf.Patch,
+        retry: int,
+        identities: kopf.Index[str, Contender],
         **_: Any,
     ) -> None:
         await reconciler.delete(

@@ -11,24 +11,28 @@ __all__ = [
     "ENTRIES",
     "RECONCILES",
     "RECONCILE_SECONDS",
-    "record_condition",
     "forget_entry",
+    "record_condition",
 ]
 
 RECONCILES = Counter(
-    "routing_operator_reconciles_total", "Reconciliations by result (a condition reason).",
+    "routing_operator_reconciles_total",
+    "Reconciliations by result (a condition reason).",
     ["result"],
 )
 RECONCILE_SECONDS = Histogram(
-    "routing_operator_reconcile_duration_seconds", "Time to reconcile one RoutingEntry.",
+    "routing_operator_reconcile_duration_seconds",
+    "Time to reconcile one RoutingEntry.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 DRIFT_REPAIRS = Counter(
     "routing_operator_drift_repairs_total",
-    "Out-of-band changes to a projection that were repaired.", ["projection"],
+    "Out-of-band changes to a projection that were repaired.",
+    ["projection"],
 )
 ENTRIES = Gauge(
-    "routing_operator_entries", "RoutingEntries by Ready status and reason.",
+    "routing_operator_entries",
+    "RoutingEntries by Ready status and reason.",
     ["status", "reason"],
 )
 

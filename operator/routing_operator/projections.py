@@ -141,7 +141,9 @@ class FirestoreProjection:
         try:
             return delete(self.client.transaction(max_attempts=3))  # type: ignore[no-any-return]
         except gexc.GoogleAPICallError as exc:
-            raise BackendUnavailable(f"Firestore delete of {key.document_id} failed: {exc}") from exc
+            raise BackendUnavailable(
+                f"Firestore delete of {key.document_id} failed: {exc}"
+            ) from exc
         except ValueError as exc:
             raise BackendUnavailable(f"Firestore transaction failed: {exc}") from exc
 
@@ -238,19 +240,28 @@ class ConfigMapProjection:
             try:
                 if data:
                     self.api.replace_namespaced_config_map(
-                        key.configmap_name, namespace,
-                        {"metadata": {"name": key.configmap_name,
-                                      "resourceVersion": cm.metadata.resource_version,
-                                      "labels": cm.metadata.labels},
-                         "data": data},
+                        key.configmap_name,
+                        namespace,
+                        {
+                            "metadata": {
+                                "name": key.configmap_name,
+                                "resourceVersion": cm.metadata.resource_version,
+                                "labels": cm.metadata.labels,
+                            },
+                            "data": data,
+                        },
                     )
                 else:
                     from kubernetes.client import V1DeleteOptions, V1Preconditions
 
                     self.api.delete_namespaced_config_map(
-                        key.configmap_name, namespace,
-                        body=V1DeleteOptions(preconditions=V1Preconditions(
-                            resource_version=cm.metadata.resource_version)),
+                        key.configmap_name,
+                        namespace,
+                        body=V1DeleteOptions(
+                            preconditions=V1Preconditions(
+                                resource_version=cm.metadata.resource_version
+                            )
+                        ),
                     )
                 return True
             except ApiException as exc:

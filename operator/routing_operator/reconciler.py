@@ -57,7 +57,9 @@ def identity_of(spec: Mapping[str, Any]) -> RoutingKey | None:
     """The identity of a (possibly invalid) spec, or None if it has none."""
     try:
         return RoutingKey(
-            str(spec["env"]), str(spec["tenant"]), str(spec.get("project", "*")),
+            str(spec["env"]),
+            str(spec["tenant"]),
+            str(spec.get("project", "*")),
             str(spec["resourceKind"]),
         )
     except KeyError:
@@ -72,8 +74,13 @@ class Reconciler:
     """Holds the clients and does the work; kopf handlers are thin wrappers around it."""
 
     def __init__(
-        self, *, firestore: FirestoreProjection, configmaps: ConfigMapProjection,
-        custom_api: Any, collection: str, workers: int = 32,
+        self,
+        *,
+        firestore: FirestoreProjection,
+        configmaps: ConfigMapProjection,
+        custom_api: Any,
+        collection: str,
+        workers: int = 32,
     ) -> None:
         self.firestore = firestore
         self.configmaps = configmaps
@@ -108,8 +115,11 @@ class Reconciler:
 
     @staticmethod
     def _set_status(
-        patch: kopf.Patch, status: Mapping[str, Any], generation: int | None,
-        wanted: list[Wanted], **fields: Any,
+        patch: kopf.Patch,
+        status: Mapping[str, Any],
+        generation: int | None,
+        wanted: list[Wanted],
+        **fields: Any,
     ) -> str:
         patch.status["conditions"] = merge_conditions(status.get("conditions"), wanted, generation)
         patch.status["observedGeneration"] = generation
@@ -128,7 +138,12 @@ class Reconciler:
     # -- the reconciliation ------------------------------------------------------------------
 
     async def reconcile(
-        self, *, body: kopf.Body, patch: kopf.Patch, contenders: Iterable[Contender], retry: int,
+        self,
+        *,
+        body: kopf.Body,
+        patch: kopf.Patch,
+        contenders: Iterable[Contender],
+        retry: int,
     ) -> None:
         started = time.monotonic()
         result = "Error"
@@ -142,7 +157,11 @@ class Reconciler:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
 
     async def _reconcile(
-        self, body: kopf.Body, patch: kopf.Patch, contenders: Iterable[Contender], retry: int,
+        self,
+        body: kopf.Body,
+        patch: kopf.Patch,
+        contenders: Iterable[Contender],
+        retry: int,
     ) -> str:
         meta, spec, status = body.meta, body.spec, body.status
         uid, ns, name = str(meta.uid), str(meta.namespace), str(meta.name)
@@ -151,13 +170,22 @@ class Reconciler:
 
         if (meta.annotations or {}).get(PAUSED_ANNOTATION) == "true":
             message = (
-                f"syncing paused by annotation {PAUSED_ANNOTATION}=\"true\"; projections are "
+                f'syncing paused by annotation {PAUSED_ANNOTATION}="true"; projections are '
                 "left as they were until it is removed"
             )
-            reason = self._set_status(patch, status, generation, [
-                Wanted(READY, ready_before.get("status", "Unknown"), Reason.RECONCILE_PAUSED,
-                       message),
-            ])
+            reason = self._set_status(
+                patch,
+                status,
+                generation,
+                [
+                    Wanted(
+                        READY,
+                        ready_before.get("status", "Unknown"),
+                        Reason.RECONCILE_PAUSED,
+                        message,
+                    ),
+                ],
+            )
             metrics.record_condition(uid, ready_before.get("status", "Unknown"), reason)
             return reason
 
@@ -165,10 +193,14 @@ class Reconciler:
             parsed = parse_spec(dict(spec))
         except InvalidRouting as exc:
             message = f"invalid spec, nothing written: {exc}"
-            wanted = [Wanted(t, "False", Reason.INVALID_CONFIG, message)
-                      for t in (READY, FIRESTORE_SYNCED, CONFIGMAP_SYNCED)]
-            if ready_before.get("reason") != Reason.INVALID_CONFIG or \
-                    ready_before.get("message") != message:
+            wanted = [
+                Wanted(t, "False", Reason.INVALID_CONFIG, message)
+                for t in (READY, FIRESTORE_SYNCED, CONFIGMAP_SYNCED)
+            ]
+            if (
+                ready_before.get("reason") != Reason.INVALID_CONFIG
+                or ready_before.get("message") != message
+            ):
                 kopf.event(body, type="Warning", reason=Reason.INVALID_CONFIG, message=message)
             metrics.record_condition(uid, "False", Reason.INVALID_CONFIG)
             return self._set_status(patch, status, generation, wanted)
@@ -184,10 +216,15 @@ class Reconciler:
             if ready_before.get("reason") != Reason.CONFLICT:
                 kopf.event(body, type="Warning", reason=Reason.CONFLICT, message=message)
             metrics.record_condition(uid, "False", Reason.CONFLICT)
-            return self._set_status(patch, status, generation, [
-                Wanted(t, "False", Reason.CONFLICT, message)
-                for t in (READY, FIRESTORE_SYNCED, CONFIGMAP_SYNCED)
-            ])
+            return self._set_status(
+                patch,
+                status,
+                generation,
+                [
+                    Wanted(t, "False", Reason.CONFLICT, message)
+                    for t in (READY, FIRESTORE_SYNCED, CONFIGMAP_SYNCED)
+                ],
+            )
 
         record = RoutingRecord.from_spec(
             parsed, generation=int(generation or 0), source=Source(namespace=ns, name=name, uid=uid)
@@ -212,28 +249,44 @@ class Reconciler:
         if failed:
             ready = Wanted(READY, "False", failed[0].reason, failed[0].message)
         else:
-            ready = Wanted(READY, "True", Reason.SYNCED,
-                           f"backend {record.backend.value} (revision {record.revision[:12]}) "
-                           "is in Firestore and the ConfigMap")
+            ready = Wanted(
+                READY,
+                "True",
+                Reason.SYNCED,
+                f"backend {record.backend.value} (revision {record.revision[:12]}) "
+                "is in Firestore and the ConfigMap",
+            )
         fields: dict[str, Any] = {"revision": record.revision}
         if fs_cond.status == "True":
             synced_at = (status.get("firestore") or {}).get("syncedAt")
             if fs_out is Outcome.WRITTEN or not synced_at:
                 synced_at = now_rfc3339()
-            fields["firestore"] = {"document": f"{self.collection}/{key.document_id}",
-                                   "syncedAt": synced_at}
+            fields["firestore"] = {
+                "document": f"{self.collection}/{key.document_id}",
+                "syncedAt": synced_at,
+            }
         if cm_cond.status == "True":
             fields["configMap"] = {"name": key.configmap_name, "key": key.configmap_key}
 
         for projection, outcome in (("firestore", fs_out), ("configmap", cm_out)):
             if was_synced and outcome is Outcome.WRITTEN:
                 metrics.DRIFT_REPAIRS.labels(projection).inc()
-                kopf.event(body, type="Normal", reason="DriftRepaired",
-                          message=f"the {projection} projection was changed or removed out of "
-                                  "band; restored from the RoutingEntry")
-        if ready.status == "True" and (ready_before.get("status") != "True"
-                                       or status.get("revision") != record.revision):
-            kopf.event(body, type="Normal", reason=Reason.SYNCED, message=f"{fs_cond.message}; {cm_cond.message}")
+                kopf.event(
+                    body,
+                    type="Normal",
+                    reason="DriftRepaired",
+                    message=f"the {projection} projection was changed or removed out of "
+                    "band; restored from the RoutingEntry",
+                )
+        if ready.status == "True" and (
+            ready_before.get("status") != "True" or status.get("revision") != record.revision
+        ):
+            kopf.event(
+                body,
+                type="Normal",
+                reason=Reason.SYNCED,
+                message=f"{fs_cond.message}; {cm_cond.message}",
+            )
         elif ready.status != "True" and ready_before.get("message") != ready.message:
             kopf.event(body, type="Warning", reason=ready.reason, message=ready.message)
 
@@ -244,7 +297,10 @@ class Reconciler:
         return reason
 
     async def _sync(
-        self, ctype: str, write: Callable[[], Outcome], ok_message: str,
+        self,
+        ctype: str,
+        write: Callable[[], Outcome],
+        ok_message: str,
     ) -> tuple[Wanted, Outcome | None]:
         from kubernetes.client.exceptions import ApiException
 
@@ -255,14 +311,23 @@ class Reconciler:
         except OwnershipConflict as exc:
             return Wanted(ctype, "False", Reason.CONFLICT, str(exc)), None
         except ApiException as exc:
-            return Wanted(ctype, "False", Reason.BACKEND_UNAVAILABLE,
-                          f"Kubernetes API error {exc.status} {exc.reason}; retrying"), None
+            return Wanted(
+                ctype,
+                "False",
+                Reason.BACKEND_UNAVAILABLE,
+                f"Kubernetes API error {exc.status} {exc.reason}; retrying",
+            ), None
         return Wanted(ctype, "True", Reason.SYNCED, ok_message), outcome
 
     # -- deletion ----------------------------------------------------------------------------
 
     async def delete(
-        self, *, body: kopf.Body, patch: kopf.Patch, contenders: Iterable[Contender], retry: int,
+        self,
+        *,
+        body: kopf.Body,
+        patch: kopf.Patch,
+        contenders: Iterable[Contender],
+        retry: int,
     ) -> None:
         meta = body.meta
         uid, ns = str(meta.uid), str(meta.namespace)
@@ -274,8 +339,12 @@ class Reconciler:
             except BackendUnavailable as exc:
                 message = f"deleting: projections not removed yet ({exc}); retrying"
                 kopf.event(body, type="Warning", reason=Reason.BACKEND_UNAVAILABLE, message=message)
-                self._set_status(patch, body.status, meta.get("generation"), [
-                    Wanted(READY, "False", Reason.BACKEND_UNAVAILABLE, message)])
+                self._set_status(
+                    patch,
+                    body.status,
+                    meta.get("generation"),
+                    [Wanted(READY, "False", Reason.BACKEND_UNAVAILABLE, message)],
+                )
                 raise kopf.TemporaryError(message, delay=backoff(retry)) from exc
             # Hand the identity over: wake every other claimant so the next oldest takes it.
             for other in contenders:
@@ -288,9 +357,18 @@ class Reconciler:
 
         try:
             self.custom_api.patch_namespaced_custom_object(
-                "routing.engines.io", "v1alpha1", other.namespace, "routingentries", other.name,
-                {"metadata": {"annotations": {REQUEUE_ANNOTATION: now_rfc3339() +
-                                              f"/{time.monotonic_ns()}"}}},
+                "routing.engines.io",
+                "v1alpha1",
+                other.namespace,
+                "routingentries",
+                other.name,
+                {
+                    "metadata": {
+                        "annotations": {
+                            REQUEUE_ANNOTATION: now_rfc3339() + f"/{time.monotonic_ns()}"
+                        }
+                    }
+                },
             )
         except ApiException as exc:
             if exc.status != 404:

@@ -1,0 +1,54 @@
+"""HTTP: ``PUT /budget/{name}`` sets the limit, ``POST .../spend`` spends (409 when over)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends
+from pydantic import BaseModel, Field
+
+from engines.ports import DocumentStore
+from engines.routing.catalog import ResourceKind
+from engines.runtime.http import ServiceRouter, backend
+
+from .service import Budget, Budgets
+
+__all__ = ["LimitRequest", "SpendRequest", "router"]
+
+KIND = ResourceKind.BUDGET
+router = ServiceRouter(kinds=[KIND], prefix="/budget", tags=[KIND.value])
+
+
+def _budgets(store: Annotated[DocumentStore, backend(KIND, DocumentStore)]) -> Budgets:
+    return Budgets(store)
+
+
+BudgetService = Annotated[Budgets, Depends(_budgets)]
+
+
+class LimitRequest(BaseModel):
+    limit: Annotated[float, Field(ge=0)]
+    currency: Annotated[str, Field(min_length=3, max_length=3)] = "USD"
+
+
+class SpendRequest(BaseModel):
+    amount: Annotated[float, Field(gt=0)]
+
+
+def _body(budget: Budget) -> dict[str, Any]:
+    return {**budget.model_dump(), "remaining": budget.remaining}
+
+
+@router.put("/{name}", summary="Set the budget's limit (spent amount is kept)")
+async def set_limit(name: str, body: LimitRequest, budgets: BudgetService) -> dict[str, Any]:
+    return _body(await budgets.set(name, body.limit, body.currency))
+
+
+@router.get("/{name}", summary="The budget: limit, spent, remaining")
+async def get_budget(name: str, budgets: BudgetService) -> dict[str, Any]:
+    return _body(await budgets.get(name))
+
+
+@router.post("/{name}/spend", summary="Spend from the budget; 409 when it does not fit")
+async def spend(name: str, body: SpendRequest, budgets: BudgetService) -> dict[str, Any]:
+    return _body(await budgets.spend(name, body.amount))

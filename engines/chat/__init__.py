@@ -1,0 +1,1 @@
+"""Chat: the message bus service and the engines app entry point (``chat.service.server``)."""

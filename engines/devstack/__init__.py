@@ -1,0 +1,19 @@
+"""The local control plane for development and tests, without Docker (DESIGN §8-§9).
+
+etcd + kube-apiserver (RBAC on, CRDs applied), the Firestore emulator, redis-server and a GCS
+emulator run as local process groups managed from one state directory. ``routing-dev`` drives
+it from a shell, ``LocalStack`` from Python, and ``engines.devstack.pytest_plugin`` from tests.
+"""
+
+from engines.devstack._components import COMPONENTS
+from engines.devstack._errors import StackError
+from engines.devstack.stack import DEFAULT_PROJECT, ComponentStatus, LocalStack, default_state_dir
+
+__all__ = [
+    "COMPONENTS",
+    "DEFAULT_PROJECT",
+    "ComponentStatus",
+    "LocalStack",
+    "StackError",
+    "default_state_dir",
+]

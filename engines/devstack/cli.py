@@ -1,0 +1,80 @@
+"""``routing-dev``: the local control plane from a shell (DESIGN §9).
+
+``up`` prints only the path of ``env.sh`` on stdout, so ``. "$(routing-dev up)"`` works;
+progress and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from engines.devstack._components import COMPONENTS
+from engines.devstack._errors import StackError
+from engines.devstack.stack import LocalStack
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="routing-dev", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="state directory (default: $ROUTING_DEV_STATE_DIR or ./.routing-dev)",
+    )
+    only = argparse.ArgumentParser(add_help=False)
+    only.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated subset of: {', '.join(COMPONENTS)} (default: all)",
+    )
+    up = sub.add_parser("up", parents=[state, only], help="start or reuse the local stack")
+    up.add_argument("--project", default=None, help="GOOGLE_CLOUD_PROJECT for the emulators")
+    down = sub.add_parser("down", parents=[state, only], help="stop what `up` started")
+    down.add_argument("--purge", action="store_true", help="also delete the state directory")
+    sub.add_parser("status", parents=[state], help="list running components")
+    return parser
+
+
+def _components(only: str | None) -> list[str] | None:
+    return [c.strip() for c in only.split(",") if c.strip()] if only else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    stack = LocalStack(args.state_dir, project=getattr(args, "project", None))
+    try:
+        if args.command == "up":
+            started = time.monotonic()
+            for status in stack.up(_components(args.only)).values():
+                verb = "reused" if status.reused else "started"
+                print(
+                    f"{status.name}: {verb} (pid {status.pid}, {status.seconds:.1f}s)",
+                    file=sys.stderr,
+                )
+            print(f"stack ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+            print(stack.env_file)
+        elif args.command == "down":
+            stack.down(_components(args.only))
+            if args.purge and args.only is None:
+                shutil.rmtree(stack.state_dir, ignore_errors=True)
+            print(f"stopped ({stack.state_dir})", file=sys.stderr)
+        else:
+            for name, pid in stack.pids().items():
+                print(f"{name}\t{pid}\t{stack.log_path(name)}")
+    except StackError as exc:
+        print(f"routing-dev {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Nexus: the request gateway's services (rate limiting, backend descriptors, raw storage)."""

@@ -1,0 +1,41 @@
+"""One generic blob router (put/get/delete/list), shared by the media and raw-storage services."""
+
+
+from typing import Annotated
+
+from fastapi import Request, Response
+
+from engines.ports import BlobStore
+from engines.routing.catalog import ResourceKind
+
+from .routers import ServiceRouter, backend
+
+__all__ = ["blob_router"]
+
+
+def blob_router(kind: ResourceKind, *, prefix: str) -> ServiceRouter:
+    """``GET {prefix}?prefix=``, ``PUT/GET/DELETE {prefix}/{name:path}`` (raw bytes)."""
+    router = ServiceRouter(kinds=[kind], prefix=prefix, tags=[kind.value])
+    Blobs = Annotated[BlobStore, backend(kind, BlobStore)]
+
+    @router.get("", summary="List blob names starting with a prefix")
+    async def list_blobs(blobs: Blobs, prefix: str = "") -> dict[str, list[str]]:
+        return {"names": await blobs.list(prefix)}
+
+    @router.put("/{name:path}", summary="Store a blob (the request body, as is)")
+    async def put_blob(name: str, request: Request, blobs: Blobs) -> dict[str, object]:
+        data = await request.body()
+        content_type = request.headers.get("content-type", "application/octet-stream")
+        await blobs.put(name, data, content_type)
+        return {"name": name, "size": len(data)}
+
+    @router.get("/{name:path}", summary="Read a blob")
+    async def get_blob(name: str, blobs: Blobs) -> Response:
+        return Response(await blobs.get(name), media_type="application/octet-stream")
+
+    @router.delete("/{name:path}", status_code=204, summary="Delete a blob")
+    async def delete_blob(name: str, blobs: Blobs) -> Response:
+        await blobs.delete(name)
+        return Response(status_code=204)
+
+    return router

@@ -1,0 +1,42 @@
+"""``/livez``, ``/readyz`` and ``/routing`` (§6): liveness without I/O, readiness from the slots.
+
+``/livez`` never touches a backend or the registry: a slow Firestore must not get the pod
+restarted. ``/readyz`` answers from in-memory slot state only (see :mod:`..reports`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ..reports import readiness, routing_table
+from .routers import get_slots
+
+__all__ = ["probes_router"]
+
+_READY = JSONResponse({"status": "ready"})
+_ALIVE = JSONResponse({"status": "alive"})
+
+
+def probes_router() -> APIRouter:
+    router = APIRouter(tags=["probes"])
+
+    @router.get("/livez", summary="200 while the process is alive (no backend I/O)")
+    async def livez() -> JSONResponse:
+        return _ALIVE
+
+    @router.get("/readyz", summary="200 when every mounted kind serves every tenant, else 503")
+    async def readyz(request: Request) -> JSONResponse:
+        ready, body = readiness(get_slots(request), request.app.state.registry)
+        if ready:
+            return _READY
+        return JSONResponse(body, status_code=503)
+
+    @router.get("/routing", summary="The effective routing table (no secrets), with revisions")
+    async def routing(request: Request) -> dict[str, Any]:
+        state = request.app.state
+        return routing_table(get_slots(request), state.registry, source=state.routing_source)
+
+    return router

