@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", parents=[state, only], help="stop what `up` started")
     down.add_argument("--purge", action="store_true", help="also delete the state directory")
     sub.add_parser("status", parents=[state], help="list running components")
+    sub.add_parser(
+        "demo", parents=[state],
+        help="stack + operator + engines app + examples/, narrated; stops everything at the end",
+    )
     return parser
 
 
@@ -50,6 +54,10 @@ def _components(only: str | None) -> list[str] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from engines.devstack.demo import run_demo
+
+        return run_demo(args.state_dir)
     stack = LocalStack(args.state_dir, project=getattr(args, "project", None))
     try:
         if args.command == "up":
