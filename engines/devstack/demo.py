@@ -70,7 +70,10 @@ def _step(n: int, title: str) -> None:
 def _kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
     result = subprocess.run(
         ["kubectl", "--kubeconfig", str(kubeconfig), *args],
-        input=stdin, capture_output=True, text=True, check=False,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
@@ -86,8 +89,9 @@ def _localize(path: Path, redis_url: str) -> tuple[str, set[str]]:
     for doc in docs:
         spec = doc.get("spec", {})
         if "redis" in spec:
-            spec["redis"]["url"] = re.sub(r"redis://[^/]+", f"redis://{local.group(1)}",
-                                          spec["redis"]["url"])
+            spec["redis"]["url"] = re.sub(
+                r"redis://[^/]+", f"redis://{local.group(1)}", spec["redis"]["url"]
+            )
         if "gcs" in spec:
             buckets.add(spec["gcs"]["bucket"])
     return yaml.safe_dump_all(docs, sort_keys=False), buckets
@@ -155,15 +159,42 @@ def run_demo(state_dir: Path | None = None, *, interactive: bool | None = None) 
         logs = stack.state_dir / "logs"
         op_metrics, op_live, app_port = _free_port(), _free_port(), _free_port()
         bin_dir = Path(sys.executable).parent
-        spawn([str(bin_dir / "routing-operator"), "--namespace", NAMESPACE, "--standalone",
-               "--metrics-port", str(op_metrics), "--liveness-port", str(op_live),
-               "--drift-period", "15"],
-              log_path=logs / "operator.log", owner=stack.state_dir, component="operator")
-        spawn([str(bin_dir / "uvicorn"), "--factory", "engines.chat.service.server:create_app",
-               "--host", "127.0.0.1", "--port", str(app_port)],
-              log_path=logs / "engines.log", owner=stack.state_dir, component="engines",
-              env={"ENGINES_ENV": "prod", "ENGINES_TENANTS": ",".join(TENANTS),
-                   "ENGINES_ROUTING_SOURCE": "firestore"})
+        spawn(
+            [
+                str(bin_dir / "routing-operator"),
+                "--namespace",
+                NAMESPACE,
+                "--standalone",
+                "--metrics-port",
+                str(op_metrics),
+                "--liveness-port",
+                str(op_live),
+                "--drift-period",
+                "15",
+            ],
+            log_path=logs / "operator.log",
+            owner=stack.state_dir,
+            component="operator",
+        )
+        spawn(
+            [
+                str(bin_dir / "uvicorn"),
+                "--factory",
+                "engines.chat.service.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(app_port),
+            ],
+            log_path=logs / "engines.log",
+            owner=stack.state_dir,
+            component="engines",
+            env={
+                "ENGINES_ENV": "prod",
+                "ENGINES_TENANTS": ",".join(TENANTS),
+                "ENGINES_ROUTING_SOURCE": "firestore",
+            },
+        )
         http = httpx.Client(base_url=f"http://127.0.0.1:{app_port}", timeout=10)
 
         def alive() -> bool:
@@ -183,8 +214,16 @@ def run_demo(state_dir: Path | None = None, *, interactive: bool | None = None) 
         defaults, more = _localize(examples / "prod-defaults.yaml", env["REDIS_URL"])
         _create_buckets(buckets | more, env["GOOGLE_CLOUD_PROJECT"])
         _kubectl(kubeconfig, "apply", "-f", "-", stdin=acme)
-        _kubectl(kubeconfig, "wait", "-n", NAMESPACE, "--for=condition=Ready", "rte", "--all",
-                 "--timeout=60s")
+        _kubectl(
+            kubeconfig,
+            "wait",
+            "-n",
+            NAMESPACE,
+            "--for=condition=Ready",
+            "rte",
+            "--all",
+            "--timeout=60s",
+        )
 
         def only_globex_missing() -> bool:
             code, body = _readyz(http)
@@ -194,10 +233,18 @@ def run_demo(state_dir: Path | None = None, *, interactive: bool | None = None) 
         console.print("  acme resolves every kind; globex is still missing all of them:")
         _show_readyz(http)
 
-        _step(4, "kubectl apply examples/prod-defaults.yaml (tenant \"*\": env-wide defaults)")
+        _step(4, 'kubectl apply examples/prod-defaults.yaml (tenant "*": env-wide defaults)')
         _kubectl(kubeconfig, "apply", "-f", "-", stdin=defaults)
-        _kubectl(kubeconfig, "wait", "-n", NAMESPACE, "--for=condition=Ready", "rte", "--all",
-                 "--timeout=60s")
+        _kubectl(
+            kubeconfig,
+            "wait",
+            "-n",
+            NAMESPACE,
+            "--for=condition=Ready",
+            "rte",
+            "--all",
+            "--timeout=60s",
+        )
         _wait("/readyz to turn 200", lambda: _readyz(http)[0] == 200, 30)
         _show_readyz(http)
         console.print("  kubectl get rte -n engines (first lines):")
@@ -208,36 +255,66 @@ def run_demo(state_dir: Path | None = None, *, interactive: bool | None = None) 
 
         _step(5, "live switch: acme rate_limit redis → firestore, no restart")
         before = _serving(http, "acme", "rate_limit")
-        console.print(f"  serving now: {before.get('backend')} "
-                      f"(revision {str(before.get('revision'))[:12]})")
+        console.print(
+            f"  serving now: {before.get('backend')} (revision {str(before.get('revision'))[:12]})"
+        )
         t0 = time.monotonic()
-        _kubectl(kubeconfig, "patch", "rte", "acme-prod-rate-limit", "-n", NAMESPACE,
-                 "--type=merge", "-p",
-                 json.dumps({"spec": {"backend": "firestore", "redis": None,
-                                      "firestore": {"collection": "rate_limits"}}}))
-        after = _wait("the app to serve firestore for acme rate_limit",
-                      lambda: (e := _serving(http, "acme", "rate_limit"))
-                      and e.get("backend") == "firestore" and e or None, 30)
-        console.print(f"  serving firestore after {time.monotonic() - t0:.2f}s "
-                      f"(revision {str(after.get('revision'))[:12]}); the app was not restarted")
-        r = http.post("/nexus/hardening/rate-limit/login", json={"limit": 5},
-                      headers={"X-Tenant": "acme"})
-        console.print(f"  POST /nexus/hardening/rate-limit/login as acme → {r.status_code} "
-                      f"{r.text[:120]}")
+        _kubectl(
+            kubeconfig,
+            "patch",
+            "rte",
+            "acme-prod-rate-limit",
+            "-n",
+            NAMESPACE,
+            "--type=merge",
+            "-p",
+            json.dumps(
+                {
+                    "spec": {
+                        "backend": "firestore",
+                        "redis": None,
+                        "firestore": {"collection": "rate_limits"},
+                    }
+                }
+            ),
+        )
+
+        def switched() -> dict[str, Any] | None:
+            now = _serving(http, "acme", "rate_limit")
+            return now if now.get("backend") == "firestore" else None
+
+        after = _wait("the app to serve firestore for acme rate_limit", switched, 30)
+        console.print(
+            f"  serving firestore after {time.monotonic() - t0:.2f}s "
+            f"(revision {str(after.get('revision'))[:12]}); the app was not restarted"
+        )
+        r = http.post(
+            "/nexus/hardening/rate-limit/login", json={"limit": 5}, headers={"X-Tenant": "acme"}
+        )
+        console.print(
+            f"  POST /nexus/hardening/rate-limit/login as acme → {r.status_code} {r.text[:120]}"
+        )
 
         _step(6, "kubectl delete rte acme-prod-seo: acme falls back to the env-wide default")
         _kubectl(kubeconfig, "delete", "rte", "acme-prod-seo", "-n", NAMESPACE)
-        fallback = _wait("acme seo to resolve to the default entry",
-                         lambda: (e := _serving(http, "acme", "seo"))
-                         and e["entry"]["tenant"] == "*" and e or None, 30)
-        console.print(f"  acme seo now served by the entry {fallback['entry']} "
-                      f"from {fallback['source']['name']} (revision {fallback['revision'][:12]})")
+
+        def fell_back() -> dict[str, Any] | None:
+            now = _serving(http, "acme", "seo")
+            return now if now and now["entry"]["tenant"] == "*" else None
+
+        fallback = _wait("acme seo to resolve to the default entry", fell_back, 30)
+        console.print(
+            f"  acme seo now served by the entry {fallback['entry']} "
+            f"from {fallback['source']['name']} (revision {fallback['revision'][:12]})"
+        )
         _show_readyz(http)
 
         console.print("\n[bold green]demo complete.[/]")
         if interactive:
-            console.print(f"The stack keeps running (exports: {stack.env_file}). "
-                          "Press Ctrl-C to stop everything.")
+            console.print(
+                f"The stack keeps running (exports: {stack.env_file}). "
+                "Press Ctrl-C to stop everything."
+            )
             while True:
                 time.sleep(3600)
         return 0
