@@ -99,9 +99,9 @@ def _localize(path: Path, redis_url: str) -> tuple[str, set[str]]:
 
 def _create_buckets(buckets: set[str], project: str) -> None:
     from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
+    from google.cloud import storage  # type: ignore[attr-defined]
 
-    client = storage.Client(project=project, credentials=AnonymousCredentials())
+    client = storage.Client(project=project, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
     for name in sorted(buckets):
         if client.lookup_bucket(name) is None:
             client.create_bucket(name)
@@ -134,12 +134,16 @@ def _serving(http: httpx.Client, tenant: str, kind: str) -> dict[str, Any]:
     """What serves (tenant, kind) right now, from ``/routing`` ({} when nothing does)."""
     for row in http.get("/routing").json()["entries"]:
         if row.get("tenant") == tenant and row.get("resource_kind") == kind:
-            return row.get("serving") or {}  # type: ignore[no-any-return]
+            serving: dict[str, Any] = row.get("serving") or {}
+            return serving
     return {}
 
 
 def run_demo(state_dir: Path | None = None, *, interactive: bool | None = None) -> int:
     root = repo_root()
+    if root is None:
+        console.print("[bold red]routing-dev demo needs a checkout (it applies examples/)[/]")
+        return 2
     examples = root / "examples"
     stack = LocalStack(state_dir)
     interactive = sys.stdin.isatty() if interactive is None else interactive
