@@ -1,5 +1,10 @@
-"""Live backend switch of the running engines app, with both routing sources, no restart.
+"""Live backend switch, end to end: ``kubectl apply`` → operator → Firestore → a running
+``FirestoreRoutingRegistry`` consumer; and the running engines app, with both routing sources.
 
+Operator part (real kube-apiserver, operator subprocess, Firestore emulator): a consumer that is
+already listening sees the new backend after ``kubectl apply`` changes the entry, no restart.
+
+App part:
 Covers (Firestore emulator, real Redis, GCS emulator): while a loop of requests runs,
 ``feature_flags`` moves from one Firestore collection to another and ``rate_limit`` from Redis to
 Firestore after a registry update — no request fails, and afterwards data lands in the new
@@ -50,7 +55,8 @@ def source(
 ) -> Iterator[tuple[RoutingSource, RoutingRegistry, Write]]:
     if request.param == "firestore":
         registry = FirestoreRoutingRegistry(
-            collection=f"routing-{uuid.uuid4().hex[:10]}", env="prod",
+            collection=f"routing-{uuid.uuid4().hex[:10]}",
+            env="prod",
             project=firestore_emulator.project,
         )
 
@@ -79,7 +85,8 @@ def source(
 async def _serving(client: httpx.AsyncClient, kind: K, backend: str, revision: str) -> bool:
     entries = (await client.get("/routing")).json()["entries"]
     return any(
-        e["resource_kind"] == kind.value and e["tenant"] == "acme"
+        e["resource_kind"] == kind.value
+        and e["tenant"] == "acme"
         and e.get("serving", {}).get("revision") == revision
         and e["serving"]["backend"] == backend
         for e in entries
@@ -95,8 +102,11 @@ async def test_switch_under_load_without_restart(
     uid = uuid.uuid4().hex[:8]
     flags_a, flags_b, limits = f"flags-a-{uid}", f"flags-b-{uid}", f"limits-{uid}"
     write(record(K.FEATURE_FLAGS, "firestore", {"collection": flags_a}, env="prod"))
-    write(record(K.RATE_LIMIT, "redis", {"url": redis_server.url, "key_prefix": f"{uid}:"},
-                 env="prod"))
+    write(
+        record(
+            K.RATE_LIMIT, "redis", {"url": redis_server.url, "key_prefix": f"{uid}:"}, env="prod"
+        )
+    )
     config = RuntimeConfig(env="prod", tenants=("acme",), routing_source=kind_source)
     app = create_app(config, registry, routers=[feature_flags.router, hardening.router])
     failures: list[str] = []
@@ -125,13 +135,15 @@ async def test_switch_under_load_without_restart(
         write(new_flags)
         await async_wait_for(
             lambda: _serving(client, K.FEATURE_FLAGS, "firestore", new_flags.revision),
-            timeout=15, what="feature_flags on collection B",
+            timeout=15,
+            what="feature_flags on collection B",
         )
         new_limits = record(K.RATE_LIMIT, "firestore", {"collection": limits}, env="prod")
         write(new_limits)
         await async_wait_for(
             lambda: _serving(client, K.RATE_LIMIT, "firestore", new_limits.revision),
-            timeout=15, what="rate_limit on Firestore",
+            timeout=15,
+            what="rate_limit on Firestore",
         )
         before = done["n"]
         await async_wait_for(lambda: _ran(done, before + 50), timeout=10, what="after switch")
@@ -183,15 +195,28 @@ def test_uvicorn_readiness_follows_the_registry(
         "ENGINES_ROUTING_COLLECTION": collection,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "engines.chat.service.server:create_app",
-         "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "engines.chat.service.server:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     writer = FirestoreRoutingRegistry(
         collection=collection, env="prod", project=firestore_emulator.project
     )
     try:
+
         def answered() -> tuple[int, dict[str, Any]] | None:
             try:
                 return _readyz(base)
@@ -204,8 +229,13 @@ def test_uvicorn_readiness_follows_the_registry(
         assert {m["resource_kind"] for m in body["missing"]} == {k.value for k in K}
 
         uid = uuid.uuid4().hex[:8]
-        records = durable_records("prod", collection=f"data-{uid}", redis_url=redis_server.url,
-                                  bucket=BUCKET, key_prefix=f"{uid}-")
+        records = durable_records(
+            "prod",
+            collection=f"data-{uid}",
+            redis_url=redis_server.url,
+            bucket=BUCKET,
+            key_prefix=f"{uid}-",
+        )
         for rec in records:
             writer.create(rec)
         wait_for(lambda: _readyz(base)[0] == 200, timeout=30, what="ready once seeded")
@@ -226,3 +256,81 @@ def test_uvicorn_readiness_follows_the_registry(
             proc.kill()
             proc.wait()
         writer.close()
+
+
+# -- kubectl apply → operator → Firestore → a listening consumer --------------------------------
+
+
+def _manifest(namespace: str, backend: str, settings: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "routing.engines.io/v1alpha1",
+            "kind": "RoutingEntry",
+            "metadata": {"name": "acme-rate-limit", "namespace": namespace},
+            "spec": {
+                "tenant": "acme",
+                "env": "prod",
+                "resourceKind": "rate_limit",
+                "backend": backend,
+                backend: settings,
+            },
+        }
+    )
+
+
+def test_consumer_sees_kubectl_apply_without_restart(
+    kube_cluster: Any, firestore_emulator: FirestoreEmulator, namespace: str, tmp_path: Path
+) -> None:
+    from operator_harness import running_operator
+
+    collection = f"routing-{uuid.uuid4().hex[:10]}"
+    consumer = FirestoreRoutingRegistry(
+        collection=collection, env="prod", project=firestore_emulator.project
+    )
+    consumer.start()
+    try:
+        assert consumer.wait_ready(15)
+        with running_operator(kube_cluster.kubeconfig, namespace, collection, tmp_path):
+            applied = kube_cluster.kubectl(
+                "apply",
+                "-f",
+                "-",
+                input=_manifest(namespace, "redis", {"url": "redis://redis-a.engines:6379/0"}),
+            )
+            assert applied.returncode == 0, applied.stderr
+            first = wait_for(
+                lambda: _resolved(consumer),
+                timeout=20,
+                what="the first entry to reach the consumer",
+            )
+            assert first.backend.value == "redis"
+
+            applied = kube_cluster.kubectl(
+                "apply",
+                "-f",
+                "-",
+                input=_manifest(namespace, "firestore", {"collection": "rate_limits"}),
+            )
+            assert applied.returncode == 0, applied.stderr
+
+            def switched_entry() -> RoutingRecord | None:
+                now = _resolved(consumer)
+                return now if now is not None and now.backend.value == "firestore" else None
+
+            switched = wait_for(
+                switched_entry, timeout=20, what="the switched entry to reach the consumer"
+            )
+            assert switched.config["collection"] == "rate_limits"
+            assert switched.revision != first.revision
+            assert switched.generation == 2
+    finally:
+        consumer.close()
+
+
+def _resolved(consumer: FirestoreRoutingRegistry) -> RoutingRecord | None:
+    from engines.routing import ConfigMissing
+
+    try:
+        return consumer.resolve("rate_limit", "acme", "prod")
+    except ConfigMissing:
+        return None
