@@ -390,3 +390,116 @@ def test_operator_killed_mid_way_converges_after_restart(
         assert set(data) == {f"acme._.{k}.json" for k in kinds[1:]}
     finally:
         op.stop()
+
+
+def test_two_replicas_do_not_fight(
+    kube_cluster: Any, firestore_emulator: Any, entries: Entries, collection: str, tmp_path: Path
+) -> None:
+    """kopf peering: the higher-priority replica works, the other pauses; when the worker
+    leaves (a rolling update stops it), the standby resumes and handles new entries."""
+    repo = Path(__file__).resolve().parents[1]
+    crd = repo / "helm" / "routing-registry" / "crds" / "kopfpeerings.kopf.dev.yaml"
+    applied = kube_cluster.kubectl("apply", "-f", str(crd))
+    assert applied.returncode == 0, applied.stderr
+    wait_for(
+        lambda: kube_cluster.kubectl("get", "kopfpeerings", "-n", entries.ns).returncode == 0,
+        timeout=20,
+        what="the KopfPeering CRD to be served",
+    )
+    peering = json.dumps(
+        {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "KopfPeering",
+            "metadata": {"name": "routing-operator", "namespace": entries.ns},
+        }
+    )
+    created = kube_cluster.kubectl("apply", "-f", "-", input=peering)
+    assert created.returncode == 0, created.stderr
+
+    common = ("--peering", "routing-operator", "--peering-lifetime", "10")
+    leader = OperatorProcess(
+        kube_cluster.kubeconfig, entries.ns, collection, tmp_path, *common, "--priority", "200"
+    ).start()
+    standby = OperatorProcess(
+        kube_cluster.kubeconfig, entries.ns, collection, tmp_path, *common, "--priority", "100"
+    ).start()
+    try:
+        wait_for(
+            lambda: "Pausing operations in favour of" in standby.log(),
+            timeout=30,
+            what="the low-priority replica to pause",
+        )
+        for k in ("kpi", "seo", "budget"):
+            entries.create(entry(f"acme-{k}", kind=k))
+        for k in ("kpi", "seo", "budget"):
+            entries.wait_reason(f"acme-{k}", "Synced", "True")
+        assert "Handler 'reconcile' succeeded" in leader.log()
+        assert "Handler 'reconcile' succeeded" not in standby.log(), "both replicas worked"
+
+        leader.stop()
+        wait_for(
+            lambda: "Resuming operations after the pause" in standby.log(),
+            timeout=30,
+            what="the standby to resume once the leader is gone",
+        )
+        entries.create(entry("acme-maybes", kind="maybes"))
+        entries.wait_reason("acme-maybes", "Synced", "True", timeout=30)
+        assert "Handler 'reconcile' succeeded" in standby.log()
+    finally:
+        leader.stop()
+        standby.stop()
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_metrics_and_liveness_endpoints(
+    kube_cluster: Any, firestore_emulator: Any, entries: Entries, collection: str, tmp_path: Path
+) -> None:
+    import httpx
+
+    metrics_port, live_port = _port(), _port()
+    op = OperatorProcess(kube_cluster.kubeconfig, entries.ns, collection, tmp_path)
+    op.args[op.args.index("--metrics-port") + 1] = str(metrics_port)
+    op.args[op.args.index("--liveness-port") + 1] = str(live_port)
+    op.start()
+    try:
+        entries.create(entry("acme-kpi"))
+        entries.create(entry("dup", settings={"collection": "other"}))
+        entries.wait_reason("acme-kpi", "Synced", "True")
+        entries.wait_reason("dup", "Conflict", "False")
+
+        def scrape() -> str:
+            try:
+                return httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text
+            except httpx.TransportError:
+                return ""
+
+        conflict = 'routing_operator_entries{reason="Conflict",status="False"} 1.0'
+        wait_for(lambda: conflict in scrape(), timeout=15, what="the entries gauge")
+        text = scrape()
+        assert 'routing_operator_reconciles_total{result="Synced"}' in text
+        assert 'routing_operator_entries{reason="Synced",status="True"} 1.0' in text
+        assert "routing_operator_reconcile_duration_seconds_bucket" in text
+        assert "routing_operator_drift_repairs_total" in text
+        wait_for(
+            lambda: _get_ok(f"http://127.0.0.1:{live_port}/healthz"),
+            timeout=15,
+            what="liveness endpoint",
+        )
+    finally:
+        op.stop()
+
+
+def _get_ok(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

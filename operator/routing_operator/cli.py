@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="peering priority; the highest live replica works, the others pause "
         "(default: random, so two replicas never tie)",
     )
+    p.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=60,
+        help="seconds before a silent replica is considered gone (default: 60)",
+    )
     p.add_argument("--log-format", choices=["plain", "json"], default="plain")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
@@ -94,7 +100,11 @@ def main(argv: list[str] | None = None) -> None:
     if not project:
         sys.exit("routing-operator: set GOOGLE_CLOUD_PROJECT or pass --firestore-project")
     client = firestore.Client(project=project, database=args.firestore_database)
-    config = OperatorConfig(collection=args.collection, drift_period=args.drift_period)
+    config = OperatorConfig(
+        collection=args.collection,
+        drift_period=args.drift_period,
+        peering_lifetime=args.peering_lifetime,
+    )
     reconciler = Reconciler(
         firestore=FirestoreProjection(client, args.collection),
         configmaps=ConfigMapProjection(kubernetes.client.CoreV1Api(api)),
@@ -121,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         clusterwide=args.all_namespaces,
         namespaces=args.namespace,
         standalone=args.standalone,
+        # A peering name makes peering mandatory: a replica never runs unpeered by accident.
         peering_name=None if args.standalone else args.peering,
         priority=priority,
         liveness_endpoint=liveness,

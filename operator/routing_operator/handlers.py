@@ -26,6 +26,9 @@ class OperatorConfig:
     collection: str = "routing_entries"
     drift_period: float = 60.0
     """Seconds between drift checks of each entry (a full re-reconcile, cheap when in sync)."""
+    peering_lifetime: int = 60
+    """Seconds a replica's peering record lives without a heartbeat (how fast a standby takes
+    over from a replica that died without saying goodbye)."""
 
 
 def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.OperatorRegistry:
@@ -42,6 +45,7 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 30
+        settings.peering.lifetime = config.peering_lifetime
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
