@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     try:
-        kubernetes.config.load_incluster_config()
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
     api = kubernetes.client.ApiClient()
     project = args.firestore_project or os.environ.get("GOOGLE_CLOUD_PROJECT")
     if not project:
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         collection=args.collection,
         drift_period=args.drift_period,
         peering_lifetime=args.peering_lifetime,
+        namespaces=None if args.all_namespaces else list(args.namespace),
     )
     reconciler = Reconciler(
         firestore=FirestoreProjection(client, args.collection),

@@ -7,25 +7,31 @@ as they need.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
-from .reconciler import Contender, Reconciler, identity_of
+from .reconciler import Contender, DriftSweeper, Reconciler, identity_of
 
 __all__ = ["OperatorConfig", "build_registry"]
 
 RESOURCE = ("routing.engines.io", "v1alpha1", "routingentries")
 PREFIX = "routing.engines.io"
+KOPF_PREFIX = "kopf.routing.engines.io"
+"""kopf's own annotations (progress, diff-base). Distinct from PREFIX: kopf ignores changes to
+annotations under its storage prefix, and ours (paused, requeue) must trigger handlers."""
 
 
 @dataclass(frozen=True, slots=True)
 class OperatorConfig:
     collection: str = "routing_entries"
     drift_period: float = 60.0
-    """Seconds between drift checks of each entry (a full re-reconcile, cheap when in sync)."""
+    """Seconds between drift sweeps (three list calls each, whatever the number of entries)."""
+    namespaces: list[str] | None = None
+    """Watched namespaces; None means every namespace."""
     peering_lifetime: int = 60
     """Seconds a replica's peering record lives without a heartbeat (how fast a standby takes
     over from a replica that died without saying goodbye)."""
@@ -37,15 +43,27 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
     @kopf.on.startup(id="configure", registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Progress and diff-base in annotations: status belongs to our declared schema only.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=PREFIX, key="last-handled-configuration"
+            prefix=KOPF_PREFIX, key="last-handled-configuration"
         )
         settings.persistence.finalizer = f"{PREFIX}/finalizer"
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 30
         settings.peering.lifetime = config.peering_lifetime
+
+    sweeper = DriftSweeper(reconciler, config.namespaces)
+    tasks: list[asyncio.Task[None]] = []
+
+    @kopf.on.startup(id="drift-sweeper", registry=registry)
+    async def start_sweeper(**_: Any) -> None:
+        tasks.append(asyncio.create_task(sweeper.run(config.drift_period), name="drift-sweep"))
+
+    @kopf.on.cleanup(id="drift-sweeper-stop", registry=registry)
+    async def stop_sweeper(**_: Any) -> None:
+        for task in tasks:
+            task.cancel()
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -75,44 +93,17 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
     @kopf.on.resume(*RESOURCE, id="reconcile", backoff=5, registry=registry)
     @kopf.on.create(*RESOURCE, id="reconcile", backoff=5, registry=registry)
     @kopf.on.update(*RESOURCE, id="reconcile", backoff=5, registry=registry)
-    async def reconcile(
-        body: kopf.Body,
-        patch: kopf.Patch,
-        retry: int,
-        identities: kopf.Index[str, Contender],
-        **_: Any,
-    ) -> None:
-        await reconciler.reconcile(
-            body=body, patch=patch, contenders=contenders(body, identities), retry=retry
-        )
-
-    @kopf.timer(
-        *RESOURCE,
-        id="drift",
-        interval=config.drift_period,
-        backoff=5,
-        initial_delay=config.drift_period,
-        registry=registry,
-    )
-    async def drift(
-        body: kopf.Body,
-        patch: kopf.Patch,
-        retry: int,
-        identities: kopf.Index[str, Contender],
-        **_: Any,
-    ) -> None:
+    async def reconcile(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+        identities: kopf.Index[str, Contender] = kwargs["identities"]
+        retry = int(kwargs.get("retry", 0))
         await reconciler.reconcile(
             body=body, patch=patch, contenders=contenders(body, identities), retry=retry
         )
 
     @kopf.on.delete(*RESOURCE, id="delete", backoff=5, registry=registry)
-    async def delete(
-        body: kopf.Body,
-        patch: kopf.Patch,
-        retry: int,
-        identities: kopf.Index[str, Contender],
-        **_: Any,
-    ) -> None:
+    async def delete(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+        identities: kopf.Index[str, Contender] = kwargs["identities"]
+        retry = int(kwargs.get("retry", 0))
         await reconciler.delete(
             body=body, patch=patch, contenders=contenders(body, identities), retry=retry
         )

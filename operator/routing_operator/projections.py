@@ -93,7 +93,7 @@ class FirestoreProjection:
         if current is not None and _strip_server_fields(current) == wanted:
             return Outcome.UNCHANGED
 
-        @firestore.transactional  # type: ignore[misc]
+        @firestore.transactional
         def write(txn: Any) -> Outcome:
             snap = ref.get(transaction=txn, timeout=_TIMEOUT, retry=None)
             current = snap.to_dict() if snap.exists else None
@@ -127,7 +127,7 @@ class FirestoreProjection:
 
         ref = self._ref(key)
 
-        @firestore.transactional  # type: ignore[misc]
+        @firestore.transactional
         def delete(txn: Any) -> bool:
             snap = ref.get(transaction=txn, timeout=_TIMEOUT, retry=None)
             if not snap.exists:

@@ -373,3 +373,116 @@ class Reconciler:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+class DriftSweeper:
+    """Finds entries whose projections drifted, in batch, and requeues them.
+
+    One sweep costs three list calls (RoutingEntries, the Firestore collection, the managed
+    ConfigMaps) whatever the number of entries, instead of a timer task and two reads per
+    entry. A drifted entry (or a Conflict loser whose winner is gone) is requeued through the
+    ``routing.engines.io/requeue`` annotation, so the repair itself runs through the normal
+    reconcile path, which counts it and posts the ``DriftRepaired`` Event.
+    """
+
+    def __init__(self, reconciler: Reconciler, namespaces: list[str] | None) -> None:
+        self.reconciler = reconciler
+        self.namespaces = namespaces  # None: every namespace
+
+    def _entries(self) -> list[dict[str, Any]]:
+        api = self.reconciler.custom_api
+        args = ("routing.engines.io", "v1alpha1")
+        if self.namespaces is None:
+            return api.list_cluster_custom_object(*args, "routingentries")["items"]  # type: ignore[no-any-return]
+        items: list[dict[str, Any]] = []
+        for ns in self.namespaces:
+            items += api.list_namespaced_custom_object(*args, ns, "routingentries")["items"]
+        return items
+
+    def _configmaps(self, namespaces: set[str]) -> dict[tuple[str, str], dict[str, str]]:
+        core = self.reconciler.configmaps.api
+        selector = "app.kubernetes.io/managed-by=routing-operator"
+        out: dict[tuple[str, str], dict[str, str]] = {}
+        for ns in namespaces:
+            for cm in core.list_namespaced_config_map(ns, label_selector=selector).items:
+                out[(ns, cm.metadata.name)] = cm.data or {}
+        return out
+
+    def find_stale(self) -> list[Contender]:
+        """Entries to requeue: drifted projections, or a lost conflict whose winner is gone."""
+        from .projections import _strip_server_fields, configmap_value
+
+        entries = self._entries()
+        docs = {
+            snap.id: _strip_server_fields(snap.to_dict() or {})
+            for snap in self.reconciler.firestore.client.collection(
+                self.reconciler.collection
+            ).stream(timeout=30, retry=None)
+        }
+        cms = self._configmaps({e["metadata"]["namespace"] for e in entries})
+        claims: dict[str, list[Contender]] = {}
+        parsed: list[tuple[dict[str, Any], Contender, RoutingRecord | None]] = []
+        for obj in entries:
+            meta = obj["metadata"]
+            me = Contender(
+                str(meta.get("creationTimestamp", "")),
+                meta["namespace"],
+                meta["name"],
+                meta["uid"],
+                bool(meta.get("deletionTimestamp")),
+            )
+            key = identity_of(obj.get("spec") or {})
+            if key is not None:
+                claims.setdefault(key.document_id, []).append(me)
+            try:
+                spec = parse_spec(obj.get("spec") or {})
+                record = RoutingRecord.from_spec(
+                    spec,
+                    generation=int(meta.get("generation") or 0),
+                    source=Source(namespace=me.namespace, name=me.name, uid=me.uid),
+                )
+            except InvalidRouting:
+                record = None
+            parsed.append((obj, me, record))
+
+        stale: list[Contender] = []
+        for obj, me, record in parsed:
+            meta = obj["metadata"]
+            if me.deleting or (meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true":
+                continue
+            ready: dict[str, Any] = next(
+                (
+                    c
+                    for c in (obj.get("status") or {}).get("conditions") or []
+                    if c.get("type") == READY
+                ),
+                {},
+            )
+            if record is None:
+                continue
+            if ready.get("reason") == Reason.CONFLICT:
+                if self.reconciler.winner(claims.get(record.key.document_id, [])) == me:
+                    stale.append(me)
+                continue
+            if ready.get("status") != "True":
+                continue  # not synced yet: its own retries are in charge
+            key = record.key
+            doc_ok = docs.get(key.document_id) == record.to_document()
+            cm = cms.get((me.namespace, key.configmap_name), {})
+            cm_ok = cm.get(key.configmap_key) == configmap_value(record)
+            if not (doc_ok and cm_ok):
+                stale.append(me)
+        return stale
+
+    async def run(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            try:
+                stale = await self.reconciler._run(self.find_stale)
+                for entry in stale:
+                    log.info("drift or takeover: requeueing %s/%s", entry.namespace, entry.name)
+                    await self.reconciler._run(self.reconciler._requeue, entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep sweeping; say what failed
+                log.warning("drift sweep failed (%s); next sweep in %ss", exc, period)
