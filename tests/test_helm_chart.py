@@ -19,6 +19,7 @@ deletion guard lets `kubectl delete` take a prod service out of readiness. So:
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shutil
@@ -55,7 +56,9 @@ def helm() -> Path:
     return resolve_binaries(["helm"])["helm"]
 
 
-def run(*argv: str | Path, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(
+    *argv: str | Path, input: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(a) for a in argv], input=input, capture_output=True, text=True, timeout=timeout,
         check=False,
@@ -216,7 +219,9 @@ def test_engines_deployment_gates_readiness_on_routing(helm: Path) -> None:
         assert sc["readOnlyRootFilesystem"] is True
         assert sc["capabilities"] == {"drop": ["ALL"]}
 
-    firestore = render(helm, "rr", "engines", values_files=(CHART / "ci" / "all-namespaces-values.yaml",))
+    firestore = render(
+        helm, "rr", "engines", values_files=(CHART / "ci" / "all-namespaces-values.yaml",)
+    )
     assert firestore.returncode == 0, firestore.stderr
     pod = next(
         d for d in docs_of(firestore.stdout)
@@ -244,6 +249,52 @@ def test_operator_deployment_runs_peered_replicas_with_probes(helm: Path) -> Non
     assert op["resources"]["requests"] and op["resources"]["limits"]
     kinds = {d["kind"] for d in objs}
     assert {"KopfPeering", "PodDisruptionBudget", "Service", "ServiceAccount"} <= kinds
+    assert not any(a.startswith("--peering-lifetime") for a in op["args"])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"operator": {"peering": {"lifetime": 15}, "verbose": True, "logFormat": "plain"}},
+        {"operator": {"allNamespaces": True, "firestore": {"database": "routing"}}},
+        {"operator": {"peering": {"enabled": False}, "replicas": 1, "metrics": {"port": 0}}},
+    ],
+    ids=["defaults", "lifetime", "all-namespaces", "standalone"],
+)
+def test_rendered_commands_are_what_the_entry_points_accept(
+    helm: Path, values: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart and the CLIs agree: the operator's argv parses, the app's env loads."""
+    from routing_operator.cli import parse_args
+
+    from engines.config.runtime_config import load_runtime_config
+
+    merged = {
+        "operator": {"firestore": {"project": "p"}},
+        "engines": {"enabled": True, "env": "prod", "tenants": ["acme"]},
+    }
+    for key, sub in values.items():
+        op = {**merged["operator"], **sub}
+        op["firestore"] = {**merged["operator"]["firestore"], **sub.get("firestore", {})}
+        merged[key] = op
+    done = render(helm, "rr", "engines", merged)
+    assert done.returncode == 0, done.stderr
+    deploys = {d["metadata"]["name"]: d for d in docs_of(done.stdout) if d["kind"] == "Deployment"}
+    (op,) = deploys["rr-routing-registry-operator"]["spec"]["template"]["spec"]["containers"]
+    args = parse_args(op["args"])
+    asked = values.get("operator", {})
+    assert args.all_namespaces == bool(asked.get("allNamespaces"))
+    assert args.standalone == (not asked.get("peering", {}).get("enabled", True))
+    assert args.peering_lifetime == asked.get("peering", {}).get("lifetime", 60)
+    (app,) = deploys["rr-routing-registry-engines"]["spec"]["template"]["spec"]["containers"]
+    for var in [k for k in os.environ if k.startswith("ENGINES_")]:
+        monkeypatch.delenv(var)
+    for e in app["env"]:
+        if "value" in e:
+            monkeypatch.setenv(e["name"], e["value"])
+    config = load_runtime_config()
+    assert (config.env, config.tenants, config.routing_source.value) == ("prod", ("acme",), "files")
 
 
 # -- the rendered chart against the API server ---------------------------------------------------
@@ -300,14 +351,10 @@ def install(helm: Path, kube_cluster: Any, namespace: str, values: dict[str, Any
 
 def uninstall(kube_cluster: Any, rel: Release) -> None:
     """Delete the cluster-scoped objects (namespaced ones go with the test namespace)."""
-    for obj in rel.objects:
-        if "namespace" not in obj["metadata"]:
-            kube_cluster.kubectl(
-                "delete", "--ignore-not-found", "--wait=false",
-                f"{obj['kind'].lower()}.{obj['apiVersion'].split('/')[0]}"
-                if "/" in obj["apiVersion"] else obj["kind"].lower(),
-                obj["metadata"]["name"],
-            )  # fmt: skip
+    cluster_scoped = [o for o in rel.objects if "namespace" not in o["metadata"]]
+    manifest = "\n---\n".join(yaml.safe_dump(o) for o in cluster_scoped)
+    done = kube_cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest)
+    assert done.returncode == 0, f"uninstall of {rel.name}: {done.stderr}"
 
 
 def guarded_values(namespace: str, **operator: Any) -> dict[str, Any]:
@@ -329,6 +376,27 @@ def release(helm: Path, kube_cluster: Any, namespace: str) -> Iterator[Release]:
     rel = install(helm, kube_cluster, namespace, guarded_values(namespace))
     yield rel
     uninstall(kube_cluster, rel)
+
+
+def test_helm_install_and_uninstall(helm: Path, kube_cluster: Any, namespace: str) -> None:
+    """The real ``helm install``: CRDs first (skipped when present), then every template."""
+    release = f"inst-{secrets.token_hex(3)}"
+    base = (helm, "--kubeconfig", kube_cluster.kubeconfig, "--namespace", namespace)
+    values = yaml.safe_dump(guarded_values(namespace))
+    done = run(*base, "install", release, CHART, "-f", "-", "--timeout", "60s", input=values)
+    assert done.returncode == 0, done.stderr
+    assert "Deletion guard" in done.stdout  # NOTES.txt rendered
+    status = json.loads(run(*base, "status", release, "-o", "json").stdout)
+    assert status["info"]["status"] == "deployed"
+    guard = f"{release}-routing-registry-deletion-guard"
+    assert kube_cluster.kubectl("get", "validatingadmissionpolicy", guard).returncode == 0
+    peering = f"{release}-routing-registry"
+    assert kube_cluster.kubectl("get", "kopfpeering", peering, "-n", namespace).returncode == 0
+    done = run(*base, "uninstall", release, "--timeout", "60s")
+    assert done.returncode == 0, done.stderr
+    assert kube_cluster.kubectl("get", "validatingadmissionpolicy", guard).returncode != 0
+    # The CRD stays: Helm never deletes crds/, and entries outlive the release.
+    assert kube_cluster.kubectl("get", "crd", CRD_PATH.name.removesuffix(".yaml")).returncode == 0
 
 
 def can_i(kube_cluster: Any, user: str, verb: str, resource: str, *extra: str) -> bool:
@@ -406,7 +474,9 @@ def test_operator_service_account_has_exactly_what_it_needs(
     granted += [c for c in CLUSTER_FORBIDDEN if can_i(kube_cluster, release.user, *c)]
     # Nothing at all in a namespace it does not watch.
     granted += [
-        (*c, "-n", "default") for c in NEEDED if can_i(kube_cluster, release.user, *c, "-n", "default")
+        (*c, "-n", "default")
+        for c in NEEDED
+        if can_i(kube_cluster, release.user, *c, "-n", "default")
     ]
     assert not granted, f"{release.user} holds permissions it must not have: {granted}"
 
@@ -425,7 +495,9 @@ def test_all_namespaces_mode_uses_cluster_roles(
         ]  # fmt: skip
         assert not missing, missing
         assert can_i(kube_cluster, rel.user, "patch", "clusterkopfpeerings.kopf.dev")
-        assert can_i(kube_cluster, rel.user, "watch", "customresourcedefinitions.apiextensions.k8s.io")
+        assert can_i(
+            kube_cluster, rel.user, "watch", "customresourcedefinitions.apiextensions.k8s.io"
+        )
         denied = [
             c for c in (*FORBIDDEN, ("list", "secrets", "--all-namespaces"), ("list", "namespaces"))
             if can_i(kube_cluster, rel.user, *c, "-n", "default")
@@ -453,7 +525,11 @@ def service_account_kubeconfig(kube_cluster: Any, rel: Release, path: Path) -> P
                 "contexts": [
                     {
                         "name": "sa",
-                        "context": {"cluster": "local", "user": rel.user, "namespace": rel.namespace},
+                        "context": {
+                            "cluster": "local",
+                            "user": rel.user,
+                            "namespace": rel.namespace,
+                        },
                     }
                 ],
                 "current-context": "sa",
@@ -532,7 +608,7 @@ def test_operator_does_its_whole_job_as_the_chart_service_account(
             # takes over the identity.
             entries.delete("acme-kpi")
             wait_for(lambda: entries.get("acme-kpi") is None, timeout=30, what="acme-kpi gone")
-            entries.wait_reason("acme-kpi-twin", "Synced", "True", timeout=30)
+            entries.wait_reason("acme-kpi-twin", "Synced", "True", timeout=60)
             # Drift repair: a deleted ConfigMap comes back (configmaps create under this SA).
             kube_cluster.kubectl("delete", "configmap", "routing.prod.acme", "-n", ns)
             wait_for(
@@ -540,9 +616,12 @@ def test_operator_does_its_whole_job_as_the_chart_service_account(
                 timeout=30, what="the deleted ConfigMap repaired",
             )  # fmt: skip
         finally:
+            print(f"--- operator log ({op.log_path}) ---\n{op.log()[-8000:]}")  # on failure
             twin = entries.get("acme-kpi-twin")
             if twin is not None:
-                entries.patch("acme-kpi-twin", {"metadata": {"annotations": {ALLOW_DELETE: "true"}}})
+                entries.patch(
+                    "acme-kpi-twin", {"metadata": {"annotations": {ALLOW_DELETE: "true"}}}
+                )
                 entries.delete("acme-kpi-twin")
                 wait_for(lambda: entries.get("acme-kpi-twin") is None, timeout=30, what="twin gone")
     log = op.log()
@@ -561,9 +640,7 @@ def test_deletion_guard_refuses_prod_delete_unless_annotated(
         entries = Entries(api, ns)
         entries.create(entry("prod-kpi", env="prod"))
         entries.create(entry("staging-kpi", env="staging"))
-        entries.create(
-            entry("test-kpi", env="test", backend="memory", settings={})
-        )
+        entries.create(entry("test-kpi", env="test", backend="memory", settings={}))
 
         def refused() -> str | None:
             done = kube_cluster.kubectl("delete", "rte", "prod-kpi", "-n", ns, "--dry-run=server")
@@ -574,8 +651,8 @@ def test_deletion_guard_refuses_prod_delete_unless_annotated(
         assert "prod-kpi" in message and "allow-delete" in message, message
         policy = json.loads(
             kube_cluster.kubectl(
-                "get", "validatingadmissionpolicy", f"{release.name}-routing-registry-deletion-guard",
-                "-o", "json",
+                "get", "validatingadmissionpolicy", "-o", "json",
+                f"{release.name}-routing-registry-deletion-guard",
             ).stdout
         )  # fmt: skip
         assert not (policy.get("status", {}).get("typeChecking") or {}).get("expressionWarnings")
@@ -602,6 +679,12 @@ def test_deletion_guard_refuses_prod_delete_unless_annotated(
         assert done.returncode == 0, f"a test entry must always be deletable: {done.stderr}"
         assert entries.get("test-kpi") is None
 
+        # Deleting the namespace is deliberate: the namespace controller is exempt, or the
+        # namespace would stay Terminating for ever.
+        controller = "system:serviceaccount:kube-system:namespace-controller"
+        done = kube_cluster.kubectl("delete", "rte", "staging-kpi", "-n", ns, f"--as={controller}")
+        assert done.returncode == 0, f"the namespace controller was refused: {done.stderr}"
+
 
 # -- the image recipe ---------------------------------------------------------------------------
 
@@ -614,7 +697,7 @@ def test_dockerfile_passes_hadolint() -> None:
 
 
 def test_requirements_lock_pins_every_runtime_dependency() -> None:
-    """The image installs with ``-c requirements.lock``: an unpinned dependency is not reproducible."""
+    """The image installs with ``-c requirements.lock``: an unpinned dependency would float."""
     pins = {}
     for line in (ROOT / "requirements.lock").read_text().splitlines():
         if line and not line.startswith("#"):

@@ -5,7 +5,9 @@ reconciler can tell a first sync from a drift repair. Both check ownership: a pr
 ``source.uid`` names another RoutingEntry is only taken over when that entry no longer exists
 (``owner_alive`` answers that), and deletion removes only what the deleting entry owns.
 
-Firestore writes run in a transaction (read owner, then write) with short per-call timeouts, so
+A new Firestore document is written with ``create()`` (atomic: it fails if the id exists);
+replacing an existing one runs in a transaction (read owner, then write). Calls carry short
+timeouts and no client-side retry, so
 an unreachable emulator or service surfaces as ``BackendUnavailable`` within seconds instead of
 hanging a handler. ConfigMap writes use the object's ``resourceVersion`` (optimistic concurrency)
 and retry on 409.
@@ -92,6 +94,21 @@ class FirestoreProjection:
         current = self.read(record.key)
         if current is not None and _strip_server_fields(current) == wanted:
             return Outcome.UNCHANGED
+        if current is None:
+            # The common first sync: create() is atomic (fails if the id exists), one RPC.
+            try:
+                ref.create(
+                    {**wanted, "updated_at": firestore.SERVER_TIMESTAMP},
+                    timeout=_TIMEOUT,
+                    retry=None,
+                )
+                return Outcome.WRITTEN
+            except gexc.AlreadyExists:
+                pass  # someone wrote it meanwhile: decide ownership in the transaction below
+            except gexc.GoogleAPICallError as exc:
+                raise BackendUnavailable(
+                    f"Firestore write of {record.key.document_id} failed: {exc}"
+                ) from exc
 
         @firestore.transactional
         def write(txn: Any) -> Outcome:
@@ -169,54 +186,76 @@ class ConfigMapProjection:
         return None if cm is None else (cm.data or {}).get(key.configmap_key)
 
     def ensure(self, namespace: str, record: RoutingRecord, owner_alive: OwnerAlive) -> Outcome:
+        """Write one entry's key; raises ``OwnershipConflict`` if another live entry owns it."""
+        result = self.ensure_many(namespace, record.key.configmap_name, [record], owner_alive)
+        outcome = result[record.key.configmap_key]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def ensure_many(
+        self, namespace: str, name: str, records: list[RoutingRecord], owner_alive: OwnerAlive
+    ) -> dict[str, Outcome | OwnershipConflict]:
+        """Write the keys of several entries of one ConfigMap with one read and one write.
+
+        Keys that are free or owned by the writing entry go in one merge patch, which the server
+        applies atomically without touching other keys (no resourceVersion needed, so entries
+        sharing a ConfigMap never conflict). Taking over a key from an entry that is gone is
+        guarded by the resourceVersion read; a 409 re-reads and retries.
+        """
         from kubernetes.client.exceptions import ApiException
 
-        key, value = record.key, configmap_value(record)
         for _ in range(5):
-            cm = self._get(namespace, key.configmap_name)
-            if cm is None:
-                body = {
-                    "metadata": {"name": key.configmap_name, "labels": dict(MANAGED_BY)},
-                    "data": {key.configmap_key: value},
-                }
-                try:
-                    self.api.create_namespaced_config_map(namespace, body)
-                    return Outcome.WRITTEN
-                except ApiException as exc:
-                    if exc.status == 409:
-                        continue
-                    raise
-            current = (cm.data or {}).get(key.configmap_key)
-            if current == value and (cm.metadata.labels or {}).items() >= MANAGED_BY.items():
-                return Outcome.UNCHANGED
-            if current is not None and record.source is not None:
-                try:
-                    owner = _owner_of(json.loads(current))
-                except ValueError:
-                    owner = None  # garbage in our key: ours to overwrite
-                if owner is not None and owner.uid != record.source.uid and owner_alive(owner):
-                    raise OwnershipConflict(
-                        f"ConfigMap {namespace}/{key.configmap_name} key {key.configmap_key} "
-                        f"is owned by RoutingEntry {owner.namespace}/{owner.name}",
-                        owner_uid=owner.uid,
-                    )
-            patch = {
-                "metadata": {
-                    "resourceVersion": cm.metadata.resource_version,
-                    "labels": dict(MANAGED_BY),
-                },
-                "data": {key.configmap_key: value},
-            }
+            cm = self._get(namespace, name)
+            data: dict[str, str] = dict((cm.data or {}) if cm is not None else {})
+            labelled = cm is not None and (cm.metadata.labels or {}).items() >= MANAGED_BY.items()
+            results: dict[str, Outcome | OwnershipConflict] = {}
+            writes: dict[str, str] = {}
+            takeover = False
+            for record in records:
+                key, value = record.key.configmap_key, configmap_value(record)
+                current = data.get(key)
+                if current == value:
+                    results[key] = Outcome.UNCHANGED
+                    continue
+                if current is not None and record.source is not None:
+                    try:
+                        owner = _owner_of(json.loads(current))
+                    except ValueError:
+                        owner = None  # garbage in our key: ours to overwrite
+                    if owner is not None and owner.uid != record.source.uid:
+                        if owner_alive(owner):
+                            results[key] = OwnershipConflict(
+                                f"ConfigMap {namespace}/{name} key {key} is owned by "
+                                f"RoutingEntry {owner.namespace}/{owner.name}",
+                                owner_uid=owner.uid,
+                            )
+                            continue
+                        takeover = True
+                writes[key] = data[key] = value
+                results[key] = Outcome.WRITTEN
             try:
-                self.api.patch_namespaced_config_map(key.configmap_name, namespace, patch)
-                return Outcome.WRITTEN
+                if cm is None:
+                    if writes:
+                        body = {
+                            "metadata": {"name": name, "labels": dict(MANAGED_BY)},
+                            "data": writes,
+                        }
+                        self.api.create_namespaced_config_map(namespace, body)
+                elif writes or not labelled:
+                    patch: dict[str, Any] = {
+                        "metadata": {"labels": dict(MANAGED_BY)},
+                        "data": writes,
+                    }
+                    if takeover:
+                        patch["metadata"]["resourceVersion"] = cm.metadata.resource_version
+                    self.api.patch_namespaced_config_map(name, namespace, patch)
+                return results
             except ApiException as exc:
-                if exc.status == 409:  # someone else changed it: read again and retry
+                if exc.status == 409:  # created or changed under us: read again and retry
                     continue
                 raise
-        raise BackendUnavailable(
-            f"ConfigMap {namespace}/{key.configmap_name} kept changing; will retry"
-        )
+        raise BackendUnavailable(f"ConfigMap {namespace}/{name} kept changing; will retry")
 
     def remove(self, namespace: str, key: RoutingKey, owner_uid: str) -> bool:
         """Drop our key (only if we own it); delete the ConfigMap when it is left empty."""

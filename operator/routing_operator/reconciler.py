@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -87,6 +87,7 @@ class Reconciler:
         self.custom_api = custom_api
         self.collection = collection
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
+        self.cm_batcher = ConfigMapBatcher(self)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -235,15 +236,17 @@ class Reconciler:
             and self._previous(status, CONFIGMAP_SYNCED).get("status") == "True"
             and status.get("observedGeneration") == generation
         )
-        fs_cond, fs_out = await self._sync(
-            FIRESTORE_SYNCED,
-            lambda: self.firestore.ensure(record, self.owner_alive),
-            f"written to Firestore {self.collection}/{key.document_id}",
-        )
-        cm_cond, cm_out = await self._sync(
-            CONFIGMAP_SYNCED,
-            lambda: self.configmaps.ensure(ns, record, self.owner_alive),
-            f"written to ConfigMap {ns}/{key.configmap_name} key {key.configmap_key}",
+        (fs_cond, fs_out), (cm_cond, cm_out) = await asyncio.gather(
+            self._sync(
+                FIRESTORE_SYNCED,
+                self._run(self.firestore.ensure, record, self.owner_alive),
+                f"written to Firestore {self.collection}/{key.document_id}",
+            ),
+            self._sync(
+                CONFIGMAP_SYNCED,
+                self.cm_batcher.ensure(ns, record),
+                f"written to ConfigMap {ns}/{key.configmap_name} key {key.configmap_key}",
+            ),
         )
         failed = [c for c in (fs_cond, cm_cond) if c.status != "True"]
         if failed:
@@ -299,13 +302,13 @@ class Reconciler:
     async def _sync(
         self,
         ctype: str,
-        write: Callable[[], Outcome],
+        write: Awaitable[Outcome],
         ok_message: str,
     ) -> tuple[Wanted, Outcome | None]:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            outcome = await self._run(write)
+            outcome = await write
         except BackendUnavailable as exc:
             return Wanted(ctype, "False", Reason.BACKEND_UNAVAILABLE, f"{exc}; retrying"), None
         except OwnershipConflict as exc:
@@ -486,3 +489,60 @@ class DriftSweeper:
                 raise
             except Exception as exc:  # keep sweeping; say what failed
                 log.warning("drift sweep failed (%s); next sweep in %ss", exc, period)
+
+
+class ConfigMapBatcher:
+    """Coalesces ConfigMap writes: entries of one ConfigMap reconciled within ``window`` seconds
+    share one read and one write (a tenant's entries are usually applied together)."""
+
+    def __init__(self, reconciler: Reconciler, window: float = 0.05) -> None:
+        self.reconciler = reconciler
+        self.window = window
+        self._pending: dict[tuple[str, str], list[tuple[RoutingRecord, asyncio.Future[Outcome]]]]
+        self._pending = {}
+
+    async def ensure(self, namespace: str, record: RoutingRecord) -> Outcome:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        slot = (namespace, record.key.configmap_name)
+        batch = self._pending.setdefault(slot, [])
+        batch.append((record, future))
+        if len(batch) == 1:
+            loop.call_later(self.window, lambda: loop.create_task(self._flush(slot)))
+        return await future
+
+    async def _flush(self, slot: tuple[str, str]) -> None:
+        batch = self._pending.pop(slot, [])
+        # One record per key per write; a second claim of the same key waits for the next batch
+        # and then meets the first one's ownership.
+        first: dict[str, tuple[RoutingRecord, asyncio.Future[Outcome]]] = {}
+        for record, future in batch:
+            if record.key.configmap_key in first:
+                self._pending.setdefault(slot, []).append((record, future))
+            else:
+                first[record.key.configmap_key] = (record, future)
+        if slot in self._pending:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.window, lambda: loop.create_task(self._flush(slot)))
+        records = [r for r, _ in first.values()]
+        try:
+            results = await self.reconciler._run(
+                self.reconciler.configmaps.ensure_many,
+                slot[0],
+                slot[1],
+                records,
+                self.reconciler.owner_alive,
+            )
+        except Exception as exc:
+            for _, future in first.values():
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for key, (_, future) in first.items():
+            if future.done():
+                continue
+            outcome = results[key]
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)

@@ -7,14 +7,15 @@ import sys
 
 import yaml
 
-from engines.routing.crd import CRD_PATH, build_crd, render_crd
+from engines.routing.crd import CHART_CRD_PATH, CRD_PATH, build_crd, render_crd
 from engines.routing.model import RULES
 
 
 def test_committed_crd_matches_the_generator() -> None:
-    assert CRD_PATH.read_text() == render_crd(), (
-        "crds/ is stale: run `python -m engines.routing.crd` and commit the result"
-    )
+    for path in (CRD_PATH, CHART_CRD_PATH):
+        assert path.read_text() == render_crd(), (
+            f"{path} is stale: run `python -m engines.routing.crd` and commit the result"
+        )
 
 
 def test_check_mode_reports_drift(tmp_path) -> None:  # type: ignore[no-untyped-def]

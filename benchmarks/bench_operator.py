@@ -1,0 +1,181 @@
+"""Operator throughput and memory on the local stack (targets: 1,000 new entries → all
+Ready=True in ≤ 20 s on 2 cores; operator RSS ≤ 200 MB with 10,000 entries).
+
+Starts its own local stack (kube-apiserver + etcd + Firestore emulator) in a temporary state dir,
+runs ``routing-operator`` as a subprocess on one namespace, creates N entries with distinct
+identities from a small thread pool, and measures the time from the first create until the last
+entry reports ``Ready=True`` (polled with a list every 0.25 s). Then it grows the namespace to
+M entries, waits for them all, and reads the operator's VmRSS from /proc. Prints the figures.
+
+    python benchmarks/bench_operator.py [--entries 1000] [--rss-entries 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+
+from engines.devstack.stack import LocalStack
+
+GROUP, VERSION, PLURAL, NS = "routing.engines.io", "v1alpha1", "routingentries", "bench"
+KINDS = [
+    "kpi",
+    "seo",
+    "budget",
+    "maybes",
+    "firearms",
+    "page_content",
+    "video_timeline",
+    "analytics_events",
+    "feature_flags",
+    "nexus_backend",
+]
+
+
+def body(i: int) -> dict[str, Any]:
+    kind = KINDS[i % len(KINDS)]
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "RoutingEntry",
+        "metadata": {"name": f"e{i:05d}", "labels": {"bench": "1"}},
+        "spec": {
+            "tenant": f"t{i // len(KINDS):05d}",
+            "env": "prod",
+            "resourceKind": kind,
+            "backend": "firestore",
+            "firestore": {"collection": kind},
+        },
+    }
+
+
+def ready_count(api: client.CustomObjectsApi) -> tuple[int, int]:
+    items = api.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL)["items"]
+    ready = 0
+    for obj in items:
+        for c in (obj.get("status") or {}).get("conditions") or []:
+            if c["type"] == "Ready" and c["status"] == "True":
+                ready += 1
+    return ready, len(items)
+
+
+def create(api: client.CustomObjectsApi, start: int, stop: int, ns: str = NS) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(
+            pool.map(
+                lambda i: api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body(i)),
+                range(start, stop),
+            )
+        )
+
+
+def wait_all(api: client.CustomObjectsApi, n: int, timeout: float) -> float:
+    t0 = time.monotonic()
+    while True:
+        ready, _ = ready_count(api)
+        if ready >= n:
+            return time.monotonic()
+        if time.monotonic() - t0 > timeout:
+            raise SystemExit(f"only {ready}/{n} Ready after {timeout:.0f}s")
+        time.sleep(0.25)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--entries", type=int, default=1000)
+    parser.add_argument("--rss-entries", type=int, default=10_000)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
+        stack = LocalStack(Path(tmp) / "stack")
+        op: subprocess.Popen[bytes] | None = None
+        try:
+            stack.up(["kube-apiserver", "firestore"])
+            env = {**os.environ, **stack.env(), "KUBECONFIG": str(stack.kubeconfig)}
+            config.load_kube_config(str(stack.kubeconfig))
+            api_client = client.ApiClient()
+            api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] = 16
+            core, api = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+            core.create_namespace({"metadata": {"name": NS}})
+            # The floor: the same creates into a namespace no operator watches.
+            core.create_namespace({"metadata": {"name": "floor"}})
+            f0 = time.monotonic()
+            create(api, 0, args.entries, ns="floor")
+            floor = time.monotonic() - f0
+            print(f"floor: creating {args.entries} entries with no operator running takes "
+                  f"{floor:.1f} s on this machine (API server + etcd + CEL admission)")
+            log = open(Path(tmp) / "operator.log", "wb")  # noqa: SIM115
+            op = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "routing_operator.cli",
+                    "--namespace",
+                    NS,
+                    "--standalone",
+                    "--metrics-port",
+                    "0",
+                    "--liveness-port",
+                    "0",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            time.sleep(3)  # let the operator list the (empty) namespace before the burst
+            rss_idle = rss_mb(op.pid)
+
+            t0 = time.monotonic()
+            create(api, 0, args.entries)
+            created = time.monotonic()
+            done = wait_all(api, args.entries, timeout=300)
+            print(
+                f"operator: {args.entries} new entries → all Ready=True in {done - t0:.1f} s "
+                f"(creating them took {created - t0:.1f} s); target ≤ 20 s: "
+                f"{'met' if done - t0 <= 20 else 'NOT met'}"
+            )
+            print(
+                f"  throughput ≈ {args.entries / (done - t0):.0f} entries/s; "
+                f"RSS idle {rss_idle:.0f} MB, after {args.entries}: {rss_mb(op.pid):.0f} MB"
+            )
+
+            if args.rss_entries > args.entries:
+                t1 = time.monotonic()
+                create(api, args.entries, args.rss_entries)
+                wait_all(api, args.rss_entries, timeout=1800)
+                time.sleep(2)
+                rss = rss_mb(op.pid)
+                print(
+                    f"operator RSS with {args.rss_entries} entries: {rss:.0f} MB "
+                    f"(all Ready after {time.monotonic() - t1:.0f} s more); target ≤ 200 MB: "
+                    f"{'met' if rss <= 200 else 'NOT met'}"
+                )
+        finally:
+            if op is not None and op.poll() is None:
+                os.killpg(op.pid, signal.SIGTERM)
+                try:
+                    op.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(op.pid, signal.SIGKILL)
+            stack.down()
+
+
+if __name__ == "__main__":
+    main()
