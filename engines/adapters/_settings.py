@@ -38,6 +38,8 @@ def parse_settings(backend: Backend, model: type[S], config: Mapping[str, Any] |
             msg = f"required setting is missing (no default: set {field} in the RoutingEntry)"
         elif err["type"] == "extra_forbidden":
             msg = "unknown setting; remove it"
+        elif field.endswith("url"):  # never echo a URL: it may carry a password
+            msg = f"{err['msg']} (expected redis://, rediss:// or unix://)"
         else:
             msg = f"{err['msg']} (got {err.get('input')!r})"
         more = len(exc.errors()) - 1

@@ -54,8 +54,17 @@ KIND_PORTS: dict[ResourceKind, type[Port]] = {
     **{
         k: DocumentStore
         for k in (
-            K.FEATURE_FLAGS, K.KPI, K.BUDGET, K.MAYBES, K.ANALYTICS_EVENTS, K.FIREARMS,
-            K.PAGE_CONTENT, K.SEO, K.VIDEO_TIMELINE, K.MEMORY, K.NEXUS_BACKEND,
+            K.FEATURE_FLAGS,
+            K.KPI,
+            K.BUDGET,
+            K.MAYBES,
+            K.ANALYTICS_EVENTS,
+            K.FIREARMS,
+            K.PAGE_CONTENT,
+            K.SEO,
+            K.VIDEO_TIMELINE,
+            K.MEMORY,
+            K.NEXUS_BACKEND,
         )
     },
     K.STRATEGY_LOCK: LockManager,
@@ -112,8 +121,8 @@ class FactoryRegistry:
                 f"an adapter factory for resource_kind={key[0]} backend={key[1]} is already "
                 f"registered ({self._factories[key].target})"
             )
-        self._factories[key] = factory if isinstance(factory, AdapterFactory) else AdapterFactory(
-            factory
+        self._factories[key] = (
+            factory if isinstance(factory, AdapterFactory) else AdapterFactory(factory)
         )
 
     def get(self, kind: ResourceKind, backend: Backend) -> AdapterFactory | None:

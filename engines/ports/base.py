@@ -92,8 +92,10 @@ def check_key(key: str, what: str = "key") -> str:
 
 
 def check_positive(value: float, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-        math.isfinite(value) and value > 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and value > 0)
     ):
         raise InvalidArgument(f"{what} must be a positive number, got {value!r}")
     return value

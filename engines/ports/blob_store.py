@@ -52,8 +52,10 @@ def check_blob_name(name: str) -> str:
 
 
 def check_prefix(prefix: str) -> str:
-    if not isinstance(prefix, str) or len(prefix.encode()) > MAX_NAME_BYTES or any(
-        c in prefix for c in "\x00\r\n\\"
+    if (
+        not isinstance(prefix, str)
+        or len(prefix.encode()) > MAX_NAME_BYTES
+        or any(c in prefix for c in "\x00\r\n\\")
     ):
         raise InvalidArgument(f"blob prefix {prefix!r} is not a valid name prefix")
     return prefix

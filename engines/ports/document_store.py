@@ -22,6 +22,7 @@ from .features import Feature
 __all__ = [
     "Document",
     "DocumentStore",
+    "Documents",
     "Updater",
     "add_to_field",
     "check_amount",
@@ -47,6 +48,10 @@ class Document:
     data: dict[str, Any]
 
 
+Documents = list[Document]
+"""What ``list`` and ``query`` return (an alias: inside the class ``list`` names the method)."""
+
+
 class DocumentStore(Port):
     """Collections of JSON documents for one tenant."""
 
@@ -65,12 +70,12 @@ class DocumentStore(Port):
     @abstractmethod
     async def list(
         self, collection: str, *, limit: int = 100, start_after: str | None = None
-    ) -> list[Document]:
+    ) -> Documents:
         """Up to ``limit`` documents ordered by id, after ``start_after`` when given."""
 
     async def query(
         self, collection: str, field: str, value: Any, *, limit: int = 100
-    ) -> list[Document]:
+    ) -> Documents:
         """Documents whose top-level ``field`` equals ``value``, ordered by id (``QUERY``)."""
         raise NotSupported(f"{type(self).__name__} does not support {Feature.QUERY}")
 

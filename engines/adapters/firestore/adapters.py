@@ -16,8 +16,8 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -32,6 +32,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from engines.ports.base import check_collection, check_key, check_positive, check_tenant
 from engines.ports.document_store import (
     Document,
+    Documents,
     DocumentStore,
     Updater,
     add_to_field,
@@ -55,6 +56,7 @@ from engines.ports.rate_limiter import Decision, RateLimiter, check_hit
 from engines.routing.catalog import Backend, FirestoreSettings
 from engines.routing.errors import InvalidRouting, RoutingError
 
+from .._keylocks import key_lock
 from .._settings import parse_settings
 
 __all__ = [
@@ -79,20 +81,6 @@ def _translate(what: str) -> Iterator[None]:
         raise InvalidArgument(f"firestore {what}: {exc.message}") from exc
     except (gexc.GoogleAPIError, auth_exc.GoogleAuthError, OSError) as exc:
         raise BackendUnavailable(f"firestore {what} failed: {type(exc).__name__}: {exc}") from exc
-
-
-_DOC_LOCKS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-"""One lock per document path in this process: concurrent read-modify-writes of one document
-from the same pod queue here instead of aborting each other in Firestore (whose pessimistic
-transaction locks make same-document contention expensive). Across pods, Firestore's own
-transaction isolation keeps the operation atomic."""
-
-
-def _doc_lock(key: str) -> asyncio.Lock:
-    lock = _DOC_LOCKS.get(key)
-    if lock is None:
-        lock = _DOC_LOCKS[key] = asyncio.Lock()
-    return lock
 
 
 def _aborted(exc: BaseException) -> bool:
@@ -123,7 +111,7 @@ class _Firestore:
             from google.oauth2 import service_account
 
             try:
-                credentials = service_account.Credentials.from_service_account_info(
+                credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
                     json.loads(secret)
                 )
             except (ValueError, KeyError) as exc:
@@ -142,19 +130,21 @@ class _Firestore:
 
     async def ping(self) -> None:
         with _translate("ping"):
-            await self._root.collection("_ping").document("ping").get(
-                retry=None, timeout=PING_TIMEOUT_S
+            await (
+                self._root.collection("_ping")
+                .document("ping")
+                .get(retry=None, timeout=PING_TIMEOUT_S)
             )
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
-            self._client.close()
+            self._client.close()  # type: ignore[no-untyped-call]
 
     async def _transaction(
         self, ref: Any, body: Callable[[AsyncTransaction], Awaitable[T]], what: str
     ) -> T:
         """Run ``body`` in a transaction on ``ref``; lost races are retried with backoff."""
-        async with _doc_lock(f"{self._client.project}/{self.settings.database}/{ref.path}"):
+        async with key_lock(f"{self._client.project}/{self.settings.database}/{ref.path}"):
             return await self._transaction_unlocked(body, what)
 
     async def _transaction_unlocked(
@@ -213,22 +203,23 @@ class FirestoreDocumentStore(_Firestore, DocumentStore):
         with _translate("delete"):
             await self._coll(collection).document(id).delete()
 
-    async def _run(self, query: Any) -> list[Document]:
+    async def _run(self, query: Any) -> Documents:
         with _translate("list"):
             return [Document(s.id, s.to_dict()) async for s in query.stream()]
 
     async def list(
         self, collection: str, *, limit: int = 100, start_after: str | None = None
-    ) -> list[Document]:
+    ) -> Documents:
         coll = self._coll(collection)
         query = coll.order_by(FieldPath.document_id()).limit(check_limit(limit))
         if start_after is not None:
-            query = query.start_after({FieldPath.document_id(): coll.document(check_key(start_after))})
+            after = coll.document(check_key(start_after))
+            query = query.start_after({FieldPath.document_id(): after})
         return await self._run(query)
 
     async def query(
         self, collection: str, field: str, value: Any, *, limit: int = 100
-    ) -> list[Document]:
+    ) -> Documents:
         coll = self._coll(collection)
         query = (
             coll.where(filter=FieldFilter(check_field(field), "==", value))
@@ -287,9 +278,16 @@ class FirestoreRateLimiter(_Firestore, RateLimiter):
                 count, closes_at = int(data["count"]), float(data["closes_at"])
             count += 1
             if count <= limit:  # refused hits change nothing: no write, less contention
-                txn.set(ref, {"count": count, "closes_at": closes_at,
-                              "expires_at": datetime.fromtimestamp(closes_at, UTC)})
-            return Decision(count <= limit, limit, max(0, limit - count), closes_at - now)
+                txn.set(
+                    ref,
+                    {
+                        "count": count,
+                        "closes_at": closes_at,
+                        "expires_at": datetime.fromtimestamp(closes_at, UTC),
+                    },
+                )
+            reset_after = min(window_s, max(0.0, closes_at - now))  # other pods' clocks drift
+            return Decision(count <= limit, limit, max(0, limit - count), reset_after)
 
         return await self._transaction(ref, body, "rate-limit hit")
 
@@ -298,6 +296,14 @@ class FirestoreRateLimiter(_Firestore, RateLimiter):
 
 
 class FirestorePresenceRegistry(_Firestore, PresenceRegistry):
+    SWEEP_EVERY_S = 30.0
+    """Lapsed documents are deleted at most this often per instance (``list`` filters them
+    anyway; in production a TTL policy on ``expires_at`` does the sweeping)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._next_sweep = 0.0
+
     def _coll(self) -> Any:
         return self._root.collection("_presence")
 
@@ -306,8 +312,10 @@ class FirestorePresenceRegistry(_Firestore, PresenceRegistry):
         check_positive(ttl_s, "ttl_s")
         check_data(info)
         with _translate("presence register"):
-            await self._coll().document(member_id).set(
-                {"info": info, "expires_at": _now() + timedelta(seconds=ttl_s)}
+            await (
+                self._coll()
+                .document(member_id)
+                .set({"info": info, "expires_at": _now() + timedelta(seconds=ttl_s)})
             )
 
     async def unregister(self, member_id: str) -> None:
@@ -319,21 +327,13 @@ class FirestorePresenceRegistry(_Firestore, PresenceRegistry):
         now = _now()
         with _translate("presence list"):
             live = [
-                s async for s in self._coll().where(
-                    filter=FieldFilter("expires_at", ">", now)
-                ).stream()
+                s
+                async for s in self._coll()
+                .where(filter=FieldFilter("expires_at", ">", now))
+                .stream()
             ]
-            # Opportunistic clean-up of lapsed registrations (a TTL policy does it in prod).
-            dead = [
-                s.reference async for s in self._coll().where(
-                    filter=FieldFilter("expires_at", "<=", now)
-                ).limit(100).stream()
-            ]
-            if dead:
-                batch = self._client.batch()
-                for ref in dead:
-                    batch.delete(ref)
-                await batch.commit()
+            if time.monotonic() >= self._next_sweep:
+                await self._sweep(now)
         members = []
         for snap in live:
             data = snap.to_dict()
@@ -341,6 +341,21 @@ class FirestorePresenceRegistry(_Firestore, PresenceRegistry):
                 Member(snap.id, data["info"], (data["expires_at"] - now).total_seconds())
             )
         return sorted(members, key=lambda m: m.member_id)
+
+    async def _sweep(self, now: datetime) -> None:
+        self._next_sweep = time.monotonic() + self.SWEEP_EVERY_S
+        dead = [
+            s.reference
+            async for s in self._coll()
+            .where(filter=FieldFilter("expires_at", "<=", now))
+            .limit(200)
+            .stream()
+        ]
+        if dead:
+            batch = self._client.batch()
+            for ref in dead:
+                batch.delete(ref)
+            await batch.commit()
 
 
 # --------------------------------------------------------------------------- LockManager
@@ -361,8 +376,14 @@ class FirestoreLockManager(_Firestore, LockManager):
             now = _now()
             if snap.exists and snap.get("expires_at") > now:
                 return None
-            txn.set(ref, {"owner": owner, "token": lease.token,
-                          "expires_at": now + timedelta(seconds=ttl_s)})
+            txn.set(
+                ref,
+                {
+                    "owner": owner,
+                    "token": lease.token,
+                    "expires_at": now + timedelta(seconds=ttl_s),
+                },
+            )
             return lease
 
         return await self._transaction(ref, body, f"lock acquire {name}")

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
-from google.cloud import storage
+from google.cloud import storage  # type: ignore[attr-defined]
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from engines.ports.base import check_tenant
@@ -61,7 +61,7 @@ class GcsBlobStore(BlobStore):
 
             try:
                 info = json.loads(secret)
-                kwargs["credentials"] = service_account.Credentials.from_service_account_info(
+                kwargs["credentials"] = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
                     info
                 )
                 kwargs["project"] = info.get("project_id")
@@ -116,7 +116,8 @@ class GcsBlobStore(BlobStore):
 
         def download() -> bytes:
             try:
-                return blob.download_as_bytes(timeout=TIMEOUT_S, retry=RETRY)
+                data: bytes = blob.download_as_bytes(timeout=TIMEOUT_S, retry=RETRY)
+                return data
             except gexc.NotFound:
                 raise NotFound(f"blob {name!r} does not exist") from None
 

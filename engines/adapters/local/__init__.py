@@ -7,6 +7,7 @@ temporary file first and are renamed into place, so a reader never sees half a b
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import uuid
 from collections.abc import Mapping
@@ -93,7 +94,7 @@ class LocalBlobStore(BlobStore):
         check_prefix(prefix)
         return await asyncio.to_thread(self._list, prefix)
 
-    def _list(self, prefix: str) -> list[str]:
+    def _list(self, prefix: str) -> builtins.list[str]:
         out = []
         for dirpath, _dirs, files in os.walk(self._root):
             rel = Path(dirpath).relative_to(self._root).as_posix()

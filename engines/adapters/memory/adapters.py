@@ -13,6 +13,7 @@ from engines.ports.base import check_collection, check_key, check_positive, chec
 from engines.ports.blob_store import BlobStore, check_blob_name, check_bytes, check_prefix
 from engines.ports.document_store import (
     Document,
+    Documents,
     DocumentStore,
     Updater,
     add_to_field,
@@ -98,7 +99,7 @@ class MemoryDocumentStore(_Memory, DocumentStore):
 
     async def list(
         self, collection: str, *, limit: int = 100, start_after: str | None = None
-    ) -> list[Document]:
+    ) -> Documents:
         check_collection(collection)
         check_limit(limit)
         ids = self._ids.get(collection, [])
@@ -108,7 +109,7 @@ class MemoryDocumentStore(_Memory, DocumentStore):
 
     async def query(
         self, collection: str, field: str, value: Any, *, limit: int = 100
-    ) -> list[Document]:
+    ) -> Documents:
         check_collection(collection)
         check_field(field)
         check_limit(limit)
@@ -155,7 +156,8 @@ class MemoryRateLimiter(_Memory, RateLimiter):
             count, closes_at = 0, now + window_s
         count += 1
         self._windows[key] = (count, closes_at)
-        return Decision(count <= limit, limit, max(0, limit - count), closes_at - now)
+        reset_after = min(window_s, closes_at - now)  # no float drift past the window
+        return Decision(count <= limit, limit, max(0, limit - count), reset_after)
 
 
 class _MemorySubscription(Subscription):
@@ -221,7 +223,8 @@ class MemoryPresenceRegistry(_Memory, PresenceRegistry):
         for mid in [m for m, (_, exp) in self._members.items() if exp <= now]:
             del self._members[mid]
         return [
-            Member(mid, _copy(info), exp - now) for mid, (info, exp) in sorted(self._members.items())
+            Member(mid, _copy(info), exp - now)
+            for mid, (info, exp) in sorted(self._members.items())
         ]
 
 
@@ -280,4 +283,3 @@ class MemoryLockManager(_Memory, LockManager):
         if not self._held(lease):
             raise LockNotHeld(f"lock {lease.name!r} is no longer held by {lease.owner!r}")
         del self._locks[lease.name]
-

@@ -10,7 +10,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from engines.ports.base import check_collection, check_key, check_tenant
-from engines.ports.document_store import Document, DocumentStore, check_data, check_limit, check_ref
+from engines.ports.document_store import (
+    Documents,
+    DocumentStore,
+    check_data,
+    check_limit,
+    check_ref,
+)
 from engines.routing.catalog import Backend, NoopSettings
 
 from .._settings import parse_settings
@@ -44,7 +50,7 @@ class NoopDocumentStore(DocumentStore):
 
     async def list(
         self, collection: str, *, limit: int = 100, start_after: str | None = None
-    ) -> list[Document]:
+    ) -> Documents:
         check_collection(collection)
         check_limit(limit)
         if start_after is not None:

@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, WatchError
 
 from engines.ports.base import check_collection, check_key, check_positive, check_tenant
 from engines.ports.document_store import (
     Document,
+    Documents,
     DocumentStore,
     Updater,
     add_to_field,
@@ -40,7 +44,9 @@ from engines.ports.message_bus import MessageBus, Subscription, check_topic
 from engines.ports.presence import Member, PresenceRegistry
 from engines.ports.rate_limiter import Decision, RateLimiter, check_hit
 from engines.routing.catalog import Backend, RedisSettings
+from engines.routing.errors import InvalidRouting
 
+from .._keylocks import key_lock
 from .._settings import from_json, parse_settings, to_json
 
 __all__ = [
@@ -88,12 +94,20 @@ class _Redis:
         }
         if secret is not None:
             kwargs["password"] = secret
+        self._client_kwargs = kwargs
         try:
             self._client: aioredis.Redis = aioredis.Redis.from_url(self.settings.url, **kwargs)
         except ValueError as exc:
-            from engines.routing.errors import InvalidRouting
-
             raise InvalidRouting(str(exc), field="redis.url") from exc
+
+    def _dedicated_client(self) -> aioredis.Redis:
+        """One connection, no automatic retry: for long blocking reads that we close ourselves."""
+        return aioredis.Redis.from_url(
+            self.settings.url,
+            **self._client_kwargs,
+            single_connection_client=True,
+            retry=Retry(NoBackoff(), 0),
+        )
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -139,7 +153,7 @@ class RedisDocumentStore(_Redis, DocumentStore):
         check_ref(collection, id)
         with _translate("get"):
             raw = await self._client.get(self._doc(collection, id))
-        return None if raw is None else from_json(raw)  # type: ignore[no-any-return]
+        return None if raw is None else from_json(raw)
 
     async def put(self, collection: str, id: str, data: dict[str, Any]) -> None:
         check_ref(collection, id)
@@ -160,7 +174,7 @@ class RedisDocumentStore(_Redis, DocumentStore):
 
     async def list(
         self, collection: str, *, limit: int = 100, start_after: str | None = None
-    ) -> list[Document]:
+    ) -> Documents:
         check_collection(collection)
         check_limit(limit)
         start = "-" if start_after is None else "(" + check_key(start_after)
@@ -173,12 +187,12 @@ class RedisDocumentStore(_Redis, DocumentStore):
 
     async def query(
         self, collection: str, field: str, value: Any, *, limit: int = 100
-    ) -> list[Document]:
+    ) -> Documents:
         # A scan of the collection in id order: correct, O(collection size).
         check_collection(collection)
         check_field(field)
         check_limit(limit)
-        out: list[Document] = []
+        out: Documents = []
         after: str | None = None
         while True:
             page = await self.list(collection, limit=500, start_after=after)
@@ -194,6 +208,10 @@ class RedisDocumentStore(_Redis, DocumentStore):
     async def update(self, collection: str, id: str, fn: Updater) -> dict[str, Any] | None:
         check_ref(collection, id)
         key, idx = self._doc(collection, id), self._idx(collection)
+        async with key_lock(f"redis:{self.settings.url}:{key}"):
+            return await self._update(key, idx, id, fn)
+
+    async def _update(self, key: str, idx: str, id: str, fn: Updater) -> dict[str, Any] | None:
         with _translate("update"):
             async with self._client.pipeline(transaction=True) as pipe:
                 for _ in range(MAX_TXN_ATTEMPTS):
@@ -202,7 +220,7 @@ class RedisDocumentStore(_Redis, DocumentStore):
                         raw = await pipe.get(key)
                         new = fn(None if raw is None else from_json(raw))
                         payload = None if new is None else to_json(check_data(new))
-                        pipe.multi()
+                        pipe.multi()  # type: ignore[no-untyped-call]
                         if payload is None:
                             pipe.delete(key)
                             pipe.zrem(idx, id)
@@ -210,13 +228,13 @@ class RedisDocumentStore(_Redis, DocumentStore):
                             pipe.set(key, payload)
                             pipe.zadd(idx, {id: 0})
                         await pipe.execute()
-                        return None if payload is None else from_json(payload)  # type: ignore[no-any-return]
-                    except WatchError:
-                        await asyncio.sleep(0)
+                        return None if payload is None else from_json(payload)
+                    except WatchError:  # another pod wrote it first: re-read and retry
+                        await asyncio.sleep(random.uniform(0, 0.005))
                         continue
                     finally:
-                        await pipe.reset()
-        raise Conflict(f"update of {collection}/{id} lost {MAX_TXN_ATTEMPTS} races in a row")
+                        await pipe.reset()  # type: ignore[no-untyped-call]
+        raise Conflict(f"update of {key} lost {MAX_TXN_ATTEMPTS} races in a row")
 
     async def increment(
         self, collection: str, id: str, field: str, amount: int | float = 1
@@ -265,35 +283,43 @@ class RedisRateLimiter(_Redis, RateLimiter):
 
 
 class _RedisSubscription(Subscription):
+    """Reads the topic's stream on its own connection, from the id current at subscribe time.
+
+    Closing disconnects that connection rather than cancelling the blocked XREAD: redis-py can
+    swallow a cancellation that lands mid-read and then block again, so a cancel alone may never
+    finish. A reader failure is handed to the consumer as the next item, never lost in a task.
+    """
+
     def __init__(self, bus: RedisMessageBus, topic: str, key: str, last_id: str) -> None:
         self.topic = topic
         self._bus, self._key, self._last = bus, key, last_id
+        self._conn = bus._dedicated_client()
         self._queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue(1000)
         self._closed = False
         self._task = asyncio.create_task(self._read(), name=f"redis-bus-{topic}")
 
     async def _read(self) -> None:
-        client = self._bus._client
         try:
-            while True:
+            while not self._closed:
                 with _translate("subscribe"):
-                    batches = await client.xread(
+                    batches: Any = await self._conn.xread(
                         {self._key: self._last}, count=200, block=READ_BLOCK_MS
                     )
                 for _stream, entries in batches or ():
                     for entry_id, fields in entries:
                         self._last = entry_id
                         await self._queue.put(from_json(fields["m"]))
-        except asyncio.CancelledError:
-            raise
         except BaseException as exc:  # delivered to the consumer, not lost in a task
-            await self._queue.put(exc)
+            if not self._closed:
+                await self._queue.put(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
 
     async def __anext__(self) -> dict[str, Any]:
         if self._closed:
             raise StopAsyncIteration
         item = await self._queue.get()
-        if item is None:
+        if item is None or self._closed:
             raise StopAsyncIteration
         if isinstance(item, BaseException):
             self._closed = True
@@ -304,12 +330,16 @@ class _RedisSubscription(Subscription):
         if self._closed and self._task.done():
             return
         self._closed = True
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
         self._bus._subscriptions.discard(self)
         with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
+            self._queue.put_nowait(None)  # wakes a consumer blocked in __anext__
+        with contextlib.suppress(RedisError, OSError):
+            await self._conn.connection_pool.disconnect(inuse_connections=True)
+        done, _ = await asyncio.wait({self._task}, timeout=READ_BLOCK_MS / 1000 + 1)
+        if not done:  # last resort; should not happen once the socket is closed
+            self._task.cancel()
+        with contextlib.suppress(RedisError, OSError):
+            await self._conn.aclose()
 
 
 class RedisMessageBus(_Redis, MessageBus):
@@ -331,8 +361,8 @@ class RedisMessageBus(_Redis, MessageBus):
         check_topic(topic)
         key = self._key("bus", topic)
         with _translate("subscribe"):
-            last = await self._client.xrevrange(key, count=1)
-        sub = _RedisSubscription(self, topic, key, last[0][0] if last else "0-0")
+            last: Any = await self._client.xrevrange(key, count=1)
+        sub = _RedisSubscription(self, topic, key, str(last[0][0]) if last else "0-0")
         self._subscriptions.add(sub)
         return sub
 
@@ -345,12 +375,17 @@ class RedisMessageBus(_Redis, MessageBus):
 # --------------------------------------------------------------------------- PresenceRegistry
 
 _NOW_MS = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-_REGISTER = _NOW_MS + """
+_REGISTER = (
+    _NOW_MS
+    + """
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return now
 """
-_LIST_LIVE = _NOW_MS + """
+)
+_LIST_LIVE = (
+    _NOW_MS
+    + """
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 for i = 1, #dead, 500 do
   redis.call('HDEL', KEYS[2], unpack(dead, i, math.min(i + 499, #dead)))
@@ -365,6 +400,7 @@ for i = 1, #live, 2 do
 end
 return out
 """
+)
 
 
 class RedisPresenceRegistry(_Redis, PresenceRegistry):

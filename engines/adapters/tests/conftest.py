@@ -13,6 +13,7 @@ GCS object prefix or local directory), so tests never see each other's data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -81,15 +82,15 @@ def gcs_bucket(gcs_emulator: Any) -> Any:
     from google.api_core.exceptions import Conflict
 
     client = gcs_emulator.client()
-    try:
+    with contextlib.suppress(Conflict):
         client.create_bucket(GCS_BUCKET)
-    except Conflict:
-        pass
     return gcs_emulator
 
 
 @pytest.fixture
-def backend_config(request: pytest.FixtureRequest, backend: Backend, tmp_path: Path) -> dict[str, Any]:
+def backend_config(
+    request: pytest.FixtureRequest, backend: Backend, tmp_path: Path
+) -> dict[str, Any]:
     variant = VARIANTS[backend]
     service = request.getfixturevalue(variant.service) if variant.service else None
     return variant.config(service, uuid.uuid4().hex[:12], tmp_path)

@@ -62,8 +62,11 @@ async def test_list_by_prefix(make: Any) -> None:
     for name in names:
         await blobs.put(name, name.encode())
     assert await blobs.list() == sorted(names)
-    assert await blobs.list("media/") == ["media/2024/a.jpg", "media/2024/b.jpg",
-                                          "media/2025/c.jpg"]
+    assert await blobs.list("media/") == [
+        "media/2024/a.jpg",
+        "media/2024/b.jpg",
+        "media/2025/c.jpg",
+    ]
     assert await blobs.list("media/2024/a") == ["media/2024/a.jpg"]
     assert await blobs.list("media") == sorted(n for n in names if n.startswith("media"))
     assert await blobs.list("zzz") == []
@@ -83,8 +86,19 @@ async def test_tenants_are_apart(make: Any) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "/abs", "trailing/", "a//b", "../escape", "a/../../b", "./a", "a/./b", "back\\slash",
-     "nul\x00", "x" * 1025],
+    [
+        "",
+        "/abs",
+        "trailing/",
+        "a//b",
+        "../escape",
+        "a/../../b",
+        "./a",
+        "a/./b",
+        "back\\slash",
+        "nul\x00",
+        "x" * 1025,
+    ],
 )
 async def test_bad_names_are_refused(make: Any, name: str) -> None:
     blobs: BlobStore = make()

@@ -154,8 +154,17 @@ async def test_tenants_are_apart(make: Any) -> None:
 
 @pytest.mark.parametrize(
     ("collection", "id"),
-    [("", "a"), ("a/b", "a"), ("_private", "a"), ("c", ""), ("c", "a/b"), ("c", "."),
-     ("c", ".."), ("c", "__x__"), ("c", "x" * 501)],
+    [
+        ("", "a"),
+        ("a/b", "a"),
+        ("_private", "a"),
+        ("c", ""),
+        ("c", "a/b"),
+        ("c", "."),
+        ("c", ".."),
+        ("c", "__x__"),
+        ("c", "x" * 501),
+    ],
 )
 async def test_bad_names_are_refused(make: Any, collection: str, id: str) -> None:
     store: DocumentStore = make()
@@ -184,7 +193,9 @@ async def test_bad_limits_are_refused(make: Any) -> None:
 async def test_query_equality(make: Any) -> None:
     store: DocumentStore = make()
     if Feature.QUERY not in store.features:
-        pytest.skip("QUERY not claimed (absence checked by test_unclaimed_features_are_absent)")
+        with pytest.raises(NotSupported):
+            await store.query("items", "color", "red")
+        return
     docs = {
         "a": {"color": "red", "n": 1},
         "b": {"color": "blue", "n": 1.0},
@@ -218,7 +229,9 @@ async def test_query_equality(make: Any) -> None:
 async def test_update_creates_modifies_and_deletes(make: Any) -> None:
     store: DocumentStore = make()
     if Feature.TRANSACTION not in store.features:
-        pytest.skip("TRANSACTION not claimed")
+        with pytest.raises(NotSupported):
+            await store.update("acc", "x", lambda d: d)
+        return
     seen: list[Any] = []
 
     def create(cur: dict[str, Any] | None) -> dict[str, Any]:
@@ -238,7 +251,9 @@ async def test_update_creates_modifies_and_deletes(make: Any) -> None:
 async def test_update_that_raises_writes_nothing(make: Any) -> None:
     store: DocumentStore = make()
     if Feature.TRANSACTION not in store.features:
-        pytest.skip("TRANSACTION not claimed")
+        with pytest.raises(NotSupported):
+            await store.update("acc", "x", lambda d: d)
+        return
     await store.put("acc", "x", {"balance": 5})
 
     class Insufficient(Exception):
@@ -261,7 +276,9 @@ async def test_update_that_raises_writes_nothing(make: Any) -> None:
 async def test_update_is_atomic_under_parallel_callers(make: Any) -> None:
     store: DocumentStore = make()
     if Feature.TRANSACTION not in store.features:
-        pytest.skip("TRANSACTION not claimed")
+        with pytest.raises(NotSupported):
+            await store.update("acc", "x", lambda d: d)
+        return
     pods = [make(), make()]  # two instances = two pods sharing the backend
     await store.put("acc", "budget", {"left": 20, "spent_by": []})
 
@@ -295,7 +312,9 @@ async def test_update_is_atomic_under_parallel_callers(make: Any) -> None:
 async def test_increment(make: Any) -> None:
     store: DocumentStore = make()
     if Feature.INCREMENT not in store.features:
-        pytest.skip("INCREMENT not claimed")
+        with pytest.raises(NotSupported):
+            await store.increment("kpi", "day", "views")
+        return
     assert await store.increment("kpi", "day", "views") == 1
     assert await store.increment("kpi", "day", "views", 41) == 42
     assert await store.increment("kpi", "day", "revenue", 2.5) == 2.5
@@ -312,10 +331,10 @@ async def test_increment(make: Any) -> None:
 async def test_increment_is_atomic_under_parallel_callers(make: Any) -> None:
     store: DocumentStore = make()
     if Feature.INCREMENT not in store.features:
-        pytest.skip("INCREMENT not claimed")
+        with pytest.raises(NotSupported):
+            await store.increment("kpi", "day", "views")
+        return
     pods = [make(), make()]
-    values = await asyncio.gather(
-        *(pods[i % 2].increment("kpi", "hot", "n") for i in range(40))
-    )
+    values = await asyncio.gather(*(pods[i % 2].increment("kpi", "hot", "n") for i in range(40)))
     assert sorted(values) == list(range(1, 41))  # every caller saw its own new value
     assert await store.get("kpi", "hot") == {"n": 40}

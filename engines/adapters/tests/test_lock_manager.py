@@ -83,8 +83,9 @@ async def test_lapsed_lease_can_be_taken_over(make: Any) -> None:
     async def probe() -> Lease | None:
         return await b.acquire("job", ttl_s=30, owner="pod-b")
 
-    new = await eventually(probe, lambda lease: lease is not None, timeout=5,
-                           what="lapsed lease to be free")
+    new = await eventually(
+        probe, lambda lease: lease is not None, timeout=5, what="lapsed lease to be free"
+    )
     assert new is not None and new.owner == "pod-b"
     with pytest.raises(LockNotHeld):
         await a.renew(old)
@@ -103,8 +104,9 @@ async def test_lapsed_lease_cannot_be_renewed_or_released(make: Any) -> None:
         return await locks.acquire("probe-clock", ttl_s=0.01, owner="x")
 
     started = time.monotonic()
-    await eventually(probe, lambda _: time.monotonic() - started > 0.4, timeout=5,
-                     what="lease to lapse")
+    await eventually(
+        probe, lambda _: time.monotonic() - started > 0.4, timeout=5, what="lease to lapse"
+    )
     with pytest.raises(LockNotHeld):
         await locks.renew(lease)
     with pytest.raises(LockNotHeld):
@@ -141,8 +143,14 @@ async def test_names_and_tenants_are_apart(make: Any) -> None:
 
 @pytest.mark.parametrize(
     ("name", "ttl_s", "owner"),
-    [("", 1, "o"), ("a/b", 1, "o"), ("n", 0, "o"), ("n", -1, "o"), ("n", 1, ""),
-     ("n", float("nan"), "o")],
+    [
+        ("", 1, "o"),
+        ("a/b", 1, "o"),
+        ("n", 0, "o"),
+        ("n", -1, "o"),
+        ("n", 1, ""),
+        ("n", float("nan"), "o"),
+    ],
 )
 async def test_bad_arguments_are_refused(make: Any, name: str, ttl_s: float, owner: str) -> None:
     with pytest.raises(InvalidArgument):

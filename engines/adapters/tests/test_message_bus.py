@@ -99,27 +99,26 @@ async def test_tenants_are_apart(make: Any) -> None:
 async def test_aclose_ends_iteration(make: Any) -> None:
     bus: MessageBus = make()
     sub = await bus.subscribe("t")
+    received: list[dict[str, Any]] = []
 
-    async def drain() -> list[dict[str, Any]]:
-        return [m async for m in sub]
+    async def drain() -> None:
+        async for message in sub:
+            received.append(message)
 
     task = asyncio.create_task(drain())
     await bus.publish("t", {"n": 1})
     async with asyncio.timeout(WAIT_S):
-        while bus is not None:  # wait until the message was consumed or buffered
-            await asyncio.sleep(0.01)
-            break
-    await sub.aclose()
-    got = await asyncio.wait_for(task, WAIT_S)
-    assert got in ([], [{"n": 1}])
+        while not received:
+            await asyncio.sleep(0.005)
+    await sub.aclose()  # ends the consumer blocked in __anext__
+    await asyncio.wait_for(task, WAIT_S)
+    assert received == [{"n": 1}]
     await sub.aclose()  # idempotent
     with pytest.raises(StopAsyncIteration):
         await sub.__anext__()
-    # The bus still works for others.
-    other = await bus.subscribe("t")
-    await bus.publish("t", {"n": 2})
-    assert await take(other, 1) == [{"n": 2}]
-    await other.aclose()
+    async with await bus.subscribe("t") as other:  # the bus still serves others
+        await bus.publish("t", {"n": 2})
+        assert await take(other, 1) == [{"n": 2}]
 
 
 async def test_bad_arguments_are_refused(make: Any) -> None:

@@ -51,8 +51,12 @@ async def test_lapsed_members_disappear(make: Any) -> None:
     await reg.register("brief", {}, ttl_s=0.3)
     await reg.register("stays", {}, ttl_s=60)
     assert await ids(reg) == ["brief", "stays"]
-    await eventually(lambda: ids(reg), lambda found: found == ["stays"], timeout=5,
-                     what="lapsed member to disappear")
+    await eventually(
+        lambda: ids(reg),
+        lambda found: found == ["stays"],
+        timeout=5,
+        what="lapsed member to disappear",
+    )
     assert await ids(make()) == ["stays"]
 
 
@@ -77,8 +81,14 @@ async def test_tenants_are_apart(make: Any) -> None:
 
 @pytest.mark.parametrize(
     ("member", "info", "ttl"),
-    [("", {}, 1), ("a/b", {}, 1), ("m", {}, 0), ("m", {}, -1), ("m", [], 1),
-     ("m", {"x": object()}, 1)],
+    [
+        ("", {}, 1),
+        ("a/b", {}, 1),
+        ("m", {}, 0),
+        ("m", {}, -1),
+        ("m", [], 1),
+        ("m", {"x": object()}, 1),
+    ],
 )
 async def test_bad_arguments_are_refused(make: Any, member: str, info: Any, ttl: float) -> None:
     with pytest.raises(InvalidArgument):

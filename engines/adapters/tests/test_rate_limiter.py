@@ -66,18 +66,25 @@ async def test_window_reopens_after_it_lapses(make: Any) -> None:
     async def probe() -> Decision:
         return await rl.hit("short", limit=2, window_s=0.5)
 
-    reopened = await eventually(probe, lambda d: d.allowed, timeout=5, interval=0.05,
-                                what="window to reopen")
+    reopened = await eventually(
+        probe, lambda d: d.allowed, timeout=5, interval=0.05, what="window to reopen"
+    )
     assert reopened.remaining == 1
 
 
 @pytest.mark.parametrize(
     ("key", "limit", "window_s"),
-    [("", 1, 1), ("a/b", 1, 1), ("k", 0, 1), ("k", 1.5, 1), ("k", 1, 0), ("k", 1, -1),
-     ("k", 1, float("inf")), ("k", True, 1)],
+    [
+        ("", 1, 1),
+        ("a/b", 1, 1),
+        ("k", 0, 1),
+        ("k", 1.5, 1),
+        ("k", 1, 0),
+        ("k", 1, -1),
+        ("k", 1, float("inf")),
+        ("k", True, 1),
+    ],
 )
-async def test_bad_arguments_are_refused(
-    make: Any, key: str, limit: int, window_s: float
-) -> None:
+async def test_bad_arguments_are_refused(make: Any, key: str, limit: int, window_s: float) -> None:
     with pytest.raises(InvalidArgument):
         await make().hit(key, limit=limit, window_s=window_s)
