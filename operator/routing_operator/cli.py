@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import random
@@ -72,13 +73,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=60,
         help="seconds before a silent replica is considered gone (default: 60)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=8,
+        help="threads for blocking Firestore/Kubernetes calls (default: 8)",
+    )
     p.add_argument("--log-format", choices=["plain", "json"], default="plain")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
 
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread its own malloc arena; with a thread pool doing bursts of client
+    calls that keeps tens of MB of freed memory resident. Two arenas cost nothing measurable here
+    and keep RSS flat (same effect as MALLOC_ARENA_MAX=2, without relying on the environment)."""
+    import ctypes
+    import ctypes.util
+
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        m_arena_max = -8
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
+            ctypes.CDLL(libc_name).mallopt(m_arena_max, arenas)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    _limit_malloc_arenas()
     import kopf
     import kubernetes
     from google.cloud import firestore
@@ -111,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         configmaps=ConfigMapProjection(kubernetes.client.CoreV1Api(api)),
         custom_api=kubernetes.client.CustomObjectsApi(api),
         collection=args.collection,
+        workers=args.workers,
     )
     registry = build_registry(config, reconciler)
     if args.metrics_port:
