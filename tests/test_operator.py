@@ -307,6 +307,9 @@ def test_paused_entry_keeps_its_projections(
     )
     cond = entries.wait_reason("acme-kpi", "ReconcilePaused")
     assert "routing.engines.io/paused" in cond["message"]
+    assert cond["status"] == "True"  # still serving what it had synced
+    for ctype in ("FirestoreSynced", "ConfigMapSynced"):
+        assert entries.condition("acme-kpi", ctype)["reason"] == "ReconcilePaused"
     stored = doc(fs, collection, "prod:acme:*:kpi")
     assert stored is not None and stored["config"]["collection"] == "kpi_data"
 
@@ -503,3 +506,43 @@ def _get_ok(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_orphaned_projections_are_removed(
+    kube_cluster: Any, firestore_emulator: Any, entries: Entries, collection: str, tmp_path: Path
+) -> None:
+    """An entry that vanished without its finalizer running (force-removed while no operator
+    ran) leaves projections behind; the next sweep removes them, and nothing else."""
+    fs = firestore_emulator.client()
+    op = OperatorProcess(
+        kube_cluster.kubeconfig, entries.ns, collection, tmp_path, "--drift-period", "2"
+    ).start()
+    try:
+        entries.create(entry("gone"))
+        entries.create(entry("kept", kind="seo"))
+        entries.wait_reason("gone", "Synced", "True")
+        entries.wait_reason("kept", "Synced", "True")
+        op.kill()
+        entries.patch("gone", {"metadata": {"finalizers": None}})
+        entries.delete("gone")
+        wait_for(lambda: entries.get("gone") is None, timeout=10, what="force-deleted entry")
+        # a document nobody owns (no source) is not ours to remove
+        fs.collection(collection).document("prod:hand:*:kpi").set({"tenant": "hand"})
+        assert doc(fs, collection, "prod:acme:*:kpi") is not None
+        op.start()
+        wait_for(
+            lambda: doc(fs, collection, "prod:acme:*:kpi") is None,
+            timeout=20,
+            what="orphaned document removed",
+        )
+        wait_for(
+            lambda: "acme._.kpi.json" not in (entries.configmap_data("routing.prod.acme") or {}),
+            timeout=20,
+            what="orphaned key removed",
+        )
+        assert doc(fs, collection, "prod:acme:*:seo") is not None
+        assert "acme._.seo.json" in (entries.configmap_data("routing.prod.acme") or {})
+        assert doc(fs, collection, "prod:hand:*:kpi") == {"tenant": "hand"}
+        assert "removed orphaned Firestore document prod:acme:*:kpi" in op.log()
+    finally:
+        op.stop()

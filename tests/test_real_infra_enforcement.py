@@ -5,7 +5,8 @@ Covers, against the Firestore emulator as the routing registry: an app with no e
 backends are refused (``invalid``) unless ``ENGINES_ALLOW_TEST_BACKENDS=1``, and never allowed
 outside env ``test``; a GCS entry without ``bucket`` or a Redis entry without ``url`` fails when
 the entry is read or the backend built, not at first use; environment variables that name a
-backend (``REDIS_URL``...) change nothing; the files source with an empty directory is not ready.
+backend (``REDIS_URL``...) change nothing; the files source with no valid file is not ready. The
+503 body is exactly §6 (no other top-level key); refused entries carry the key their id names.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ async def test_no_entries_means_not_ready_and_config_missing(
             ready = await client.get("/readyz")
             assert ready.status_code == 503
             body = ready.json()
+            assert set(body) == {"status", "missing", "invalid", "unavailable"}  # exactly §6
             assert body["status"] == "not_ready"
             assert {m["resource_kind"] for m in body["missing"]} == ALL_KINDS
             assert all(
@@ -148,9 +150,19 @@ async def test_missing_bucket_and_redis_url_fail_fast(
         async with app_client(app, tenant="acme") as client:
             await async_wait_for(lambda: _invalid_count(client, 2), timeout=15, what="refused")
             body = (await client.get("/readyz")).json()
-            reasons = {i["source"]: i["error"] for i in body["invalid"]}
+            assert set(body) == {"status", "missing", "invalid", "unavailable"}
+            reasons = {i["source"]: i["message"] for i in body["invalid"]}
             assert "bucket" in reasons[gcs.key.document_id]
             assert "url" in reasons[rds.key.document_id]
+            # a refused document is reported under the key its id names, like a missing entry
+            keys = {
+                i["source"]: (i["tenant"], i["env"], i["project"], i["resource_kind"])
+                for i in body["invalid"]
+            }
+            assert keys == {
+                gcs.key.document_id: ("*", "prod", "*", "raw_storage"),
+                rds.key.document_id: ("*", "prod", "*", "rate_limit"),
+            }
             missing = {m["resource_kind"] for m in body["missing"]}
             assert {"raw_storage", "rate_limit"} <= missing
             resp = await client.post("/nexus/hardening/rate-limit/k", json={})
@@ -197,17 +209,26 @@ def test_services_never_read_the_environment() -> None:
     assert offenders == []
 
 
-async def test_files_source_with_no_files_is_not_ready(
+async def test_files_source_with_no_valid_files_is_not_ready(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ENGINES_ENV", "prod")
     monkeypatch.setenv("ENGINES_TENANTS", "acme,globex")
     monkeypatch.setenv("ENGINES_ROUTING_SOURCE", "files")
     monkeypatch.setenv("ENGINES_ROUTING_DIR", str(tmp_path))
+    bad = tmp_path / "acme._.seo.json"  # named for seo, holds nothing valid
+    bad.write_text("{not json")
     app = create_app()
     async with app_client(app, tenant="globex") as client:
         body = (await client.get("/readyz")).json()
+        assert set(body) == {"status", "missing", "invalid", "unavailable"}
         assert body["status"] == "not_ready" and len(body["missing"]) == 2 * 17
+        # a refused file is reported under the key its name (and the pod's env) tell
+        [item] = body["invalid"]
+        assert item["source"] == str(bad) and item["message"]
+        assert (item["tenant"], item["env"], item["project"], item["resource_kind"]) == (
+            "acme", "prod", "*", "seo"
+        )
         resp = await client.get("/feature-flags/x")
         assert resp.status_code == 500 and resp.json()["error"] == "ConfigMissing"
         assert (await client.get("/seo", headers={"X-Tenant": "initech"})).status_code == 403

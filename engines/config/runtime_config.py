@@ -52,10 +52,15 @@ class RuntimeConfig(BaseSettings):
     """Firestore collection of routing entries (``ENGINES_ROUTING_COLLECTION``)."""
 
     allow_test_backends: bool = False
-    """``ENGINES_ALLOW_TEST_BACKENDS=1``: the only way memory/noop/local backends are built."""
+    """``ENGINES_ALLOW_TEST_BACKENDS=1``: the only way memory/noop/local backends are built.
+
+    Exactly ``1`` enables and ``0`` (or unset) disables; anything else (``true``, ``yes``...) is
+    a start-up error, so a typo can never switch test-only backends on (or silently off)."""
 
     strict_startup: bool = False
-    """``ENGINES_STRICT_STARTUP=1``: refuse to start while any mounted kind is missing."""
+    """``ENGINES_STRICT_STARTUP=1``: refuse to start while any mounted kind is missing.
+
+    Same spelling as ``ENGINES_ALLOW_TEST_BACKENDS``: ``1`` or ``0``/unset, nothing else."""
 
     @field_validator("tenants", mode="before")
     @classmethod
@@ -70,6 +75,18 @@ class RuntimeConfig(BaseSettings):
         if isinstance(value, str):
             return tuple(Path(p.strip()) for p in value.split(",") if p.strip())
         return value
+
+    @field_validator("allow_test_backends", "strict_startup", mode="before")
+    @classmethod
+    def _one_or_zero(cls, value: object) -> object:
+        # Python callers pass a bool; the environment must say exactly 1 or 0.
+        if isinstance(value, bool):
+            return value
+        if value in ("1", 1):
+            return True
+        if value in ("0", 0):
+            return False
+        raise ValueError(f"must be 1 (on) or 0 (off), got {value!r}")
 
     @field_validator("tenants")
     @classmethod
@@ -86,7 +103,10 @@ class RuntimeConfig(BaseSettings):
     @model_validator(mode="after")
     def _check_source(self) -> RuntimeConfig:
         if self.routing_source is RoutingSource.FILES and not self.routing_dir:
-            raise ValueError("routing_dir is empty but routing_source is files")
+            raise ValueError(
+                "ENGINES_ROUTING_DIR names no directory but ENGINES_ROUTING_SOURCE=files; set "
+                "ENGINES_ROUTING_DIR to the mounted routing ConfigMap directories (comma list)"
+            )
         return self
 
 
@@ -97,11 +117,15 @@ def load_runtime_config() -> RuntimeConfig:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
+            message = err["msg"].removeprefix("Value error, ")
+            if not err["loc"]:  # a check across settings: its message names the variables
+                problems.append(message)
+                continue
             var = "ENGINES_" + "_".join(str(p) for p in err["loc"]).upper()
             if err["type"] == "missing":
                 problems.append(f"{var} is required but not set")
             else:
-                problems.append(f"{var}: {err['msg'].removeprefix('Value error, ')}")
+                problems.append(f"{var}: {message}")
         raise RuntimeConfigError(
             "invalid engines runtime settings: " + "; ".join(problems)
         ) from exc

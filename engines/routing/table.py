@@ -2,9 +2,12 @@
 
 ``resolve`` is on the hot path of every request, so it does no I/O and no allocation beyond a
 tuple: the table keeps one dict from the identity tuple to the record, plus a memo of answered
-queries that is dropped whenever the table changes. Writers (a Firestore snapshot thread, a file
-watcher) replace entries under a lock; readers never lock (dict reads are atomic in CPython and
-the memo is swapped, not mutated in place, on change).
+queries that is dropped whenever the table changes. Entries and memo live together in one
+immutable pair, ``_state = (entries, memo)``: writers (a Firestore snapshot thread, a file
+watcher) build a new entries dict under a lock and publish it with a fresh memo in one attribute
+store; readers never lock. A reader loads ``_state`` once and both looks up and memoizes within
+that pair only, so an answer computed from an old generation can land only in that generation's
+memo (which nobody reads any more), never in the new one.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def candidate_keys(kind: str, tenant: str, env: str, project: str = "*") -> tupl
 
 
 Listener = Callable[[RoutingChange], None]
+_Entries = dict[tuple[str, str, str, str], RoutingRecord]
 
 
 class RoutingTable:
@@ -63,8 +67,8 @@ class RoutingTable:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._entries: dict[tuple[str, str, str, str], RoutingRecord] = {}
-        self._memo: dict[tuple[str, str, str, str], RoutingRecord] = {}
+        self._state: tuple[_Entries, _Entries] = ({}, {})
+        """``(entries, memo)`` of one generation; replaced whole, never the halves separately."""
         self._listeners: list[Listener] = []
 
     # -- reads (lock-free) -------------------------------------------------------------------
@@ -72,14 +76,14 @@ class RoutingTable:
     def resolve(self, kind: str, tenant: str, env: str, project: str = "*") -> RoutingRecord:
         """Return the winning record or raise ``ConfigMissing`` (``InvalidRouting`` if unknown)."""
         query = (kind, tenant, env, project)
-        hit = self._memo.get(query)
+        entries, memo = self._state  # one generation: never mix entries and memo of two
+        hit = memo.get(query)
         if hit is not None:
             return hit
-        entries = self._entries
         for key in ((tenant, project), (tenant, "*"), ("*", project), ("*", "*")):
             record = entries.get((env, key[0], key[1], kind))
             if record is not None:
-                self._memo[query] = record
+                memo[query] = record
                 return record
         if kind not in _KINDS:
             raise InvalidRouting(
@@ -88,6 +92,10 @@ class RoutingTable:
             )
         requested = RoutingKey(env, tenant, project, kind)
         raise ConfigMissing(requested, candidate_keys(kind, tenant, env, project))
+
+    @property
+    def _entries(self) -> _Entries:
+        return self._state[0]
 
     def get(self, key: RoutingKey) -> RoutingRecord | None:
         return self._entries.get((key.env, key.tenant, key.project, key.resource_kind))
@@ -120,7 +128,7 @@ class RoutingTable:
                 return None
             entries = dict(self._entries)
             entries[ident] = record
-            self._entries, self._memo = entries, {}
+            self._state = (entries, {})
             change = RoutingChange(
                 ChangeType.ADDED if old is None else ChangeType.MODIFIED, k, record
             )
@@ -134,7 +142,7 @@ class RoutingTable:
                 return None
             entries = dict(self._entries)
             del entries[ident]
-            self._entries, self._memo = entries, {}
+            self._state = (entries, {})
             change = RoutingChange(ChangeType.REMOVED, key, None)
         self._emit(change)
         return change
@@ -155,7 +163,7 @@ class RoutingTable:
                 elif old[ident] != rec:
                     changes.append(RoutingChange(ChangeType.MODIFIED, rec.key, rec))
             if changes:
-                self._entries, self._memo = new, {}
+                self._state = (new, {})
         for change in changes:
             self._emit(change)
         return changes

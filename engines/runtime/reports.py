@@ -3,10 +3,18 @@
 ``/readyz`` is probed every few seconds by kubelet for every pod, so the ready answer is a
 constant and the not-ready answer walks only the slots that are not ready (kept as a set by
 ``BackendSlots``), never every slot and never a backend.
+
+The 503 body is exactly §6: ``status``, ``missing``, ``invalid``, ``unavailable``. Every item
+carries the key fields ``tenant``, ``env``, ``project``, ``resource_kind`` (``None`` where an item
+is not about one key: the registry itself, or a stored entry whose id cannot be parsed). A
+registry that has not loaded yet, or whose change feed is down, is an ``unavailable`` item with
+``source: "registry"``; a stored entry the registry refused is an ``invalid`` item with its
+``source`` (document id or file) and ``message``.
 """
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 from engines.routing.registry import RoutingRegistry
@@ -14,7 +22,9 @@ from engines.routing.registry import RoutingRegistry
 from .manager import BackendSlots
 from .slots import Slot, SlotStatus
 
-__all__ = ["READY_BODY", "readiness", "registry_invalid", "routing_table"]
+__all__ = [
+    "READY_BODY", "readiness", "registry_invalid", "registry_unavailable", "routing_table",
+]
 
 READY_BODY: dict[str, Any] = {"status": "ready"}
 
@@ -24,10 +34,57 @@ def registry_loaded(registry: RoutingRegistry) -> bool:
     return registry.wait_ready(0)
 
 
-def registry_invalid(registry: RoutingRegistry) -> list[dict[str, str]]:
-    """Stored entries the registry refused (bad document or file), with the reason."""
+def _no_key() -> dict[str, Any]:
+    return {"tenant": None, "env": None, "project": None, "resource_kind": None}
+
+
+def _stored_key(source: str, registry: RoutingRegistry) -> dict[str, Any]:
+    """The key fields a refused entry's document id or file name (and directory) tell."""
+    key = _no_key()
+    if source.endswith(".json"):  # {tenant}.{project}.{resource_kind}.json, `*` written `_`
+        path = PurePath(source)
+        parts = path.name.removesuffix(".json").split(".")
+        if len(parts) == 3:
+            tenant, project, kind = ("*" if p == "_" else p for p in parts)
+            key.update(tenant=tenant, project=project, resource_kind=kind)
+        env = getattr(registry, "env", None)
+        directory = path.parent.name.split(".")  # routing.{env} or routing.{env}.{tenant}
+        if env is None and len(directory) in (2, 3) and directory[0] == "routing":
+            env = directory[1]
+        key["env"] = env
+    else:  # Firestore document id {env}:{tenant}:{project}:{resource_kind}
+        parts = source.split(":")
+        if len(parts) == 4:
+            key.update(zip(("env", "tenant", "project", "resource_kind"), parts, strict=True))
+    return key
+
+
+def registry_invalid(registry: RoutingRegistry) -> list[dict[str, Any]]:
+    """Stored entries the registry refused (bad document or file): key fields, source, why."""
     invalid: dict[str, str] = dict(getattr(registry, "invalid", {}) or {})
-    return [{"source": where, "error": reason} for where, reason in sorted(invalid.items())]
+    return [
+        {**_stored_key(where, registry), "source": where, "message": reason}
+        for where, reason in sorted(invalid.items())
+    ]
+
+
+def registry_unavailable(
+    registry: RoutingRegistry, *, env: str, project: str
+) -> list[dict[str, Any]]:
+    """The registry itself as an ``unavailable`` item while it cannot be trusted (else none)."""
+    if not registry_loaded(registry):
+        reason, message = "not_loaded", "the routing registry has not completed its first load"
+    elif not registry.healthy:
+        reason, message = (
+            "unhealthy",
+            "the routing registry's change feed is down (reconnecting); routing may be stale",
+        )
+    else:
+        return []
+    return [{
+        **_no_key(), "env": env, "project": project,
+        "source": "registry", "reason": reason, "message": message,
+    }]
 
 
 def _key(slot: Slot) -> dict[str, Any]:
@@ -40,13 +97,19 @@ def _key(slot: Slot) -> dict[str, Any]:
 
 
 def readiness(slots: BackendSlots, registry: RoutingRegistry) -> tuple[bool, dict[str, Any]]:
-    """``(ready, body)``: ready when the registry loaded and every slot serves a backend."""
-    loaded = registry_loaded(registry)
-    if loaded and slots.ready:
+    """``(ready, body)``: ready when the registry has loaded and every slot serves.
+
+    A registry whose change feed is down (Firestore unreachable) does not by itself make the pod
+    unready: every kind still resolves from the last snapshot and its backend still serves, and
+    taking every pod of the fleet out of service because the control plane blinked would turn a
+    registry outage into a data-plane outage. The stale feed is reported in ``/routing``
+    (``registry.healthy``), in the log and in the body below whenever the pod is not ready.
+    """
+    if slots.ready and registry_loaded(registry):
         return True, READY_BODY
     missing: list[dict[str, Any]] = []
     invalid: list[dict[str, Any]] = []
-    unavailable: list[dict[str, Any]] = []
+    unavailable = registry_unavailable(registry, env=slots.env, project=slots.project)
     for slot in sorted(slots.not_ready(), key=lambda s: (s.tenant, s.kind.value)):
         entry = _key(slot)
         if slot.status is SlotStatus.MISSING:
@@ -58,15 +121,12 @@ def readiness(slots: BackendSlots, registry: RoutingRegistry) -> tuple[bool, dic
         else:
             unavailable.append({**entry, "reason": "pending", "message": str(slot.error())})
     invalid.extend(registry_invalid(registry))
-    body: dict[str, Any] = {
+    return False, {
         "status": "not_ready",
         "missing": missing,
         "invalid": invalid,
         "unavailable": unavailable,
     }
-    if not loaded:
-        body["registry"] = "the routing registry has not completed its first load"
-    return False, body
 
 
 def _slot_view(slot: Slot) -> dict[str, Any]:

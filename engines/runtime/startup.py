@@ -44,9 +44,11 @@ def problems(slots: BackendSlots, registry: RoutingRegistry) -> list[str]:
     ready, body = readiness(slots, registry)
     if ready:
         return []
-    lines = []
-    if "registry" in body:
-        lines.append(str(body["registry"]))
+    lines = [
+        f"routing registry unavailable ({item['reason']}): {item['message']}"
+        for item in body["unavailable"]
+        if item.get("source") == "registry"
+    ]
     missing: dict[str, list[str]] = {}
     for item in body["missing"]:
         missing.setdefault(item["resource_kind"], []).append(item["tenant"])
@@ -57,8 +59,10 @@ def problems(slots: BackendSlots, registry: RoutingRegistry) -> list[str]:
         )
     for item in body["invalid"]:
         where = item.get("source") or f"{item.get('tenant')}/{item.get('resource_kind')}"
-        lines.append(f"invalid routing for {where}: {item.get('error') or item.get('message')}")
+        lines.append(f"invalid routing for {where}: {item.get('message')}")
     for item in body["unavailable"]:
+        if item.get("source") == "registry":
+            continue
         lines.append(
             f"backend unavailable: resource_kind={item['resource_kind']} "
             f"tenant={item['tenant']}: {item.get('message')}"

@@ -9,6 +9,7 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "DRIFT_REPAIRS",
     "ENTRIES",
+    "ORPHANS_REMOVED",
     "RECONCILES",
     "RECONCILE_SECONDS",
     "forget_entry",
@@ -28,6 +29,11 @@ RECONCILE_SECONDS = Histogram(
 DRIFT_REPAIRS = Counter(
     "routing_operator_drift_repairs_total",
     "Out-of-band changes to a projection that were repaired.",
+    ["projection"],
+)
+ORPHANS_REMOVED = Counter(
+    "routing_operator_orphans_removed_total",
+    "Projections removed because their RoutingEntry no longer exists.",
     ["projection"],
 )
 ENTRIES = Gauge(

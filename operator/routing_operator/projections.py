@@ -39,6 +39,14 @@ _TIMEOUT = 5.0
 OwnerAlive = Callable[[Source], bool]
 
 
+def _vendor_errors() -> tuple[type[Exception], ...]:
+    """Every failure of the Google client that means "Firestore cannot be used right now"."""
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+
+    return (gexc.GoogleAPICallError, gexc.RetryError, auth_exc.GoogleAuthError)
+
+
 class Outcome(StrEnum):
     UNCHANGED = "unchanged"
     WRITTEN = "written"
@@ -74,11 +82,10 @@ class FirestoreProjection:
         return self.client.collection(self.collection).document(key.document_id)
 
     def read(self, key: RoutingKey) -> dict[str, Any] | None:
-        from google.api_core import exceptions as gexc
 
         try:
             snap = self._ref(key).get(timeout=_TIMEOUT, retry=None)
-        except gexc.GoogleAPICallError as exc:
+        except _vendor_errors() as exc:
             raise BackendUnavailable(f"Firestore read of {key.document_id} failed: {exc}") from exc
         return snap.to_dict() if snap.exists else None
 
@@ -105,7 +112,7 @@ class FirestoreProjection:
                 return Outcome.WRITTEN
             except gexc.AlreadyExists:
                 pass  # someone wrote it meanwhile: decide ownership in the transaction below
-            except gexc.GoogleAPICallError as exc:
+            except _vendor_errors() as exc:
                 raise BackendUnavailable(
                     f"Firestore write of {record.key.document_id} failed: {exc}"
                 ) from exc
@@ -130,7 +137,7 @@ class FirestoreProjection:
 
         try:
             return write(self.client.transaction(max_attempts=3))  # type: ignore[no-any-return]
-        except gexc.GoogleAPICallError as exc:
+        except _vendor_errors() as exc:
             raise BackendUnavailable(
                 f"Firestore write of {record.key.document_id} failed: {exc}"
             ) from exc
@@ -138,8 +145,7 @@ class FirestoreProjection:
             raise BackendUnavailable(f"Firestore transaction failed: {exc}") from exc
 
     def remove(self, key: RoutingKey, owner_uid: str) -> bool:
-        """Delete the document if ``owner_uid`` owns it (or it has no owner); True if deleted."""
-        from google.api_core import exceptions as gexc
+        """Delete the document if ``owner_uid`` owns it; True if deleted."""
         from google.cloud import firestore
 
         ref = self._ref(key)
@@ -150,14 +156,14 @@ class FirestoreProjection:
             if not snap.exists:
                 return False
             owner = _owner_of(snap.to_dict())
-            if owner is not None and owner.uid != owner_uid:
+            if owner is None or owner.uid != owner_uid:  # only what this entry owns
                 return False
             txn.delete(ref)
             return True
 
         try:
             return delete(self.client.transaction(max_attempts=3))  # type: ignore[no-any-return]
-        except gexc.GoogleAPICallError as exc:
+        except _vendor_errors() as exc:
             raise BackendUnavailable(
                 f"Firestore delete of {key.document_id} failed: {exc}"
             ) from exc
@@ -273,7 +279,7 @@ class ConfigMapProjection:
                 owner = _owner_of(json.loads(current))
             except ValueError:
                 owner = None
-            if owner is not None and owner.uid != owner_uid:
+            if owner is None or owner.uid != owner_uid:  # only what this entry owns
                 return False
             del data[key.configmap_key]
             try:

@@ -10,6 +10,7 @@ until the spec changes); an unreachable Firestore or API server is temporary (st
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import kopf
+import urllib3
 
 from engines.routing.errors import BackendUnavailable, InvalidRouting, OwnershipConflict, RoutingKey
 from engines.routing.model import RoutingRecord, Source, parse_spec
@@ -105,6 +107,10 @@ class Reconciler:
         except ApiException as exc:
             if exc.status == 404:
                 return False
+            if exc.status == 403:
+                # An owner in a namespace this operator may not read: assume it is alive, so a
+                # projection another operator manages is never taken over (reported as Conflict).
+                return True
             raise
         meta = obj.get("metadata", {})
         return bool(meta.get("uid") == source.uid and not meta.get("deletionTimestamp"))
@@ -178,13 +184,14 @@ class Reconciler:
                 patch,
                 status,
                 generation,
-                [
+                [  # every condition says why; each keeps the status it had
                     Wanted(
-                        READY,
-                        ready_before.get("status", "Unknown"),
+                        ctype,
+                        self._previous(status, ctype).get("status", "Unknown"),
                         Reason.RECONCILE_PAUSED,
                         message,
-                    ),
+                    )
+                    for ctype in (READY, FIRESTORE_SYNCED, CONFIGMAP_SYNCED)
                 ],
             )
             metrics.record_condition(uid, ready_before.get("status", "Unknown"), reason)
@@ -313,6 +320,13 @@ class Reconciler:
             return Wanted(ctype, "False", Reason.BACKEND_UNAVAILABLE, f"{exc}; retrying"), None
         except OwnershipConflict as exc:
             return Wanted(ctype, "False", Reason.CONFLICT, str(exc)), None
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            return Wanted(
+                ctype,
+                "False",
+                Reason.BACKEND_UNAVAILABLE,
+                f"Kubernetes API unreachable ({exc.__class__.__name__}: {exc}); retrying",
+            ), None
         except ApiException as exc:
             return Wanted(
                 ctype,
@@ -378,6 +392,15 @@ class Reconciler:
                 raise
 
 
+@dataclass(slots=True)
+class Sweep:
+    """What one drift sweep found."""
+
+    stale: list[Contender] = field(default_factory=list)
+    orphan_docs: list[tuple[RoutingKey, Source]] = field(default_factory=list)
+    orphan_keys: list[tuple[str, RoutingKey, Source]] = field(default_factory=list)
+
+
 class DriftSweeper:
     """Finds entries whose projections drifted, in batch, and requeues them.
 
@@ -402,27 +425,58 @@ class DriftSweeper:
             items += api.list_namespaced_custom_object(*args, ns, "routingentries")["items"]
         return items
 
-    def _configmaps(self, namespaces: set[str]) -> dict[tuple[str, str], dict[str, str]]:
+    def _configmaps(self) -> dict[tuple[str, str], dict[str, str]]:
         core = self.reconciler.configmaps.api
         selector = "app.kubernetes.io/managed-by=routing-operator"
-        out: dict[tuple[str, str], dict[str, str]] = {}
-        for ns in namespaces:
-            for cm in core.list_namespaced_config_map(ns, label_selector=selector).items:
-                out[(ns, cm.metadata.name)] = cm.data or {}
-        return out
+        if self.namespaces is None:
+            found = core.list_config_map_for_all_namespaces(label_selector=selector).items
+        else:
+            found = [
+                cm
+                for ns in self.namespaces
+                for cm in core.list_namespaced_config_map(ns, label_selector=selector).items
+            ]
+        return {(cm.metadata.namespace, cm.metadata.name): cm.data or {} for cm in found}
 
-    def find_stale(self) -> list[Contender]:
-        """Entries to requeue: drifted projections, or a lost conflict whose winner is gone."""
-        from .projections import _strip_server_fields, configmap_value
+    def _watched(self, namespace: str) -> bool:
+        return self.namespaces is None or namespace in self.namespaces
 
-        entries = self._entries()
+    def find_stale(self) -> Sweep:
+        """Entries to requeue (drifted projections, or a lost conflict whose winner is gone) and
+        orphans (projections whose owning entry, in a watched namespace, no longer exists)."""
+        from .projections import _owner_of, _strip_server_fields, configmap_value
+
+        # Projections first, entries last: an entry that wrote a projection we saw existed
+        # before we looked, so it is in the list below and its projection is never an orphan.
         docs = {
             snap.id: _strip_server_fields(snap.to_dict() or {})
             for snap in self.reconciler.firestore.client.collection(
                 self.reconciler.collection
             ).stream(timeout=30, retry=None)
         }
-        cms = self._configmaps({e["metadata"]["namespace"] for e in entries})
+        cms = self._configmaps()
+        entries = self._entries()
+        live = {e["metadata"]["uid"] for e in entries}
+        sweep = Sweep()
+        for doc_id, data in docs.items():
+            owner = _owner_of(data)
+            parts = doc_id.split(":")
+            if (
+                owner
+                and owner.uid not in live
+                and self._watched(owner.namespace)
+                and len(parts) == 4
+            ):
+                sweep.orphan_docs.append((RoutingKey(*parts), owner))
+        for (ns, _name), data in cms.items():
+            for value in data.values():
+                try:
+                    orphan = RoutingRecord.from_document(json.loads(value))
+                except (ValueError, InvalidRouting):
+                    continue
+                owner = orphan.source
+                if owner and owner.uid not in live:
+                    sweep.orphan_keys.append((ns, orphan.key, owner))
         claims: dict[str, list[Contender]] = {}
         parsed: list[tuple[dict[str, Any], Contender, RoutingRecord | None]] = []
         for obj in entries:
@@ -475,16 +529,41 @@ class DriftSweeper:
             cm_ok = cm.get(key.configmap_key) == configmap_value(record)
             if not (doc_ok and cm_ok):
                 stale.append(me)
-        return stale
+        sweep.stale = stale
+        return sweep
 
     async def run(self, period: float) -> None:
         while True:
             await asyncio.sleep(period)
             try:
-                stale = await self.reconciler._run(self.find_stale)
-                for entry in stale:
+                sweep = await self.reconciler._run(self.find_stale)
+                for entry in sweep.stale:
                     log.info("drift or takeover: requeueing %s/%s", entry.namespace, entry.name)
                     await self.reconciler._run(self.reconciler._requeue, entry)
+                for key, owner in sweep.orphan_docs:
+                    fs = self.reconciler.firestore
+                    if await self.reconciler._run(fs.remove, key, owner.uid):
+                        metrics.ORPHANS_REMOVED.labels("firestore").inc()
+                        log.warning(
+                            "removed orphaned Firestore document %s (its RoutingEntry "
+                            "%s/%s is gone)",
+                            key.document_id,
+                            owner.namespace,
+                            owner.name,
+                        )
+                for ns, key, owner in sweep.orphan_keys:
+                    cms = self.reconciler.configmaps
+                    if await self.reconciler._run(cms.remove, ns, key, owner.uid):
+                        metrics.ORPHANS_REMOVED.labels("configmap").inc()
+                        log.warning(
+                            "removed orphaned ConfigMap key %s/%s %s (its RoutingEntry "
+                            "%s/%s is gone)",
+                            ns,
+                            key.configmap_name,
+                            key.configmap_key,
+                            owner.namespace,
+                            owner.name,
+                        )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep sweeping; say what failed
@@ -500,6 +579,15 @@ class ConfigMapBatcher:
         self.window = window
         self._pending: dict[tuple[str, str], list[tuple[RoutingRecord, asyncio.Future[Outcome]]]]
         self._pending = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, slot: tuple[str, str]) -> None:
+        def start() -> None:
+            task = loop.create_task(self._flush(slot))
+            self._tasks.add(task)  # asyncio keeps only weak references to tasks
+            task.add_done_callback(self._tasks.discard)
+
+        loop.call_later(self.window, start)
 
     async def ensure(self, namespace: str, record: RoutingRecord) -> Outcome:
         loop = asyncio.get_running_loop()
@@ -508,7 +596,7 @@ class ConfigMapBatcher:
         batch = self._pending.setdefault(slot, [])
         batch.append((record, future))
         if len(batch) == 1:
-            loop.call_later(self.window, lambda: loop.create_task(self._flush(slot)))
+            self._schedule(loop, slot)
         return await future
 
     async def _flush(self, slot: tuple[str, str]) -> None:
@@ -523,7 +611,7 @@ class ConfigMapBatcher:
                 first[record.key.configmap_key] = (record, future)
         if slot in self._pending:
             loop = asyncio.get_running_loop()
-            loop.call_later(self.window, lambda: loop.create_task(self._flush(slot)))
+            self._schedule(loop, slot)
         records = [r for r, _ in first.values()]
         try:
             results = await self.reconciler._run(

@@ -65,7 +65,10 @@ class RoutingRegistry(abc.ABC):
 
     @property
     def healthy(self) -> bool:
-        """False while the change feed is broken (the cache may be stale)."""
+        """False while the change feed is broken (the cache may be stale).
+
+        Must not do I/O (``/readyz`` reads it on every probe); while it is False the pod is not
+        ready and ``/readyz`` lists the registry under ``unavailable``."""
         return True
 
     def close(self) -> None:

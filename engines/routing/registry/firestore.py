@@ -5,6 +5,15 @@ Layout (§5): collection ``routing_entries`` (configurable), document id
 step with the collection, so ``resolve`` never waits on the network and a change made anywhere
 (the operator, another pod) reaches subscribers within one listener round-trip.
 
+The listener is supervised. Google's ``Watch`` retries recoverable stream errors itself but closes
+for good when the RPC ends otherwise (or its consumer thread dies); a small supervisor thread
+notices such an unintended close and re-subscribes with exponential backoff. A new listener
+replays the whole collection, so its first snapshot is applied as a full reload
+(``replace_all``): an entry deleted while no listener was running disappears too. ``healthy`` is
+False while the listener is dead, while its first snapshot after a restart is outstanding, and
+while the gRPC channel is down (an outage the ``Watch`` is still retrying through), so readiness
+can say the cache may be stale instead of serving a frozen table behind a green ``/readyz``.
+
 The Google client is imported here only; its exceptions are translated into the routing error
 tree at this boundary.
 """
@@ -12,6 +21,7 @@ tree at this boundary.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,6 +80,8 @@ class FirestoreRoutingRegistry(RoutingRegistry):
         env: str | None = None,
         project: str | None = None,
         database: str | None = None,
+        supervise_interval: float = 1.0,
+        restart_backoff: tuple[float, float] = (0.5, 30.0),
     ) -> None:
         super().__init__()
         if client is None:
@@ -79,9 +91,26 @@ class FirestoreRoutingRegistry(RoutingRegistry):
         self._client = client
         self.collection_name = collection
         self.env = env
+        self.supervise_interval = supervise_interval
+        """Seconds between the supervisor's checks that the listener is still alive."""
+        self.restart_backoff = restart_backoff
+        """(first, longest) delay before re-subscribing a dead listener; doubles per failure."""
         self._watch: Any | None = None
+        self._generation = 0
+        """Bumped whenever the listener is replaced: callbacks of an older one are ignored."""
+        self._resync = True
+        """The next snapshot is a new listener's first: apply it as a full reload."""
+        self._current = False
+        """The current listener has delivered its first snapshot."""
+        self._channel_up = True
+        self._channel: Any | None = None
         self._loaded = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self.restarts = 0
+        """How many times the supervisor re-subscribed a listener that had died."""
         self.invalid: dict[str, str] = {}
         """Stored documents that failed validation, by document id, with the reason."""
 
@@ -142,10 +171,54 @@ class FirestoreRoutingRegistry(RoutingRegistry):
 
     def start(self) -> None:
         with self._lock:
-            if self._watch is None:
-                self._watch = self._query().on_snapshot(self._on_snapshot)
+            if self._supervisor is not None:
+                return
+            self._stop.clear()
+            self._follow_channel()
+            self._subscribe()
+            self._supervisor = threading.Thread(
+                target=self._supervise, name="routing-firestore-supervisor", daemon=True
+            )
+            self._supervisor.start()
 
-    def _on_snapshot(self, docs: list[Any], changes: list[Any], read_time: Any) -> None:
+    def _subscribe(self) -> None:
+        """Start a new listener (under ``_lock``); its first snapshot is a full reload."""
+        self._generation += 1
+        generation = self._generation
+        self._resync, self._current = True, False
+
+        def on_snapshot(docs: list[Any], changes: list[Any], read_time: Any) -> None:
+            self._on_snapshot(generation, docs, changes)
+
+        self._watch = self._query().on_snapshot(on_snapshot)
+
+    def _on_snapshot(self, generation: int, docs: list[Any], changes: list[Any]) -> None:
+        with self._lock:
+            if generation != self._generation:  # a replaced listener's late delivery
+                return
+            if self._resync:
+                self._reload(docs)
+                self._resync = False
+            else:
+                self._apply(changes)
+            self._current = True
+        self._loaded.set()
+
+    def _reload(self, docs: list[Any]) -> None:
+        """Make the table equal to a listener's first (full) snapshot."""
+        records: list[RoutingRecord] = []
+        invalid: dict[str, str] = {}
+        for doc in docs:
+            try:
+                records.append(record_from_snapshot(doc.id, doc.to_dict() or {}))
+            except Exception as exc:  # a bad document must never kill the listener thread
+                if self.invalid.get(doc.id) != str(exc):
+                    log.error("ignoring invalid routing document %s: %s", doc.id, exc)
+                invalid[doc.id] = str(exc)
+        self.invalid = invalid
+        self.table.replace_all(records)
+
+    def _apply(self, changes: list[Any]) -> None:
         # Apply the delta only: a change to one of 10,000 entries must not re-parse the rest.
         for change in changes:
             doc = change.document
@@ -157,7 +230,7 @@ class FirestoreRoutingRegistry(RoutingRegistry):
                 continue
             try:
                 record = record_from_snapshot(doc.id, doc.to_dict() or {})
-            except InvalidRouting as exc:
+            except Exception as exc:  # a bad document must never kill the listener thread
                 if self.invalid.get(doc.id) != str(exc):
                     log.error("ignoring invalid routing document %s: %s", doc.id, exc)
                 self.invalid[doc.id] = str(exc)
@@ -167,18 +240,114 @@ class FirestoreRoutingRegistry(RoutingRegistry):
                 continue
             self.invalid.pop(doc.id, None)
             self.table.upsert(record)
-        self._loaded.set()
+
+    # -- supervision -------------------------------------------------------------------------
+
+    @staticmethod
+    def _alive(watch: Any | None) -> bool:
+        """The listener is running: not closed by Google's client, its consumer thread alive."""
+        return (
+            watch is not None
+            and not getattr(watch, "_closed", False)
+            and bool(getattr(watch, "is_active", True))
+        )
+
+    def _supervise(self) -> None:
+        first, longest = self.restart_backoff
+        delay = first
+        while not self._stop.is_set():
+            self._wake.wait(self.supervise_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if self._alive(self._watch):
+                if self._current:  # a listener that delivered resets the backoff
+                    delay = first
+                continue
+            # jitter, so that a fleet of pods does not re-subscribe in lockstep
+            wait = delay * (0.5 + random.random() / 2)
+            log.error(
+                "the Firestore routing listener on %s stopped; re-subscribing in %.1fs "
+                "(routing may be stale until then)", self.collection_name, wait,
+            )
+            if self._stop.wait(wait):
+                return
+            delay = min(delay * 2, longest)
+            try:
+                self._restart()
+            except Exception:  # keep trying: a pod must never settle on a frozen table
+                log.exception("re-subscribing to Firestore routing %s failed", self.collection_name)
+
+    def _restart(self) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                return
+            old, self._watch = self._watch, None
+            self._generation += 1  # nothing the old listener still delivers is applied
+            self._current = False
+        if old is not None:
+            _close_watch(old)
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._subscribe()
+            self.restarts += 1
+        log.warning("re-subscribed to Firestore routing %s", self.collection_name)
+
+    def _follow_channel(self) -> None:
+        """Track the gRPC channel's connectivity (no I/O): down while it cannot connect."""
+        try:
+            channel = self._client._firestore_api._transport.grpc_channel
+            channel.subscribe(self._on_connectivity, try_to_connect=False)
+        except Exception:  # not a gRPC transport: rely on the listener state alone
+            log.debug("cannot follow the Firestore channel's connectivity", exc_info=True)
+            return
+        self._channel = channel
+
+    def _on_connectivity(self, state: Any) -> None:
+        name = getattr(state, "name", str(state))
+        if name in ("TRANSIENT_FAILURE", "SHUTDOWN"):
+            if self._channel_up:
+                log.error(
+                    "Firestore connection lost (%s); routing %s may be stale until it is back",
+                    name, self.collection_name,
+                )
+            self._channel_up = False
+        elif name == "READY":
+            if not self._channel_up:
+                log.warning("Firestore connection back; routing %s follows again",
+                            self.collection_name)
+            self._channel_up = True
+        self._wake.set()
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         return self._loaded.wait(timeout)
 
     @property
     def healthy(self) -> bool:
-        watch = self._watch
-        return watch is not None and not getattr(watch, "_closed", False)
+        """The listener runs, is connected and has delivered since it was (re)started."""
+        return self._channel_up and self._current and self._alive(self._watch)
 
     def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
         with self._lock:
             watch, self._watch = self._watch, None
+            self._generation += 1
+            self._current = False
+            supervisor, self._supervisor = self._supervisor, None
+            channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.unsubscribe(self._on_connectivity)
         if watch is not None:
-            watch.unsubscribe()
+            _close_watch(watch)
+        if supervisor is not None and supervisor is not threading.current_thread():
+            supervisor.join(timeout=5)
+        self._channel_up = True
+
+
+def _close_watch(watch: Any) -> None:
+    try:
+        watch.unsubscribe()
+    except Exception:  # an already-broken listener: nothing left to stop
+        log.debug("closing a Firestore listener failed", exc_info=True)

@@ -146,21 +146,39 @@ async def _true(value: bool) -> bool:
 async def test_old_backend_is_closed_only_after_its_calls_end(dirs: list[Path]) -> None:
     registry, recorder = InMemoryRoutingRegistry(), Recorder()
     registry.create(local(dirs[0]))
-    slots = await make(registry, recorder, drain_timeout=30)
+    slots = await make(registry, recorder, tenants=("acme",), drain_timeout=30)
     try:
+        held = slots.slot("acme", K).current
+        assert held is not None
         lease = slots.lease("acme", K)
         old = await lease.__aenter__()
+        assert old is held.port
         registry.update(local(dirs[1]))
         await async_wait_for(lambda: _serving(slots, dirs[1]), timeout=5, what="switch")
         assert await blob_dir(slots) == dirs[1]  # new calls go to the new backend at once
-        assert lease.superseded.is_set()
-        await asyncio.sleep(0.05)
-        assert old not in recorder.closed  # still in use: not closed
-        await old.put("late", b"y")  # the in-flight call still works on the old backend
+        # The swap retired the old backend; the drain path closes it only once ``drained`` is
+        # set, which the exit of its last in-flight call does (drain_timeout is 30 s).
+        assert held.retired and lease.superseded.is_set()
+        assert held.inflight == 1 and not held.drained.is_set()
+        [drain] = _drain_tasks()  # the task the swap started to close the old backend
+        # The in-flight call still works on the old backend; the put runs in a thread, so the
+        # loop turns (and the drain task runs up to its wait) while it is under way.
+        await old.put("late", b"y")
+        assert not drain.done() and old not in recorder.closed  # still in use: not closed
         await lease.__aexit__(None, None, None)
-        await async_wait_for(lambda: _true(old in recorder.closed), timeout=5, what="drained")
+        assert held.drained.is_set()  # the last call's exit releases the drain task at once
+        await asyncio.wait_for(drain, 5)
+        assert old in recorder.closed
     finally:
         await slots.aclose()
+
+
+def _drain_tasks() -> list[asyncio.Task[Any]]:
+    """Pending tasks of the manager's drain path (``_close_when_drained``)."""
+    return [
+        t for t in asyncio.all_tasks()
+        if getattr(t.get_coro(), "__name__", "") == "_close_when_drained" and not t.done()
+    ]
 
 
 async def test_stuck_call_does_not_pin_the_old_backend_forever(dirs: list[Path]) -> None:

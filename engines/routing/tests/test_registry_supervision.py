@@ -1,0 +1,100 @@
+"""The Firestore registry's listener is supervised: a dead listener is re-subscribed, and the table
+converges on the store's current state, including deletions made while nobody was listening.
+
+Against the real Firestore emulator. Google's ``Watch`` ends for good by calling its own
+``close()`` (from ``_on_rpc_done`` when the RPC ends with a non-recoverable error, or when its
+consumer thread dies). The emulator cannot be made to send a non-recoverable stream error on
+demand, so the test ends the real ``Watch`` the same way, with ``close()``; that is the only
+stand-in, everything else is real. While it closes the listener and deletes an entry, the test
+holds the registry's lock so the supervisor cannot re-subscribe before the deletion: the
+deletion is then, deterministically, one made while no listener ran (the new listener's first
+snapshot simply lacks the document and never reports it as removed).
+
+The outage of the emulator itself (stop, start) is covered end to end, readiness included, in
+``engines/chat/tests/test_registry_outage.py``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from engines.routing import FirestoreRoutingRegistry, RoutingRecord, parse_spec
+from engines.testing import wait_for
+
+pytestmark = pytest.mark.firestore
+
+
+def record(tenant: str, collection: str = "kpis") -> RoutingRecord:
+    return RoutingRecord.from_spec(
+        parse_spec(
+            {"tenant": tenant, "env": "prod", "resourceKind": "kpi", "backend": "firestore",
+             "firestore": {"collection": collection}}
+        )
+    )
+
+
+@pytest.fixture
+def registries(firestore_emulator: Any) -> Iterator[tuple[FirestoreRoutingRegistry, Any]]:
+    """A supervised registry (checks every 50 ms) and a writer (another pod) on one collection."""
+    collection = f"routing_{uuid.uuid4().hex[:10]}"
+    reg = FirestoreRoutingRegistry(
+        collection=collection, env="prod", supervise_interval=0.05, restart_backoff=(0.05, 1.0)
+    )
+    writer = FirestoreRoutingRegistry(collection=collection)
+    reg.start()
+    assert reg.wait_ready(15), "first snapshot never arrived"
+    yield reg, writer
+    reg.close()
+
+
+def test_dead_listener_is_resubscribed_and_converges(
+    registries: tuple[FirestoreRoutingRegistry, Any],
+) -> None:
+    reg, writer = registries
+    kept, deleted = record("kept"), record("deleted")
+    writer.create(kept)
+    writer.create(deleted)
+    wait_for(lambda: reg.get(deleted.key) == deleted and reg.get(kept.key) == kept,
+             what="both entries in the cache")
+    assert reg.healthy
+
+    with reg._lock:  # the supervisor cannot re-subscribe until the deletion is done
+        watch = reg._watch
+        watch.close()  # the RPC ended for good: what Watch._on_rpc_done does
+        assert watch._closed
+        assert not reg.healthy  # a dead listener: the cache may be stale
+        assert writer.delete(deleted.key) is True  # while nobody listens
+        updated = record("kept", collection="kpis_v2")
+        writer.update(updated)
+
+    wait_for(lambda: reg.restarts >= 1 and reg.healthy, timeout=15, what="re-subscribed")
+    assert reg._watch is not watch
+    # the new listener's first snapshot is a full reload: the deletion made while no listener
+    # ran is applied, and so is the update
+    wait_for(lambda: reg.get(updated.key) == updated, what="update made while down")
+    assert reg.get(deleted.key) is None
+    assert [r.tenant for r in reg.list()] == ["kept"]
+
+    # and the new listener follows later changes
+    late = record("late")
+    writer.create(late)
+    wait_for(lambda: reg.get(late.key) == late, what="change after the restart")
+    writer.delete(kept.key)
+    wait_for(lambda: reg.get(kept.key) is None, what="deletion after the restart")
+
+
+def test_closed_registry_is_not_resubscribed(
+    registries: tuple[FirestoreRoutingRegistry, Any],
+) -> None:
+    reg, writer = registries
+    reg.close()
+    assert not reg.healthy and reg._watch is None and reg.restarts == 0
+    writer.create(record("after-close"))
+    reg.start()  # a closed registry can be started again, and reloads in full
+    wait_for(lambda: reg.get(record("after-close").key) is not None and reg.healthy,
+             what="reloaded after start")
+    assert reg.restarts == 0
