@@ -429,7 +429,7 @@ def test_two_replicas_do_not_fight(
     try:
         wait_for(
             lambda: "Pausing operations in favour of" in standby.log(),
-            timeout=30,
+            timeout=60,
             what="the low-priority replica to pause",
         )
         for k in ("kpi", "seo", "budget"):
