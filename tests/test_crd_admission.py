@@ -91,6 +91,27 @@ def test_unknown_settings_key_is_refused(kube_cluster: KubeCluster, namespace: s
     refused(create(kube_cluster, namespace, body), "colection")
 
 
+def test_password_in_redis_url_is_refused(kube_cluster: KubeCluster, namespace: str) -> None:
+    body = entry(
+        "leak",
+        resourceKind="chat_bus",
+        backend="redis",
+        firestore=None,
+        redis={"url": "redis://:hunter2@redis:6379/0"},
+    )
+    refused(create(kube_cluster, namespace, body), "url must not carry a password")
+    ok = entry(
+        "user-only",
+        resourceKind="chat_bus",
+        backend="redis",
+        firestore=None,
+        redis={"url": "redis://default@redis:6379/0"},
+        secretRef={"name": "redis-auth", "key": "password"},
+    )
+    done = create(kube_cluster, namespace, ok)
+    assert done.returncode == 0, done.stderr
+
+
 def test_two_settings_objects_are_refused(kube_cluster: KubeCluster, namespace: str) -> None:
     body = entry("two", resourceKind="rate_limit", redis={"url": "redis://r:6379/0"})
     refused(create(kube_cluster, namespace, body), EXACTLY_ONE)

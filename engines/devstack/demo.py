@@ -299,7 +299,21 @@ def run_demo(state_dir: Path | None = None, *, interactive: bool | None = None) 
             f"  POST /nexus/hardening/rate-limit/login as acme → {r.status_code} {r.text[:120]}"
         )
 
-        _step(6, "kubectl delete rte acme-prod-seo: acme falls back to the env-wide default")
+        _step(
+            6,
+            "annotate allow-delete, kubectl delete rte acme-prod-seo: acme falls back to "
+            "the env-wide default",
+        )
+        # The chart's admission policy refuses deleting a prod entry without this annotation.
+        _kubectl(
+            kubeconfig,
+            "annotate",
+            "rte",
+            "acme-prod-seo",
+            "-n",
+            NAMESPACE,
+            "routing.engines.io/allow-delete=true",
+        )
         _kubectl(kubeconfig, "delete", "rte", "acme-prod-seo", "-n", NAMESPACE)
 
         def fell_back() -> dict[str, Any] | None:

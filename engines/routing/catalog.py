@@ -11,11 +11,12 @@ no `localhost` or temp-dir fallback anywhere.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "BACKEND_SETTINGS",
@@ -83,11 +84,37 @@ class FirestoreSettings(_Settings):
     project_id: Annotated[str, Field(min_length=1, max_length=63)] | None = None
 
 
+REDIS_PASSWORD_IN_URL = r"^[a-z]+://[^/@]*:[^/@]*@"
+REDIS_PASSWORD_MESSAGE = (
+    "url must not carry a password (it would be copied into Firestore and ConfigMaps): "
+    "put it in a Secret and reference it with spec.secretRef"
+)
+
+
 class RedisSettings(_Settings):
     """Keys are `{key_prefix}{tenant}:...`; the password comes from `secretRef`."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"!self.url.matches('{REDIS_PASSWORD_IN_URL}')",
+                    "message": REDIS_PASSWORD_MESSAGE,
+                    "fieldPath": ".url",
+                }
+            ]
+        }
+    )
+
     url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^(redis|rediss|unix)://.+")]
     key_prefix: Annotated[str, Field(max_length=256)] = ""
+
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, url: str) -> str:
+        if re.match(REDIS_PASSWORD_IN_URL, url):
+            raise ValueError(REDIS_PASSWORD_MESSAGE)
+        return url
 
 
 class GcsSettings(_Settings):

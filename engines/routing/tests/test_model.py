@@ -212,3 +212,16 @@ def test_catalog_covers_every_kind_with_a_durable_backend() -> None:
     assert set(CATALOG) == set(ResourceKind)
     assert all(spec.durable for spec in CATALOG.values())
     assert all(not (set(s.durable) & TEST_ONLY_BACKENDS) for s in CATALOG.values())
+
+
+def test_password_in_redis_url_is_refused() -> None:
+    data = spec(
+        resourceKind="chat_bus",
+        backend="redis",
+        firestore=None,
+        redis={"url": "rediss://app:s3cret@redis:6380/0"},
+    )
+    assert error_of(data) == (
+        "spec.redis.url: url must not carry a password (it would be copied into Firestore and "
+        "ConfigMaps): put it in a Secret and reference it with spec.secretRef"
+    )
