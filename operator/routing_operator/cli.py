@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import sys
+from typing import Any
 
 __all__ = ["main", "parse_args"]
 
@@ -98,6 +99,20 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
             ctypes.CDLL(libc_name).mallopt(m_arena_max, arenas)
 
 
+def _identity() -> Any:
+    """This replica's peering identity: the pod name when Kubernetes gives it (``POD_ID``, as kopf
+    expects), else host/pid/random. Never derived from the ``random`` module: a library that
+    seeds it would give two replicas on one host the same identity, and then neither sees the
+    other."""
+    import socket
+    import uuid
+
+    from kopf._core.engines.peering import Identity
+
+    pod = os.environ.get("POD_ID")
+    return Identity(pod or f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     _limit_malloc_arenas()
@@ -152,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     kopf.run(
         registry=registry,
+        identity=_identity(),
         clusterwide=args.all_namespaces,
         namespaces=args.namespace,
         standalone=args.standalone,
