@@ -10,10 +10,6 @@ demo: setup
 test: setup
 	.venv/bin/python -m pytest
 
-# Not part of `make test`: the two-replica kopf-peering test is flaky here (its replicas at
-# times never see each other's peering records; cause not found). Run it on its own.
-test-peering: setup
-	.venv/bin/python -m pytest -m peering
 
 lint: setup
 	.venv/bin/ruff check engines operator tests benchmarks
