@@ -34,7 +34,13 @@ from engines.ports import (
 )
 from engines.ports.base import check_tenant
 from engines.ports.errors import InvalidArgument
-from engines.routing.catalog import CATALOG, TEST_ONLY_BACKENDS, Backend, ResourceKind
+from engines.routing.catalog import (
+    CATALOG,
+    TEST_ONLY_BACKENDS,
+    Backend,
+    ResourceKind,
+    StorageShape,
+)
 from engines.routing.errors import InvalidRouting, TestBackendNotAllowed
 from engines.routing.model import RoutingRecord
 
@@ -50,29 +56,16 @@ __all__ = [
 
 K = ResourceKind
 
+SHAPE_PORTS: dict[StorageShape, type[Port]] = {
+    StorageShape.DOCUMENTS: DocumentStore,
+    StorageShape.LOCKS: LockManager,
+    StorageShape.RATE_LIMITS: RateLimiter,
+    StorageShape.PRESENCE: PresenceRegistry,
+    StorageShape.MESSAGES: MessageBus,
+    StorageShape.BLOBS: BlobStore,
+}
 KIND_PORTS: dict[ResourceKind, type[Port]] = {
-    **{
-        k: DocumentStore
-        for k in (
-            K.FEATURE_FLAGS,
-            K.KPI,
-            K.BUDGET,
-            K.MAYBES,
-            K.ANALYTICS_EVENTS,
-            K.FIREARMS,
-            K.PAGE_CONTENT,
-            K.SEO,
-            K.VIDEO_TIMELINE,
-            K.MEMORY,
-            K.NEXUS_BACKEND,
-        )
-    },
-    K.STRATEGY_LOCK: LockManager,
-    K.RATE_LIMIT: RateLimiter,
-    K.REALTIME_REGISTRY: PresenceRegistry,
-    K.CHAT_BUS: MessageBus,
-    K.MEDIA_V2_STORAGE: BlobStore,
-    K.RAW_STORAGE: BlobStore,
+    kind: SHAPE_PORTS[spec.shape] for kind, spec in CATALOG.items()
 }
 """The port each resource kind is served through."""
 

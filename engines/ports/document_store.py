@@ -87,8 +87,23 @@ class DocumentStore(Port):
         self, collection: str, id: str, field: str, amount: int | float = 1
     ) -> int | float:
         """Atomically add ``amount`` to a numeric top-level field (absent counts as 0); returns
-        the new value (``INCREMENT``). A non-numeric field raises ``InvalidArgument``."""
-        raise NotSupported(f"{type(self).__name__} does not support {Feature.INCREMENT}")
+        the new value (``INCREMENT``). A non-numeric field raises ``InvalidArgument``.
+
+        The default is a read-modify-write through ``update``, so any store that offers
+        ``TRANSACTION`` gets it; a store with a native counter overrides it."""
+        if Feature.INCREMENT not in self.features:
+            raise NotSupported(f"{type(self).__name__} does not support {Feature.INCREMENT}")
+        check_field(field)
+        check_amount(amount)
+        result: list[int | float] = []
+
+        def add(current: dict[str, Any] | None) -> dict[str, Any]:
+            doc, new = add_to_field(current, field, amount)
+            result[:] = [new]
+            return doc
+
+        await self.update(collection, id, add)
+        return result[0]
 
 
 def check_field(field: str) -> str:

@@ -12,7 +12,7 @@ no `localhost` or temp-dir fallback anywhere.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Annotated
 
@@ -33,6 +33,7 @@ __all__ = [
     "RedisSettings",
     "ResourceKind",
     "Settings",
+    "StorageShape",
     "allowed_backends",
 ]
 
@@ -154,13 +155,26 @@ BACKEND_SETTINGS: dict[Backend, type[_Settings]] = {
 }
 
 
+class StorageShape(StrEnum):
+    """The shape of storage a kind needs; each shape is one port (``engines.ports``)."""
+
+    DOCUMENTS = "documents"
+    LOCKS = "locks"
+    RATE_LIMITS = "rate_limits"
+    PRESENCE = "presence"
+    MESSAGES = "messages"
+    BLOBS = "blobs"
+
+
 @dataclass(frozen=True, slots=True)
 class KindSpec:
-    """What one resource kind may use: durable backends (first is the usual one) and test-only."""
+    """What one resource kind may use: durable backends (first is the usual one) and test-only,
+    and the shape of storage it needs."""
 
     kind: ResourceKind
     durable: tuple[Backend, ...]
     test_only: tuple[Backend, ...]
+    shape: StorageShape = StorageShape.DOCUMENTS
 
     @property
     def allowed(self) -> tuple[Backend, ...]:
@@ -199,8 +213,18 @@ CATALOG: dict[ResourceKind, KindSpec] = {
     **_kinds((K.NEXUS_BACKEND,), (_F,), (_NOOP,)),
     **_kinds((K.MEDIA_V2_STORAGE, K.RAW_STORAGE), (_G,), (_LOCAL,)),
 }
+_SHAPES = {
+    K.STRATEGY_LOCK: StorageShape.LOCKS,
+    K.RATE_LIMIT: StorageShape.RATE_LIMITS,
+    K.REALTIME_REGISTRY: StorageShape.PRESENCE,
+    K.CHAT_BUS: StorageShape.MESSAGES,
+    K.MEDIA_V2_STORAGE: StorageShape.BLOBS,
+    K.RAW_STORAGE: StorageShape.BLOBS,
+}  # every other kind stores documents
 # Keep the table in the same order as the enum so generated artefacts are stable.
-CATALOG = {k: CATALOG[k] for k in ResourceKind}
+CATALOG = {
+    k: replace(CATALOG[k], shape=_SHAPES.get(k, StorageShape.DOCUMENTS)) for k in ResourceKind
+}
 
 
 def allowed_backends(kind: ResourceKind | str) -> tuple[Backend, ...]:

@@ -424,25 +424,6 @@ class RoutingRecord(BaseModel):
     def key(self) -> RoutingKey:
         return RoutingKey(self.env, self.tenant, self.project, self.resource_kind.value)
 
-    def spec(self) -> RoutingEntrySpec:
-        return RoutingEntrySpec.model_validate(
-            {
-                "tenant": self.tenant,
-                "env": self.env,
-                "project": self.project,
-                "resourceKind": self.resource_kind.value,
-                "backend": self.backend.value,
-                self.backend.value: self.config,
-                "secretRef": self.secret_ref.model_dump() if self.secret_ref else None,
-            }
-        )
-
-    @property
-    def settings(self) -> Settings:
-        """The typed settings model of the backend (validated once, at construction)."""
-        model = BACKEND_SETTINGS[self.backend]
-        return model.model_validate(self.config)  # type: ignore[return-value]
-
     @classmethod
     def from_spec(
         cls, spec: RoutingEntrySpec, *, generation: int = 0, source: Source | None = None

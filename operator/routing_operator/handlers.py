@@ -86,26 +86,23 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
             )
         }
 
-    def contenders(body: kopf.Body, index: kopf.Index[str, Contender]) -> list[Contender]:
+    def claims(body: kopf.Body, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The reconciler's arguments from a handler call: this identity's claimants, retry."""
+        index: kopf.Index[str, Contender] = kwargs["identities"]
         key = identity_of(body.spec)
-        return list(index.get(key.document_id, [])) if key is not None else []
+        return {
+            "contenders": list(index.get(key.document_id, [])) if key is not None else [],
+            "retry": int(kwargs.get("retry", 0)),
+        }
 
     @kopf.on.resume(*RESOURCE, id="reconcile", backoff=5, registry=registry)
     @kopf.on.create(*RESOURCE, id="reconcile", backoff=5, registry=registry)
     @kopf.on.update(*RESOURCE, id="reconcile", backoff=5, registry=registry)
     async def reconcile(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-        identities: kopf.Index[str, Contender] = kwargs["identities"]
-        retry = int(kwargs.get("retry", 0))
-        await reconciler.reconcile(
-            body=body, patch=patch, contenders=contenders(body, identities), retry=retry
-        )
+        await reconciler.reconcile(body=body, patch=patch, **claims(body, kwargs))
 
     @kopf.on.delete(*RESOURCE, id="delete", backoff=5, registry=registry)
     async def delete(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-        identities: kopf.Index[str, Contender] = kwargs["identities"]
-        retry = int(kwargs.get("retry", 0))
-        await reconciler.delete(
-            body=body, patch=patch, contenders=contenders(body, identities), retry=retry
-        )
+        await reconciler.delete(body=body, patch=patch, **claims(body, kwargs))
 
     return registry

@@ -30,6 +30,8 @@ __all__ = [
     "FirestoreProjection",
     "Outcome",
     "configmap_value",
+    "owner_of",
+    "strip_server_fields",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,7 @@ def configmap_value(record: RoutingRecord) -> str:
     return json.dumps(record.to_document(), sort_keys=True, separators=(",", ":"))
 
 
-def _owner_of(data: dict[str, Any] | None) -> Source | None:
+def owner_of(data: dict[str, Any] | None) -> Source | None:
     src = (data or {}).get("source")
     if not isinstance(src, dict):
         return None
@@ -67,7 +69,7 @@ def _owner_of(data: dict[str, Any] | None) -> Source | None:
         return None
 
 
-def _strip_server_fields(data: dict[str, Any]) -> dict[str, Any]:
+def strip_server_fields(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k != "updated_at"}
 
 
@@ -99,7 +101,7 @@ class FirestoreProjection:
         # Fast probe outside the transaction: BeginTransaction retries for a long time on an
         # unreachable service, a bare read with retry=None fails within the timeout.
         current = self.read(record.key)
-        if current is not None and _strip_server_fields(current) == wanted:
+        if current is not None and strip_server_fields(current) == wanted:
             return Outcome.UNCHANGED
         if current is None:
             # The common first sync: create() is atomic (fails if the id exists), one RPC.
@@ -122,7 +124,7 @@ class FirestoreProjection:
             snap = ref.get(transaction=txn, timeout=_TIMEOUT, retry=None)
             current = snap.to_dict() if snap.exists else None
             if current is not None:
-                owner = _owner_of(current)
+                owner = owner_of(current)
                 if owner is not None and mine is not None and owner.uid != mine.uid:
                     if owner_alive(owner):
                         raise OwnershipConflict(
@@ -130,7 +132,7 @@ class FirestoreProjection:
                             f"RoutingEntry {owner.namespace}/{owner.name}",
                             owner_uid=owner.uid,
                         )
-                elif _strip_server_fields(current) == wanted:
+                elif strip_server_fields(current) == wanted:
                     return Outcome.UNCHANGED
             txn.set(ref, {**wanted, "updated_at": firestore.SERVER_TIMESTAMP})
             return Outcome.WRITTEN
@@ -155,7 +157,7 @@ class FirestoreProjection:
             snap = ref.get(transaction=txn, timeout=_TIMEOUT, retry=None)
             if not snap.exists:
                 return False
-            owner = _owner_of(snap.to_dict())
+            owner = owner_of(snap.to_dict())
             if owner is None or owner.uid != owner_uid:  # only what this entry owns
                 return False
             txn.delete(ref)
@@ -187,18 +189,6 @@ class ConfigMapProjection:
                 return None
             raise
 
-    def read(self, namespace: str, key: RoutingKey) -> str | None:
-        cm = self._get(namespace, key.configmap_name)
-        return None if cm is None else (cm.data or {}).get(key.configmap_key)
-
-    def ensure(self, namespace: str, record: RoutingRecord, owner_alive: OwnerAlive) -> Outcome:
-        """Write one entry's key; raises ``OwnershipConflict`` if another live entry owns it."""
-        result = self.ensure_many(namespace, record.key.configmap_name, [record], owner_alive)
-        outcome = result[record.key.configmap_key]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
     def ensure_many(
         self, namespace: str, name: str, records: list[RoutingRecord], owner_alive: OwnerAlive
     ) -> dict[str, Outcome | OwnershipConflict]:
@@ -226,7 +216,7 @@ class ConfigMapProjection:
                     continue
                 if current is not None and record.source is not None:
                     try:
-                        owner = _owner_of(json.loads(current))
+                        owner = owner_of(json.loads(current))
                     except ValueError:
                         owner = None  # garbage in our key: ours to overwrite
                     if owner is not None and owner.uid != record.source.uid:
@@ -276,7 +266,7 @@ class ConfigMapProjection:
             if current is None:
                 return False
             try:
-                owner = _owner_of(json.loads(current))
+                owner = owner_of(json.loads(current))
             except ValueError:
                 owner = None
             if owner is None or owner.uid != owner_uid:  # only what this entry owns

@@ -444,12 +444,12 @@ class DriftSweeper:
     def find_stale(self) -> Sweep:
         """Entries to requeue (drifted projections, or a lost conflict whose winner is gone) and
         orphans (projections whose owning entry, in a watched namespace, no longer exists)."""
-        from .projections import _owner_of, _strip_server_fields, configmap_value
+        from .projections import configmap_value, owner_of, strip_server_fields
 
         # Projections first, entries last: an entry that wrote a projection we saw existed
         # before we looked, so it is in the list below and its projection is never an orphan.
         docs = {
-            snap.id: _strip_server_fields(snap.to_dict() or {})
+            snap.id: strip_server_fields(snap.to_dict() or {})
             for snap in self.reconciler.firestore.client.collection(
                 self.reconciler.collection
             ).stream(timeout=30, retry=None)
@@ -459,7 +459,7 @@ class DriftSweeper:
         live = {e["metadata"]["uid"] for e in entries}
         sweep = Sweep()
         for doc_id, data in docs.items():
-            owner = _owner_of(data)
+            owner = owner_of(data)
             parts = doc_id.split(":")
             if (
                 owner

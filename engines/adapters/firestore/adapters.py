@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 import uuid
@@ -35,8 +34,6 @@ from engines.ports.document_store import (
     Documents,
     DocumentStore,
     Updater,
-    add_to_field,
-    check_amount,
     check_data,
     check_field,
     check_limit,
@@ -54,8 +51,9 @@ from engines.ports.lock_manager import Lease, LockManager
 from engines.ports.presence import Member, PresenceRegistry
 from engines.ports.rate_limiter import Decision, RateLimiter, check_hit
 from engines.routing.catalog import Backend, FirestoreSettings
-from engines.routing.errors import InvalidRouting, RoutingError
+from engines.routing.errors import RoutingError
 
+from .._google import service_account_credentials
 from .._keylocks import key_lock
 from .._settings import parse_settings
 
@@ -106,18 +104,7 @@ class _Firestore:
     ) -> None:
         self.settings = parse_settings(Backend.FIRESTORE, FirestoreSettings, config)
         self.tenant = check_tenant(tenant)
-        credentials = None
-        if secret is not None:
-            from google.oauth2 import service_account
-
-            try:
-                credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-                    json.loads(secret)
-                )
-            except (ValueError, KeyError) as exc:
-                raise InvalidRouting(
-                    "the secret must hold a service-account JSON key", field="secretRef"
-                ) from exc
+        credentials = service_account_credentials(secret)[0] if secret is not None else None
         try:
             self._client = firestore.AsyncClient(
                 project=self.settings.project_id,
@@ -243,21 +230,6 @@ class FirestoreDocumentStore(_Firestore, DocumentStore):
             return new
 
         return await self._transaction(ref, body, f"update {collection}/{id}")
-
-    async def increment(
-        self, collection: str, id: str, field: str, amount: int | float = 1
-    ) -> int | float:
-        check_field(field)
-        check_amount(amount)
-        result: list[int | float] = []
-
-        def add(current: dict[str, Any] | None) -> dict[str, Any]:
-            doc, new = add_to_field(current, field, amount)
-            result[:] = [new]
-            return doc
-
-        await self.update(collection, id, add)
-        return result[0]
 
 
 # --------------------------------------------------------------------------- RateLimiter

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -17,8 +16,9 @@ from engines.ports.base import check_tenant
 from engines.ports.blob_store import BlobStore, check_blob_name, check_bytes, check_prefix
 from engines.ports.errors import BackendUnavailable, NotFound
 from engines.routing.catalog import Backend, GcsSettings
-from engines.routing.errors import InvalidRouting, RoutingError
+from engines.routing.errors import RoutingError
 
+from .._google import service_account_credentials
 from .._settings import parse_settings
 
 __all__ = ["GcsBlobStore"]
@@ -57,18 +57,7 @@ class GcsBlobStore(BlobStore):
         self._root = f"{self.settings.prefix}{self.tenant}/"
         kwargs: dict[str, Any] = {}
         if secret is not None:
-            from google.oauth2 import service_account
-
-            try:
-                info = json.loads(secret)
-                kwargs["credentials"] = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-                    info
-                )
-                kwargs["project"] = info.get("project_id")
-            except (ValueError, KeyError, AttributeError) as exc:
-                raise InvalidRouting(
-                    "the secret must hold a service-account JSON key", field="secretRef"
-                ) from exc
+            kwargs["credentials"], kwargs["project"] = service_account_credentials(secret)
         try:
             self._client = storage.Client(**kwargs)
         except (auth_exc.GoogleAuthError, OSError) as exc:

@@ -29,8 +29,6 @@ from engines.ports.document_store import (
     Documents,
     DocumentStore,
     Updater,
-    add_to_field,
-    check_amount,
     check_data,
     check_field,
     check_limit,
@@ -235,21 +233,6 @@ class RedisDocumentStore(_Redis, DocumentStore):
                     finally:
                         await pipe.reset()  # type: ignore[no-untyped-call]
         raise Conflict(f"update of {key} lost {MAX_TXN_ATTEMPTS} races in a row")
-
-    async def increment(
-        self, collection: str, id: str, field: str, amount: int | float = 1
-    ) -> int | float:
-        check_field(field)
-        check_amount(amount)
-        result: list[int | float] = []
-
-        def add(current: dict[str, Any] | None) -> dict[str, Any]:
-            doc, new = add_to_field(current, field, amount)
-            result[:] = [new]
-            return doc
-
-        await self.update(collection, id, add)
-        return result[0]
 
 
 # --------------------------------------------------------------------------- RateLimiter

@@ -21,13 +21,9 @@ from ..errors import InvalidRouting
 from ..model import RoutingRecord
 from .base import ReadOnlyRegistry
 
-__all__ = ["FileRoutingRegistry", "key_filename"]
+__all__ = ["FileRoutingRegistry"]
 
 log = logging.getLogger(__name__)
-
-
-def key_filename(record: RoutingRecord) -> str:
-    return record.key.configmap_key
 
 
 class FileRoutingRegistry(ReadOnlyRegistry):

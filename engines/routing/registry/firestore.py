@@ -268,7 +268,9 @@ class FirestoreRoutingRegistry(RoutingRegistry):
             wait = delay * (0.5 + random.random() / 2)
             log.error(
                 "the Firestore routing listener on %s stopped; re-subscribing in %.1fs "
-                "(routing may be stale until then)", self.collection_name, wait,
+                "(routing may be stale until then)",
+                self.collection_name,
+                wait,
             )
             if self._stop.wait(wait):
                 return
@@ -310,13 +312,15 @@ class FirestoreRoutingRegistry(RoutingRegistry):
             if self._channel_up:
                 log.error(
                     "Firestore connection lost (%s); routing %s may be stale until it is back",
-                    name, self.collection_name,
+                    name,
+                    self.collection_name,
                 )
             self._channel_up = False
         elif name == "READY":
             if not self._channel_up:
-                log.warning("Firestore connection back; routing %s follows again",
-                            self.collection_name)
+                log.warning(
+                    "Firestore connection back; routing %s follows again", self.collection_name
+                )
             self._channel_up = True
         self._wake.set()
 

@@ -31,8 +31,13 @@ pytestmark = pytest.mark.firestore
 def record(tenant: str, collection: str = "kpis") -> RoutingRecord:
     return RoutingRecord.from_spec(
         parse_spec(
-            {"tenant": tenant, "env": "prod", "resourceKind": "kpi", "backend": "firestore",
-             "firestore": {"collection": collection}}
+            {
+                "tenant": tenant,
+                "env": "prod",
+                "resourceKind": "kpi",
+                "backend": "firestore",
+                "firestore": {"collection": collection},
+            }
         )
     )
 
@@ -58,8 +63,10 @@ def test_dead_listener_is_resubscribed_and_converges(
     kept, deleted = record("kept"), record("deleted")
     writer.create(kept)
     writer.create(deleted)
-    wait_for(lambda: reg.get(deleted.key) == deleted and reg.get(kept.key) == kept,
-             what="both entries in the cache")
+    wait_for(
+        lambda: reg.get(deleted.key) == deleted and reg.get(kept.key) == kept,
+        what="both entries in the cache",
+    )
     assert reg.healthy
 
     with reg._lock:  # the supervisor cannot re-subscribe until the deletion is done
@@ -95,6 +102,8 @@ def test_closed_registry_is_not_resubscribed(
     assert not reg.healthy and reg._watch is None and reg.restarts == 0
     writer.create(record("after-close"))
     reg.start()  # a closed registry can be started again, and reloads in full
-    wait_for(lambda: reg.get(record("after-close").key) is not None and reg.healthy,
-             what="reloaded after start")
+    wait_for(
+        lambda: reg.get(record("after-close").key) is not None and reg.healthy,
+        what="reloaded after start",
+    )
     assert reg.restarts == 0

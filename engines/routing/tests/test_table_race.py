@@ -28,8 +28,13 @@ Writer = Callable[[RoutingTable], None]
 def record(collection: str, tenant: str = "acme") -> RoutingRecord:
     return RoutingRecord.from_spec(
         parse_spec(
-            {"tenant": tenant, "env": "prod", "resourceKind": "kpi", "backend": "firestore",
-             "firestore": {"collection": collection}}
+            {
+                "tenant": tenant,
+                "env": "prod",
+                "resourceKind": "kpi",
+                "backend": "firestore",
+                "firestore": {"collection": collection},
+            }
         )
     )
 
