@@ -12,8 +12,23 @@ __all__ = ["async_wait_for", "wait_for"]
 T = TypeVar("T")
 
 
+def _describe(what: str | Callable[[], str], condition: object) -> str:
+    """``what`` at the deadline: a callable is called then, so it reports the state that failed
+    the wait, not the state when the wait began."""
+    if callable(what):
+        try:
+            return what()
+        except Exception as exc:  # the description must never hide the timeout
+            return f"<description failed: {exc!r}>"
+    return what or str(condition)
+
+
 def wait_for(
-    condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02, what: str = ""
+    condition: Callable[[], T],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.02,
+    what: str | Callable[[], str] = "",
 ) -> T:
     """Poll ``condition`` until it returns a truthy value; fail with ``what`` at the deadline."""
     deadline = time.monotonic() + timeout
@@ -28,7 +43,7 @@ def wait_for(
         if time.monotonic() >= deadline:
             detail = f": {last_error}" if last_error else ""
             raise AssertionError(
-                f"timed out after {timeout}s waiting for {what or condition}{detail}"
+                f"timed out after {timeout}s waiting for {_describe(what, condition)}{detail}"
             )
         time.sleep(interval)
 
@@ -36,9 +51,9 @@ def wait_for(
 async def async_wait_for(
     condition: Callable[[], Awaitable[T]],
     *,
-    timeout: float = 10.0,
+    timeout: float = 30.0,
     interval: float = 0.02,
-    what: str = "",
+    what: str | Callable[[], str] = "",
 ) -> T:
     """The asyncio twin of :func:`wait_for`."""
     deadline = time.monotonic() + timeout
@@ -53,6 +68,6 @@ async def async_wait_for(
         if time.monotonic() >= deadline:
             detail = f": {last_error}" if last_error else ""
             raise AssertionError(
-                f"timed out after {timeout}s waiting for {what or condition}{detail}"
+                f"timed out after {timeout}s waiting for {_describe(what, condition)}{detail}"
             )
         await asyncio.sleep(interval)

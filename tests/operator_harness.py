@@ -153,7 +153,7 @@ class Entries:
         return {}
 
     def wait_reason(
-        self, name: str, reason: str, status: str | None = None, timeout: float = 20
+        self, name: str, reason: str, status: str | None = None, timeout: float = 60
     ) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             c = self.condition(name)
@@ -163,7 +163,7 @@ class Entries:
         return wait_for(
             check,
             timeout=timeout,  # type: ignore[no-any-return]
-            what=f"{name} Ready reason={reason} (now {self.condition(name)})",
+            what=lambda: f"{name} Ready reason={reason} (at the deadline: {self.condition(name)})",
         )
 
     def configmap_data(self, name: str) -> dict[str, str] | None:

@@ -577,11 +577,11 @@ def test_operator_does_its_whole_job_as_the_chart_service_account(
                 )
                 return json.loads(got.stdout).get("status") or {} if got.returncode == 0 else {}
 
-            wait_for(peers, timeout=20, what="the operator's keep-alive in the KopfPeering")
+            wait_for(peers, timeout=60, what="the operator's keep-alive in the KopfPeering")
 
             # A conflicting twin: Warning event posted by the operator (events create).
             entries.create(entry("acme-kpi-twin"))
-            entries.wait_reason("acme-kpi-twin", "Conflict", "False", timeout=30)
+            entries.wait_reason("acme-kpi-twin", "Conflict", "False", timeout=60)
 
             def conflict_event() -> bool:
                 got = kube_cluster.kubectl(
@@ -591,7 +591,7 @@ def test_operator_does_its_whole_job_as_the_chart_service_account(
                 items = json.loads(got.stdout)["items"] if got.returncode == 0 else []
                 return any(e.get("reason") == "Conflict" for e in items)
 
-            wait_for(conflict_event, timeout=20, what="a Conflict event on acme-kpi-twin")
+            wait_for(conflict_event, timeout=60, what="a Conflict event on acme-kpi-twin")
 
             # A backend change: status, ConfigMap and document move to the new revision.
             entries.patch("acme-kpi", {"spec": {"firestore": {"collection": "kpi_v2"}}})
@@ -601,19 +601,19 @@ def test_operator_does_its_whole_job_as_the_chart_service_account(
                 doc = json.loads(data.get("acme._.kpi.json", "{}"))
                 return doc.get("config", {}).get("collection") == "kpi_v2"
 
-            wait_for(switched, timeout=30, what="the ConfigMap to carry kpi_v2")
-            entries.wait_reason("acme-kpi", "Synced", "True", timeout=30)
+            wait_for(switched, timeout=60, what="the ConfigMap to carry kpi_v2")
+            entries.wait_reason("acme-kpi", "Synced", "True", timeout=60)
 
             # Guarded delete (annotated): the operator releases its finalizer and the twin
             # takes over the identity.
             entries.delete("acme-kpi")
-            wait_for(lambda: entries.get("acme-kpi") is None, timeout=30, what="acme-kpi gone")
+            wait_for(lambda: entries.get("acme-kpi") is None, timeout=60, what="acme-kpi gone")
             entries.wait_reason("acme-kpi-twin", "Synced", "True", timeout=60)
             # Drift repair: a deleted ConfigMap comes back (configmaps create under this SA).
             kube_cluster.kubectl("delete", "configmap", "routing.prod.acme", "-n", ns)
             wait_for(
                 lambda: "acme._.kpi.json" in (entries.configmap_data("routing.prod.acme") or {}),
-                timeout=30, what="the deleted ConfigMap repaired",
+                timeout=60, what="the deleted ConfigMap repaired",
             )  # fmt: skip
         finally:
             print(f"--- operator log ({op.log_path}) ---\n{op.log()[-8000:]}")  # on failure
@@ -623,7 +623,7 @@ def test_operator_does_its_whole_job_as_the_chart_service_account(
                     "acme-kpi-twin", {"metadata": {"annotations": {ALLOW_DELETE: "true"}}}
                 )
                 entries.delete("acme-kpi-twin")
-                wait_for(lambda: entries.get("acme-kpi-twin") is None, timeout=30, what="twin gone")
+                wait_for(lambda: entries.get("acme-kpi-twin") is None, timeout=60, what="twin gone")
     log = op.log()
     refused = [
         line for line in log.splitlines()
@@ -647,7 +647,7 @@ def test_deletion_guard_refuses_prod_delete_unless_annotated(
             return done.stderr if done.returncode != 0 else None
 
         # A new policy takes effect once the API server's informer has seen it.
-        message = wait_for(refused, timeout=30, interval=0.5, what="the deletion guard to refuse")
+        message = wait_for(refused, timeout=60, interval=0.5, what="the deletion guard to refuse")
         assert "prod-kpi" in message and "allow-delete" in message, message
         policy = json.loads(
             kube_cluster.kubectl(

@@ -186,6 +186,8 @@ def firestore_documents(
         from google.auth import exceptions as auth_exc
         from google.cloud import firestore
         from google.cloud.firestore_v1.base_query import FieldFilter
+
+        from engines.routing.registry.firestore import single_attempt
     except ImportError as exc:  # pragma: no cover - a dependency of the project
         raise SourceError(f"google-cloud-firestore is not installed: {exc}") from exc
     try:
@@ -193,7 +195,8 @@ def firestore_documents(
         query: Any = client.collection(collection)
         if env is not None:
             query = query.where(filter=FieldFilter("env", "==", env))
-        return [(snap.id, snap.to_dict() or {}) for snap in query.get(timeout=15)]
+        snaps = query.get(timeout=60, retry=single_attempt())
+        return [(snap.id, snap.to_dict() or {}) for snap in snaps]
     except (gexc.GoogleAPIError, auth_exc.GoogleAuthError, OSError) as exc:
         where = os.environ.get("FIRESTORE_EMULATOR_HOST") or "Firestore"
         raise SourceError(

@@ -23,6 +23,7 @@ import urllib3
 
 from engines.routing.errors import BackendUnavailable, InvalidRouting, OwnershipConflict, RoutingKey
 from engines.routing.model import RoutingRecord, Source, parse_spec
+from engines.routing.registry.firestore import single_attempt
 
 from . import metrics
 from .conditions import (
@@ -452,7 +453,7 @@ class DriftSweeper:
             snap.id: strip_server_fields(snap.to_dict() or {})
             for snap in self.reconciler.firestore.client.collection(
                 self.reconciler.collection
-            ).stream(timeout=30, retry=None)
+            ).stream(timeout=30, retry=single_attempt())
         }
         cms = self._configmaps()
         entries = self._entries()

@@ -31,11 +31,29 @@ from ..errors import BackendUnavailable, ConfigMissing, EntryExists, InvalidRout
 from ..model import RoutingRecord
 from .base import RoutingRegistry
 
-__all__ = ["DEFAULT_COLLECTION", "FirestoreRoutingRegistry", "record_from_snapshot"]
+__all__ = [
+    "DEFAULT_COLLECTION",
+    "FirestoreRoutingRegistry",
+    "record_from_snapshot",
+    "single_attempt",
+]
 
 log = logging.getLogger(__name__)
 DEFAULT_COLLECTION = "routing_entries"
 _SERVER_FIELDS = ("updated_at",)
+
+
+def single_attempt() -> Any:
+    """A retry policy that never retries, for a synchronous query's ``stream()``/``get()``.
+
+    After a broken query stream, google-cloud-firestore 2.x asks ``retry._predicate`` whether to
+    resume: ``retry=None`` then fails with an AttributeError instead of raising the RPC error,
+    and the default policy looks up a ``_retry`` attribute current gapic callables lack. This
+    policy gives one attempt and lets the RPC error (e.g. DeadlineExceeded) through.
+    """
+    from google.api_core.retry import Retry
+
+    return Retry(predicate=lambda _exc: False)
 
 
 @contextmanager
