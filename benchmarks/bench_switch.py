@@ -141,8 +141,10 @@ def main() -> None:
     r99 = _pct(app, 0.99) / _pct(raw, 0.99)
     print(f"ratio to floor: p50 {r50:.2f}x  p99 {r99:.2f}x  (target <= 1.5x)")
     p50, p99 = statistics.median(app), _pct(app, 0.99)
-    print(f"targets p50 <= 1000 ms: {'met' if p50 <= 1000 else 'NOT met'}; "
-          f"p99 <= 2000 ms: {'met' if p99 <= 2000 else 'NOT met'}")
+    print(
+        f"targets p50 <= 1000 ms: {'met' if p50 <= 1000 else 'NOT met'}; "
+        f"p99 <= 2000 ms: {'met' if p99 <= 2000 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,11 @@ def test_demo_runs_to_the_end_and_stops_everything(tmp_path: Path) -> None:
     state = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "engines.devstack.cli", "demo", "--state-dir", str(state)],
-        capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL, check=False,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        stdin=subprocess.DEVNULL,
+        check=False,
     )
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-2000:]

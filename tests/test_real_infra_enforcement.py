@@ -35,9 +35,23 @@ from engines.testing import async_wait_for
 
 ALL_KINDS = {k.value for k in ResourceKind}
 SERVICE_PACKAGES = (
-    "feature_flags", "strategy_lock", "kpi", "budget", "maybes", "memory", "analytics_events",
-    "nexus.hardening", "firearms", "page_content", "seo", "realtime", "chat.service",
-    "nexus.backends", "media_v2", "nexus.raw_storage", "video_timeline",
+    "feature_flags",
+    "strategy_lock",
+    "kpi",
+    "budget",
+    "maybes",
+    "memory",
+    "analytics_events",
+    "nexus.hardening",
+    "firearms",
+    "page_content",
+    "seo",
+    "realtime",
+    "chat.service",
+    "nexus.backends",
+    "media_v2",
+    "nexus.raw_storage",
+    "video_timeline",
 )
 
 
@@ -47,7 +61,9 @@ def firestore_app(
     collection = f"routing-{uuid.uuid4().hex[:10]}"
     registry = FirestoreRoutingRegistry(collection=collection, env=env, project=emulator.project)
     config = RuntimeConfig(
-        env=env, tenants=("acme",), routing_collection=collection,
+        env=env,
+        tenants=("acme",),
+        routing_collection=collection,
         allow_test_backends=allow_test_backends,
     )
     return create_app(config, registry), registry
@@ -66,8 +82,13 @@ async def test_no_entries_means_not_ready_and_config_missing(
             assert body["status"] == "not_ready"
             assert {m["resource_kind"] for m in body["missing"]} == ALL_KINDS
             assert all(
-                m == {"tenant": "acme", "env": "prod", "project": "*",
-                      "resource_kind": m["resource_kind"]}
+                m
+                == {
+                    "tenant": "acme",
+                    "env": "prod",
+                    "project": "*",
+                    "resource_kind": m["resource_kind"],
+                }
                 for m in body["missing"]
             )
             assert body["invalid"] == [] and body["unavailable"] == []
@@ -141,8 +162,9 @@ async def test_missing_bucket_and_redis_url_fail_fast(
     app, registry = firestore_app(firestore_emulator, env="prod")
     raw = firestore_emulator.client().collection(registry.collection_name)
     gcs = record(ResourceKind.RAW_STORAGE, "gcs", {"bucket": "some-bucket"}, env="prod")
-    rds = record(ResourceKind.RATE_LIMIT, "redis", {"url": "redis://redis.example:6379"},
-                 env="prod")
+    rds = record(
+        ResourceKind.RATE_LIMIT, "redis", {"url": "redis://redis.example:6379"}, env="prod"
+    )
     # Hand-written documents that skip the operator's validation: the pod must refuse them.
     raw.document(gcs.key.document_id).set({**gcs.to_document(), "config": {}})
     raw.document(rds.key.document_id).set({**rds.to_document(), "config": {"key_prefix": "x"}})
@@ -172,8 +194,14 @@ async def test_missing_bucket_and_redis_url_fail_fast(
     # The adapter checks again when built, naming the field: no default bucket, no localhost.
     for kind, backend in ((ResourceKind.RAW_STORAGE, "gcs"), (ResourceKind.RATE_LIMIT, "redis")):
         unchecked = RoutingRecord.model_construct(
-            tenant="*", env="prod", project="*", resource_kind=kind, backend=backend,
-            config={}, revision="x", secret_ref=None,
+            tenant="*",
+            env="prod",
+            project="*",
+            resource_kind=kind,
+            backend=backend,
+            config={},
+            revision="x",
+            secret_ref=None,
         )
         with pytest.raises(InvalidRouting) as info:
             build_backend(unchecked, tenant="acme", allow_test_backends=False)
@@ -200,8 +228,10 @@ async def test_backend_environment_variables_select_nothing(
 def test_services_never_read_the_environment() -> None:
     """No service module reads ``os.environ``/``getenv``: only the registry picks backends."""
     offenders = []
-    packages = {Path(importlib.import_module(f"engines.{p}").__file__ or "").parent
-                for p in SERVICE_PACKAGES}
+    packages = {
+        Path(importlib.import_module(f"engines.{p}").__file__ or "").parent
+        for p in SERVICE_PACKAGES
+    }
     for path in sorted(p for package in packages for p in package.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv"):
@@ -227,7 +257,10 @@ async def test_files_source_with_no_valid_files_is_not_ready(
         [item] = body["invalid"]
         assert item["source"] == str(bad) and item["message"]
         assert (item["tenant"], item["env"], item["project"], item["resource_kind"]) == (
-            "acme", "prod", "*", "seo"
+            "acme",
+            "prod",
+            "*",
+            "seo",
         )
         resp = await client.get("/feature-flags/x")
         assert resp.status_code == 500 and resp.json()["error"] == "ConfigMissing"

@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("--purge", action="store_true", help="also delete the state directory")
     sub.add_parser("status", parents=[state], help="list running components")
     sub.add_parser(
-        "demo", parents=[state],
+        "demo",
+        parents=[state],
         help="stack + operator + engines app + examples/, narrated; stops everything at the end",
     )
     return parser

@@ -27,9 +27,9 @@ Flags = Annotated[FeatureFlags, Depends(_flags)]
 
 
 @router.get("", summary="All flags of the tenant")
-async def list_flags(flags: Flags, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[
-    str, Flag
-]:
+async def list_flags(
+    flags: Flags, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> dict[str, Flag]:
     return await flags.list(limit)
 
 

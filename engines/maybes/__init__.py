@@ -8,6 +8,4 @@ from engines.runtime.http import document_router
 
 __all__ = ["router"]
 
-router = document_router(
-    ResourceKind.MAYBES, prefix="/maybes", collection="maybes", noun="maybe"
-)
+router = document_router(ResourceKind.MAYBES, prefix="/maybes", collection="maybes", noun="maybe")

@@ -311,14 +311,23 @@ class BackendSlots:
         if old is None:
             log.info(
                 "serving tenant=%s resource_kind=%s with %s (revision %s)",
-                slot.tenant, slot.kind.value, rec.backend.value, rec.revision[:12],
+                slot.tenant,
+                slot.kind.value,
+                rec.backend.value,
+                rec.revision[:12],
             )
         else:
             log.info(
                 "switched tenant=%s resource_kind=%s from %s (revision %s) to %s (revision %s) "
                 "in %.0f ms; draining %d in-flight call(s) on the old backend",
-                slot.tenant, slot.kind.value, old.record.backend.value, old.record.revision[:12],
-                rec.backend.value, rec.revision[:12], elapsed * 1000, old.inflight,
+                slot.tenant,
+                slot.kind.value,
+                old.record.backend.value,
+                old.record.revision[:12],
+                rec.backend.value,
+                rec.revision[:12],
+                elapsed * 1000,
+                old.inflight,
             )
             self._retire(old)
 
@@ -331,7 +340,10 @@ class BackendSlots:
             log.warning(
                 "no RoutingEntry resolves for tenant=%s env=%s project=%s resource_kind=%s: "
                 "requests get ConfigMissing and the pod is not ready",
-                slot.tenant, self.env, self.project, slot.kind.value,
+                slot.tenant,
+                self.env,
+                self.project,
+                slot.kind.value,
             )
         self._set_status(slot, SlotStatus.MISSING)
         if old is not None:
@@ -355,7 +367,11 @@ class BackendSlots:
             log.error(
                 "cannot build %s for tenant=%s resource_kind=%s (revision %s): %s; the kind is "
                 "not served",
-                record.backend.value, slot.tenant, slot.kind.value, record.revision[:12], message,
+                record.backend.value,
+                slot.tenant,
+                slot.kind.value,
+                record.revision[:12],
+                message,
                 exc_info=not isinstance(exc, RoutingError | TimeoutError),
             )
         else:
@@ -363,8 +379,13 @@ class BackendSlots:
             log.error(
                 "cannot switch tenant=%s resource_kind=%s to %s (revision %s): %s; keeping the "
                 "last known-good %s (revision %s)",
-                slot.tenant, slot.kind.value, record.backend.value, record.revision[:12], message,
-                held.record.backend.value, held.record.revision[:12],
+                slot.tenant,
+                slot.kind.value,
+                record.backend.value,
+                record.revision[:12],
+                message,
+                held.record.backend.value,
+                held.record.revision[:12],
                 exc_info=not isinstance(exc, RoutingError | TimeoutError),
             )
         if status is SlotStatus.UNAVAILABLE and not self._closed:
@@ -414,7 +435,9 @@ class BackendSlots:
             log.warning(
                 "closing the retired %s backend (revision %s) with %d call(s) still running "
                 "after %.0fs",
-                held.record.backend.value, held.record.revision[:12], held.inflight,
+                held.record.backend.value,
+                held.record.revision[:12],
+                held.inflight,
                 self.drain_timeout,
             )
         await self._close_quietly(held.port, None)

@@ -23,7 +23,11 @@ from .manager import BackendSlots
 from .slots import Slot, SlotStatus
 
 __all__ = [
-    "READY_BODY", "readiness", "registry_invalid", "registry_unavailable", "routing_table",
+    "READY_BODY",
+    "readiness",
+    "registry_invalid",
+    "registry_unavailable",
+    "routing_table",
 ]
 
 READY_BODY: dict[str, Any] = {"status": "ready"}
@@ -81,10 +85,16 @@ def registry_unavailable(
         )
     else:
         return []
-    return [{
-        **_no_key(), "env": env, "project": project,
-        "source": "registry", "reason": reason, "message": message,
-    }]
+    return [
+        {
+            **_no_key(),
+            "env": env,
+            "project": project,
+            "source": "registry",
+            "reason": reason,
+            "message": message,
+        }
+    ]
 
 
 def _key(slot: Slot) -> dict[str, Any]:
@@ -153,9 +163,7 @@ def _slot_view(slot: Slot) -> dict[str, Any]:
     return view
 
 
-def routing_table(
-    slots: BackendSlots, registry: RoutingRegistry, *, source: str
-) -> dict[str, Any]:
+def routing_table(slots: BackendSlots, registry: RoutingRegistry, *, source: str) -> dict[str, Any]:
     """The effective routing of every served (tenant, kind): what serves it, at which revision.
 
     Secrets never appear: an entry names its Secret (``secret_ref``), the value stays mounted.

@@ -76,7 +76,10 @@ def check_startup(slots: BackendSlots, registry: RoutingRegistry, *, strict: boo
     if not lines:
         log.info(
             "engines ready: env=%s project=%s, %d tenant(s) x %d kind(s) served",
-            slots.env, slots.project, len(slots.tenants), len(slots.kinds),
+            slots.env,
+            slots.project,
+            len(slots.tenants),
+            len(slots.kinds),
         )
         return
     for line in lines:
@@ -86,7 +89,5 @@ def check_startup(slots: BackendSlots, registry: RoutingRegistry, *, strict: boo
         "until they are fixed"
     )
     if strict:
-        raise StartupRefused(
-            "ENGINES_STRICT_STARTUP=1: refusing to start: " + "; ".join(lines)
-        )
+        raise StartupRefused("ENGINES_STRICT_STARTUP=1: refusing to start: " + "; ".join(lines))
     log.error("%s", summary)

@@ -75,8 +75,9 @@ def durable_records(
         Backend.REDIS: {"url": redis_url, "key_prefix": key_prefix},
         Backend.GCS: {"bucket": bucket, "prefix": key_prefix},
     }
-    return [record(k, spec.durable[0], configs[spec.durable[0]], env=env) for k, spec in
-            CATALOG.items()]
+    return [
+        record(k, spec.durable[0], configs[spec.durable[0]], env=env) for k, spec in CATALOG.items()
+    ]
 
 
 def test_records(local_path: str) -> list[RoutingRecord]:

@@ -18,6 +18,8 @@ from .reconciler import Contender, DriftSweeper, Reconciler, identity_of
 
 __all__ = ["OperatorConfig", "build_registry"]
 
+log = logging.getLogger(__name__)
+
 RESOURCE = ("routing.engines.io", "v1alpha1", "routingentries")
 PREFIX = "routing.engines.io"
 KOPF_PREFIX = "kopf.routing.engines.io"
@@ -35,6 +37,9 @@ class OperatorConfig:
     peering_lifetime: int = 60
     """Seconds a replica's peering record lives without a heartbeat (how fast a standby takes
     over from a replica that died without saying goodbye)."""
+    takeover_period: float = 5.0
+    """Seconds between checks of the Conflict losers against the identity index (in memory,
+    no API call unless a loser is now the winner)."""
 
 
 def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.OperatorRegistry:
@@ -56,9 +61,36 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
     sweeper = DriftSweeper(reconciler, config.namespaces)
     tasks: list[asyncio.Task[None]] = []
 
+    live: dict[str, kopf.Index[str, Contender]] = {}
+    """kopf's identity index, captured from the first handler call: a live view (kopf keeps one
+    Index object per indexer), read by the takeover watch between handler calls."""
+
+    async def watch_takeovers(period: float) -> None:
+        """Requeue a Conflict loser as soon as the index says its winner is gone. The winner's
+        delete handler requeues its losers at once; this covers what that cannot see (a loser
+        whose reconcile read the index just before the winner's deletion reached it)."""
+        while True:
+            await asyncio.sleep(period)
+            index = live.get("identities")
+            if index is None:
+                continue
+            for uid, (me, document_id) in list(reconciler.losers.items()):
+                winner = Reconciler.winner(index.get(document_id, []))
+                if winner is None or winner.uid != uid:
+                    continue
+                log.info("%s/%s: its identity's winner is gone; requeueing", me.namespace, me.name)
+                reconciler.losers.pop(uid, None)
+                try:
+                    await reconciler._run(reconciler._requeue, me)
+                except Exception as exc:  # keep watching; the sweeper is the last resort
+                    log.warning("requeue of %s/%s failed: %s", me.namespace, me.name, exc)
+
     @kopf.on.startup(id="drift-sweeper", registry=registry)
     async def start_sweeper(**_: Any) -> None:
         tasks.append(asyncio.create_task(sweeper.run(config.drift_period), name="drift-sweep"))
+        tasks.append(
+            asyncio.create_task(watch_takeovers(config.takeover_period), name="takeover-watch")
+        )
 
     @kopf.on.cleanup(id="drift-sweeper-stop", registry=registry)
     async def stop_sweeper(**_: Any) -> None:
@@ -89,6 +121,7 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
     def claims(body: kopf.Body, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The reconciler's arguments from a handler call: this identity's claimants, retry."""
         index: kopf.Index[str, Contender] = kwargs["identities"]
+        live["identities"] = index
         key = identity_of(body.spec)
         return {
             "contenders": list(index.get(key.document_id, [])) if key is not None else [],

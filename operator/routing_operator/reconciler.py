@@ -90,6 +90,8 @@ class Reconciler:
         self.custom_api = custom_api
         self.collection = collection
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
+        self.losers: dict[str, tuple[Contender, str]] = {}
+        """Entries this process last reported as Conflict: uid → (entry, document id)."""
         self.cm_batcher = ConfigMapBatcher(self)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -174,6 +176,7 @@ class Reconciler:
         meta, spec, status = body.meta, body.spec, body.status
         uid, ns, name = str(meta.uid), str(meta.namespace), str(meta.name)
         generation = meta.get("generation")
+        self.losers.pop(uid, None)
         ready_before = self._previous(status, READY)
 
         if (meta.annotations or {}).get(PAUSED_ANNOTATION) == "true":
@@ -224,6 +227,8 @@ class Reconciler:
             )
             if ready_before.get("reason") != Reason.CONFLICT:
                 kopf.event(body, type="Warning", reason=Reason.CONFLICT, message=message)
+            me = Contender(str(meta.get("creationTimestamp") or ""), ns, name, uid)
+            self.losers[uid] = (me, key.document_id)
             metrics.record_condition(uid, "False", Reason.CONFLICT)
             return self._set_status(
                 patch,
@@ -350,6 +355,7 @@ class Reconciler:
         meta = body.meta
         uid, ns = str(meta.uid), str(meta.namespace)
         key = identity_of(body.spec)
+        self.losers.pop(uid, None)
         if key is not None:
             try:
                 await self._run(self.firestore.remove, key, uid)

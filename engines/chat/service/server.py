@@ -109,7 +109,9 @@ def create_app(
         if not await asyncio.to_thread(registry.wait_ready, registry_timeout):
             log.error(
                 "the %s routing registry did not load within %.0fs; every kind counts as missing "
-                "until it does", config.routing_source.value, registry_timeout,
+                "until it does",
+                config.routing_source.value,
+                registry_timeout,
             )
         await slots.start()
         try:

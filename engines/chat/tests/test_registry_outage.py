@@ -30,8 +30,14 @@ BODY_KEYS = {"status", "missing", "invalid", "unavailable"}
 
 
 def registry_item(env: str, reason: str) -> dict[str, Any]:
-    return {"tenant": None, "env": env, "project": "*", "resource_kind": None,
-            "source": "registry", "reason": reason}
+    return {
+        "tenant": None,
+        "env": env,
+        "project": "*",
+        "resource_kind": None,
+        "source": "registry",
+        "reason": reason,
+    }
 
 
 async def _status(client: Any, code: int) -> bool:
@@ -68,15 +74,18 @@ async def test_firestore_outage_is_unavailable_then_converges(
         pytest.skip("the emulator comes from FIRESTORE_EMULATOR_HOST: cannot stop/start it")
     collection = f"routing-{uuid.uuid4().hex[:10]}"
     registry = FirestoreRoutingRegistry(
-        collection=collection, env="test", project=firestore_emulator.project,
+        collection=collection,
+        env="test",
+        project=firestore_emulator.project,
         supervise_interval=0.1,
     )
     wildcard = record(ResourceKind.SEO, "memory")
     lost = record(ResourceKind.KPI, "memory", tenant="acme")  # deleted while the pod is cut off
     _create(collection, wildcard)
     _create(collection, lost)
-    config = RuntimeConfig(env="test", tenants=("acme",), routing_collection=collection,
-                           allow_test_backends=True)
+    config = RuntimeConfig(
+        env="test", tenants=("acme",), routing_collection=collection, allow_test_backends=True
+    )
     app = create_app(config, registry, routers=SEO_ROUTERS)
     try:
         async with app_client(app, tenant="acme") as client:
@@ -104,12 +113,16 @@ async def test_firestore_outage_is_unavailable_then_converges(
             gone = (lost.key, wildcard.key)
             await async_wait_for(
                 lambda: _true(all(registry.get(k) is None for k in gone)),
-                timeout=30, what="entries lost while down removed",
+                timeout=30,
+                what="entries lost while down removed",
             )
             await async_wait_for(lambda: _status(client, 200), timeout=60, what="ready again")
             assert registry.healthy
-            await async_wait_for(lambda: _serving_tenant(client, "acme"), timeout=15,
-                                 what="the slot switched to the new entry")
+            await async_wait_for(
+                lambda: _serving_tenant(client, "acme"),
+                timeout=15,
+                what="the slot switched to the new entry",
+            )
     finally:
         registry.close()
 
@@ -126,8 +139,12 @@ async def test_registry_that_never_loads_is_an_unavailable_item(
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{_closed_port()}")
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "routing-test")
     registry = FirestoreRoutingRegistry(collection="routing_entries", env="prod")
-    app = create_app(RuntimeConfig(env="prod", tenants=("acme",)), registry,
-                     routers=SEO_ROUTERS, registry_timeout=0.2)
+    app = create_app(
+        RuntimeConfig(env="prod", tenants=("acme",)),
+        registry,
+        routers=SEO_ROUTERS,
+        registry_timeout=0.2,
+    )
     try:
         with caplog.at_level(logging.ERROR, logger="engines.runtime"):
             async with app_client(app, tenant="acme") as client:

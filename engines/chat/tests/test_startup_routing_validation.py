@@ -72,8 +72,9 @@ async def test_lenient_startup_logs_each_missing_kind(
             async with app_client(app, tenant="acme") as client:
                 assert (await client.get("/readyz")).status_code == 503
                 assert (await client.get("/seo")).status_code == 200
-        lines = [r.getMessage() for r in caplog.records if "start-up routing check" in
-                 r.getMessage()]
+        lines = [
+            r.getMessage() for r in caplog.records if "start-up routing check" in r.getMessage()
+        ]
         assert len(lines) == 16  # one per missing kind, naming its tenants
         assert not any("resource_kind=seo " in line for line in lines)
         assert any("resource_kind=chat_bus " in line and "acme, globex" in line for line in lines)
@@ -87,7 +88,10 @@ async def test_strict_startup_passes_when_seeded(
     registry = _registry(firestore_emulator, "prod")
     prefix = f"t{uuid.uuid4().hex[:8]}-"
     for rec in durable_records(
-        "prod", collection=f"data-{prefix}", redis_url=redis_server.url, bucket=bucket,
+        "prod",
+        collection=f"data-{prefix}",
+        redis_url=redis_server.url,
+        bucket=bucket,
         key_prefix=prefix,
     ):
         registry.create(rec)
@@ -118,9 +122,20 @@ def test_uvicorn_factory_refuses_to_start_when_strict(
         "ENGINES_STRICT_STARTUP": "1",
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "--factory", "engines.chat.service.server:create_app",
-         "--port", "0"],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "engines.chat.service.server:create_app",
+            "--port",
+            "0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode != 0
     assert "refusing to start" in proc.stderr
@@ -165,9 +180,10 @@ async def test_realtime_registry_requires_a_durable_backend(
         registry.create(record(kind, backend, config, env="prod"))
         apps = [create_app(_config(registry, "prod"), registry) for _ in range(2)]
         try:
-            async with app_client(apps[0], tenant="acme") as one, app_client(
-                apps[1], tenant="acme"
-            ) as two:
+            async with (
+                app_client(apps[0], tenant="acme") as one,
+                app_client(apps[1], tenant="acme") as two,
+            ):
                 put = await one.put("/realtime/presence/u1", json={"ttl_s": 30})
                 assert put.status_code == 200
                 members = (await two.get("/realtime/presence")).json()["members"]

@@ -1,6 +1,5 @@
 """One generic blob router (put/get/delete/list), shared by the media and raw-storage services."""
 
-
 from typing import Annotated
 
 from fastapi import Request, Response

@@ -5,7 +5,6 @@ logic beyond validation the port already does; they mount this router with their
 collection instead of each carrying a copy of the same four endpoints.
 """
 
-
 from typing import Annotated, Any
 
 from fastapi import Body, Query, Response

@@ -30,9 +30,7 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
 
 
 def error_response(exc: Exception) -> JSONResponse:
-    status = next(
-        (STATUS_BY_ERROR[c] for c in type(exc).__mro__ if c in STATUS_BY_ERROR), 500
-    )
+    status = next((STATUS_BY_ERROR[c] for c in type(exc).__mro__ if c in STATUS_BY_ERROR), 500)
     body: dict[str, object] = {"error": type(exc).__name__, "detail": str(exc)}
     if isinstance(exc, ConfigMissing):
         body["error"] = "ConfigMissing"

@@ -30,8 +30,13 @@ TENANTS = ("acme", "globex")
 
 
 def local(path: Path, *, tenant: str = "*", env: str = "test") -> RoutingRecord:
-    spec = {"tenant": tenant, "env": env, "resourceKind": K.value, "backend": "local",
-            "local": {"path": str(path)}}
+    spec = {
+        "tenant": tenant,
+        "env": env,
+        "resourceKind": K.value,
+        "backend": "local",
+        "local": {"path": str(path)},
+    }
     return RoutingRecord.from_spec(parse_spec(spec))
 
 
@@ -66,9 +71,7 @@ def dirs(tmp_path: Path) -> list[Path]:
     return out
 
 
-async def make(
-    registry: InMemoryRoutingRegistry, recorder: Recorder, **kw: Any
-) -> BackendSlots:
+async def make(registry: InMemoryRoutingRegistry, recorder: Recorder, **kw: Any) -> BackendSlots:
     kw.setdefault("tenants", TENANTS)
     slots = BackendSlots(registry, env="test", kinds=[K], factory=recorder, **kw)
     await slots.start()
@@ -117,9 +120,7 @@ async def test_switch_under_load_never_fails_and_lands_on_newest(dirs: list[Path
     try:
         for d in dirs[1:6]:
             registry.update(local(d))
-            await async_wait_for(
-                lambda d=d: _serving(slots, d), timeout=5, what=f"switch to {d}"
-            )
+            await async_wait_for(lambda d=d: _serving(slots, d), timeout=5, what=f"switch to {d}")
         stop.set()
         await asyncio.gather(*clients)
         assert errors == []
@@ -127,7 +128,8 @@ async def test_switch_under_load_never_fails_and_lands_on_newest(dirs: list[Path
         # every retired backend was closed once its calls ended
         await async_wait_for(
             lambda: _true(len(recorder.closed) == len(recorder.built) - 2),
-            timeout=5, what="old backends closed",
+            timeout=5,
+            what="old backends closed",
         )
     finally:
         stop.set()
@@ -176,7 +178,8 @@ async def test_old_backend_is_closed_only_after_its_calls_end(dirs: list[Path]) 
 def _drain_tasks() -> list[asyncio.Task[Any]]:
     """Pending tasks of the manager's drain path (``_close_when_drained``)."""
     return [
-        t for t in asyncio.all_tasks()
+        t
+        for t in asyncio.all_tasks()
         if getattr(t.get_coro(), "__name__", "") == "_close_when_drained" and not t.done()
     ]
 
@@ -200,6 +203,7 @@ async def test_burst_from_another_thread_coalesces_to_newest(dirs: list[Path]) -
     registry.create(local(dirs[0]))
     slots = await make(registry, recorder, tenants=("acme",))
     try:
+
         def burst() -> None:
             for d in dirs[1:]:
                 registry.update(local(d))
@@ -241,9 +245,12 @@ async def test_failed_build_keeps_last_known_good(
         assert "keeping the last known-good" in caplog.text
         after = REGISTRY.get_sample_value("engines_backend_build_failures_total", labels)
         assert after == before + 1
-        assert REGISTRY.get_sample_value(
-            "engines_backend_slot_stale", {"tenant": "acme", "resource_kind": K.value}
-        ) == 1
+        assert (
+            REGISTRY.get_sample_value(
+                "engines_backend_slot_stale", {"tenant": "acme", "resource_kind": K.value}
+            )
+            == 1
+        )
         registry.update(local(dirs[1]))  # fixing the entry switches and clears the failure
         await async_wait_for(lambda: _serving(slots, dirs[1]), timeout=5, what="fixed")
         assert slot.failure is None
@@ -260,13 +267,23 @@ def _closed_port() -> int:
 async def test_unreachable_backend_is_unavailable_and_retried() -> None:
     kind = ResourceKind.RATE_LIMIT
     url = f"redis://127.0.0.1:{_closed_port()}/0"
-    spec = {"tenant": "*", "env": "test", "resourceKind": kind.value, "backend": "redis",
-            "redis": {"url": url}}
+    spec = {
+        "tenant": "*",
+        "env": "test",
+        "resourceKind": kind.value,
+        "backend": "redis",
+        "redis": {"url": url},
+    }
     registry = InMemoryRoutingRegistry()
     registry.create(RoutingRecord.from_spec(parse_spec(spec)))
     slots = BackendSlots(
-        registry, env="test", tenants=("acme",), kinds=[kind],
-        factory=adapter_factory(allow_test_backends=True), retry_initial=0.05, pending_wait=0,
+        registry,
+        env="test",
+        tenants=("acme",),
+        kinds=[kind],
+        factory=adapter_factory(allow_test_backends=True),
+        retry_initial=0.05,
+        pending_wait=0,
     )
     await slots.start()
     try:
@@ -278,8 +295,13 @@ async def test_unreachable_backend_is_unavailable_and_retried() -> None:
         await async_wait_for(
             lambda: _true(slot.retry_delay >= 0.1), timeout=5, what="retried with backoff"
         )
-        memory = {"tenant": "*", "env": "test", "resourceKind": kind.value,
-                  "backend": "memory", "memory": {}}
+        memory = {
+            "tenant": "*",
+            "env": "test",
+            "resourceKind": kind.value,
+            "backend": "memory",
+            "memory": {},
+        }
         registry.update(RoutingRecord.from_spec(parse_spec(memory)))
         await async_wait_for(lambda: _true(slots.ready), timeout=5, what="switch to memory")
     finally:
@@ -298,7 +320,8 @@ async def test_removed_entry_makes_the_kind_missing(dirs: list[Path]) -> None:
             async with slots.lease("acme", K):
                 pass
         assert [k.document_id for k in info.value.tried] == [
-            "test:acme:*:media_v2_storage", "test:*:*:media_v2_storage"
+            "test:acme:*:media_v2_storage",
+            "test:*:*:media_v2_storage",
         ]
         assert {s.status for s in slots} == {SlotStatus.MISSING}
         await async_wait_for(lambda: _true(len(recorder.closed) == 2), timeout=5, what="closed")

@@ -15,8 +15,13 @@ from engines.config.runtime_config import RuntimeConfigError, load_runtime_confi
 
 @pytest.fixture(autouse=True)
 def base_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("ENGINES_ALLOW_TEST_BACKENDS", "ENGINES_STRICT_STARTUP", "ENGINES_ROUTING_DIR",
-                "ENGINES_ROUTING_SOURCE", "ENGINES_PROJECT"):
+    for var in (
+        "ENGINES_ALLOW_TEST_BACKENDS",
+        "ENGINES_STRICT_STARTUP",
+        "ENGINES_ROUTING_DIR",
+        "ENGINES_ROUTING_SOURCE",
+        "ENGINES_PROJECT",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("ENGINES_ENV", "prod")
     monkeypatch.setenv("ENGINES_TENANTS", "acme")

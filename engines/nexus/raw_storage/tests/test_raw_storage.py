@@ -33,8 +33,14 @@ async def test_missing_bucket_raises(gcs_emulator: GcsEmulator) -> None:
     with pytest.raises(InvalidRouting, match="bucket"):
         record(KIND, "gcs", {"prefix": "raw/"}, env="prod")
     unchecked = RoutingRecord.model_construct(
-        tenant="*", env="prod", project="*", resource_kind=KIND, backend="gcs",
-        config={"prefix": "raw/"}, revision="x", secret_ref=None,
+        tenant="*",
+        env="prod",
+        project="*",
+        resource_kind=KIND,
+        backend="gcs",
+        config={"prefix": "raw/"},
+        revision="x",
+        secret_ref=None,
     )
     with pytest.raises(InvalidRouting) as info:
         build_backend(unchecked, tenant="acme", allow_test_backends=False)
@@ -46,7 +52,8 @@ async def test_missing_bucket_raises(gcs_emulator: GcsEmulator) -> None:
         body = (await client.get("/readyz")).json()
         assert body["status"] == "not_ready"
         assert {(u["tenant"], u["resource_kind"]) for u in body["unavailable"]} == {
-            ("acme", KIND.value), ("globex", KIND.value)
+            ("acme", KIND.value),
+            ("globex", KIND.value),
         }
         assert all("not found" in u["message"] for u in body["unavailable"])
         resp = await client.put("/nexus/raw-storage/blobs/a", content=b"x")
