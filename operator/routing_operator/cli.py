@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import random
@@ -80,23 +79,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=8,
         help="threads for blocking Firestore/Kubernetes calls (default: 8)",
     )
+    p.add_argument(
+        "--api-connections",
+        type=int,
+        default=16,
+        help="kopf's connections to the API server for requests, on top of one per watch "
+        "stream (default: 16); bounds memory during bursts, each TLS connection holds buffers",
+    )
+    p.add_argument(
+        "--concurrent-entries",
+        type=int,
+        default=64,
+        help="entries handled at once (default: 64); events of the others wait in the watch "
+        "stream, so a burst of thousands of entries does not hold thousands of bodies in memory",
+    )
     p.add_argument("--log-format", choices=["plain", "json"], default="plain")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
-
-
-def _limit_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives each thread its own malloc arena; with a thread pool doing bursts of client
-    calls that keeps tens of MB of freed memory resident. Two arenas cost nothing measurable here
-    and keep RSS flat (same effect as MALLOC_ARENA_MAX=2, without relying on the environment)."""
-    import ctypes
-    import ctypes.util
-
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
-        m_arena_max = -8
-        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
-            ctypes.CDLL(libc_name).mallopt(m_arena_max, arenas)
 
 
 def _identity() -> Any:
@@ -115,7 +114,9 @@ def _identity() -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    _limit_malloc_arenas()
+    from . import memory
+
+    memory.limit_arenas()
     import kopf
     import kubernetes
     from google.cloud import firestore
@@ -141,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         collection=args.collection,
         drift_period=args.drift_period,
         peering_lifetime=args.peering_lifetime,
+        api_connections=args.api_connections,
+        concurrent_entries=args.concurrent_entries,
         namespaces=None if args.all_namespaces else list(args.namespace),
     )
     reconciler = Reconciler(

@@ -14,9 +14,10 @@ from typing import Any
 
 import kopf
 
+from . import memory
 from .reconciler import Contender, DriftSweeper, Reconciler, identity_of
 
-__all__ = ["OperatorConfig", "build_registry"]
+__all__ = ["OperatorConfig", "build_registry", "pooled_session"]
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,37 @@ class OperatorConfig:
     peering_lifetime: int = 60
     """Seconds a replica's peering record lives without a heartbeat (how fast a standby takes
     over from a replica that died without saying goodbye)."""
+    api_connections: int = 16
+    """kopf's pooled connections to the API server for requests (watch streams get their own
+    on top). kopf's own session has no limit: a burst of N entries opens N TLS connections,
+    each with a 256 KiB read buffer, and the freed memory stays resident."""
+    concurrent_entries: int = 64
+    """Entries kopf handles at once; events of the others wait in the watch stream."""
+    trim_period: float = 30.0
+    """Seconds between returns of freed heap memory to the kernel (glibc ``malloc_trim``)."""
     takeover_period: float = 5.0
     """Seconds between checks of the Conflict losers against the identity index (in memory,
     no API call unless a loser is now the winner)."""
+
+
+def pooled_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSession:
+    """kopf's credentials as an aiohttp session with a bounded connection pool (kopf builds its
+    own with ``limit=0``). kopf closes it when the credentials are replaced or at exit."""
+    import aiohttp
+
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(),
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        aiohttp_session=session,
+        server=info.server,
+        default_namespace=info.default_namespace,
+        priority=info.priority,
+        expiration=info.expiration,
+    )
 
 
 def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.OperatorRegistry:
@@ -57,6 +86,9 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 30
         settings.peering.lifetime = config.peering_lifetime
+        # Bounded: with no limit, a burst of N new entries starts N workers at once, each
+        # holding its events' bodies (hundreds of MB for 10,000 entries).
+        settings.queueing.worker_limit = config.concurrent_entries
 
     sweeper = DriftSweeper(reconciler, config.namespaces)
     tasks: list[asyncio.Task[None]] = []
@@ -85,22 +117,34 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
                 except Exception as exc:  # keep watching; the sweeper is the last resort
                     log.warning("requeue of %s/%s failed: %s", me.namespace, me.name, exc)
 
-    @kopf.on.startup(id="drift-sweeper", registry=registry)
-    async def start_sweeper(**_: Any) -> None:
+    async def trim_memory(period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            memory.trim()
+
+    @kopf.on.startup(id="background-tasks", registry=registry)
+    async def start_background_tasks(**_: Any) -> None:
+        tasks.append(asyncio.create_task(trim_memory(config.trim_period), name="malloc-trim"))
         tasks.append(asyncio.create_task(sweeper.run(config.drift_period), name="drift-sweep"))
         tasks.append(
             asyncio.create_task(watch_takeovers(config.takeover_period), name="takeover-watch")
         )
 
-    @kopf.on.cleanup(id="drift-sweeper-stop", registry=registry)
-    async def stop_sweeper(**_: Any) -> None:
+    @kopf.on.cleanup(id="background-tasks-stop", registry=registry)
+    async def stop_background_tasks(**_: Any) -> None:
         for task in tasks:
             task.cancel()
 
     @kopf.on.login(id="login", registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
         # In a pod: the ServiceAccount token; elsewhere: KUBECONFIG / ~/.kube/config.
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        if info is None:
+            return None
+        # Watches: one per watched namespace for entries and one for peering, plus cluster-wide
+        # ones kopf may open (CRDs, namespaces); requests share the pool above that.
+        watches = 2 * len(config.namespaces or ["*"]) + 2
+        return pooled_session(info, watches + config.api_connections)
 
     @kopf.index(*RESOURCE, id="identities", registry=registry)
     def identities(body: kopf.Body, **_: Any) -> dict[str, Contender] | None:

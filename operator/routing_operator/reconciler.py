@@ -10,10 +10,11 @@ until the spec changes); an unreachable Firestore or API server is temporary (st
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -399,6 +400,16 @@ class Reconciler:
                 raise
 
 
+SWEEP_PAGE = 500
+"""RoutingEntries per list call of a drift sweep."""
+
+
+def _digest(document: Mapping[str, Any]) -> bytes:
+    """A document's canonical-JSON digest: what a sweep keeps instead of the document."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(canonical.encode(), digest_size=16).digest()
+
+
 @dataclass(slots=True)
 class Sweep:
     """What one drift sweep found."""
@@ -422,15 +433,24 @@ class DriftSweeper:
         self.reconciler = reconciler
         self.namespaces = namespaces  # None: every namespace
 
-    def _entries(self) -> list[dict[str, Any]]:
+    def _entries(self) -> Iterator[dict[str, Any]]:
+        """Every RoutingEntry, a page at a time: a sweep never holds all the bodies at once."""
         api = self.reconciler.custom_api
         args = ("routing.engines.io", "v1alpha1")
-        if self.namespaces is None:
-            return api.list_cluster_custom_object(*args, "routingentries")["items"]  # type: ignore[no-any-return]
-        items: list[dict[str, Any]] = []
-        for ns in self.namespaces:
-            items += api.list_namespaced_custom_object(*args, ns, "routingentries")["items"]
-        return items
+        for ns in self.namespaces if self.namespaces is not None else [None]:
+            token: str | None = None
+            while True:
+                paging: dict[str, Any] = {"limit": SWEEP_PAGE}
+                if token:
+                    paging["_continue"] = token
+                if ns is None:
+                    page = api.list_cluster_custom_object(*args, "routingentries", **paging)
+                else:
+                    page = api.list_namespaced_custom_object(*args, ns, "routingentries", **paging)
+                yield from page["items"]
+                token = (page.get("metadata") or {}).get("continue")
+                if not token:
+                    break
 
     def _configmaps(self) -> dict[tuple[str, str], dict[str, str]]:
         core = self.reconciler.configmaps.api
@@ -450,23 +470,66 @@ class DriftSweeper:
 
     def find_stale(self) -> Sweep:
         """Entries to requeue (drifted projections, or a lost conflict whose winner is gone) and
-        orphans (projections whose owning entry, in a watched namespace, no longer exists)."""
+        orphans (projections whose owning entry, in a watched namespace, no longer exists).
+
+        Memory stays flat in the number of entries: documents are kept as digests, entries are
+        read a page at a time and compared as they come; only identities are kept whole."""
         from .projections import configmap_value, owner_of, strip_server_fields
 
         # Projections first, entries last: an entry that wrote a projection we saw existed
         # before we looked, so it is in the list below and its projection is never an orphan.
-        docs = {
-            snap.id: strip_server_fields(snap.to_dict() or {})
-            for snap in self.reconciler.firestore.client.collection(
-                self.reconciler.collection
-            ).stream(timeout=30, retry=single_attempt())
-        }
+        docs: dict[str, tuple[bytes, Source | None]] = {}
+        for snap in self.reconciler.firestore.client.collection(self.reconciler.collection).stream(
+            timeout=30, retry=single_attempt()
+        ):
+            data = strip_server_fields(snap.to_dict() or {})
+            docs[snap.id] = (_digest(data), owner_of(data))
         cms = self._configmaps()
-        entries = self._entries()
-        live = {e["metadata"]["uid"] for e in entries}
+        live: set[str] = set()
+        claims: dict[str, list[Contender]] = {}
+        losers: list[tuple[Contender, str]] = []
         sweep = Sweep()
-        for doc_id, data in docs.items():
-            owner = owner_of(data)
+        for obj in self._entries():
+            meta = obj["metadata"]
+            me = Contender(
+                str(meta.get("creationTimestamp", "")),
+                meta["namespace"],
+                meta["name"],
+                meta["uid"],
+                bool(meta.get("deletionTimestamp")),
+            )
+            live.add(me.uid)
+            key = identity_of(obj.get("spec") or {})
+            if key is not None:
+                claims.setdefault(key.document_id, []).append(me)
+            if me.deleting or (meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true":
+                continue
+            try:
+                spec = parse_spec(obj.get("spec") or {})
+            except InvalidRouting:
+                continue
+            record = RoutingRecord.from_spec(
+                spec,
+                generation=int(meta.get("generation") or 0),
+                source=Source(namespace=me.namespace, name=me.name, uid=me.uid),
+            )
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            ready: dict[str, Any] = next((c for c in conditions if c.get("type") == READY), {})
+            if ready.get("reason") == Reason.CONFLICT:
+                losers.append((me, record.key.document_id))
+                continue
+            if ready.get("status") != "True":
+                continue  # not synced yet: its own retries are in charge
+            key = record.key
+            doc_ok = docs.get(key.document_id, (b"", None))[0] == _digest(record.to_document())
+            cm = cms.get((me.namespace, key.configmap_name), {})
+            cm_ok = cm.get(key.configmap_key) == configmap_value(record)
+            if not (doc_ok and cm_ok):
+                sweep.stale.append(me)
+        for me, document_id in losers:
+            if self.reconciler.winner(claims.get(document_id, [])) == me:
+                sweep.stale.append(me)
+        for doc_id, (_, owner) in docs.items():
             parts = doc_id.split(":")
             if (
                 owner
@@ -484,59 +547,6 @@ class DriftSweeper:
                 owner = orphan.source
                 if owner and owner.uid not in live:
                     sweep.orphan_keys.append((ns, orphan.key, owner))
-        claims: dict[str, list[Contender]] = {}
-        parsed: list[tuple[dict[str, Any], Contender, RoutingRecord | None]] = []
-        for obj in entries:
-            meta = obj["metadata"]
-            me = Contender(
-                str(meta.get("creationTimestamp", "")),
-                meta["namespace"],
-                meta["name"],
-                meta["uid"],
-                bool(meta.get("deletionTimestamp")),
-            )
-            key = identity_of(obj.get("spec") or {})
-            if key is not None:
-                claims.setdefault(key.document_id, []).append(me)
-            try:
-                spec = parse_spec(obj.get("spec") or {})
-                record = RoutingRecord.from_spec(
-                    spec,
-                    generation=int(meta.get("generation") or 0),
-                    source=Source(namespace=me.namespace, name=me.name, uid=me.uid),
-                )
-            except InvalidRouting:
-                record = None
-            parsed.append((obj, me, record))
-
-        stale: list[Contender] = []
-        for obj, me, record in parsed:
-            meta = obj["metadata"]
-            if me.deleting or (meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true":
-                continue
-            ready: dict[str, Any] = next(
-                (
-                    c
-                    for c in (obj.get("status") or {}).get("conditions") or []
-                    if c.get("type") == READY
-                ),
-                {},
-            )
-            if record is None:
-                continue
-            if ready.get("reason") == Reason.CONFLICT:
-                if self.reconciler.winner(claims.get(record.key.document_id, [])) == me:
-                    stale.append(me)
-                continue
-            if ready.get("status") != "True":
-                continue  # not synced yet: its own retries are in charge
-            key = record.key
-            doc_ok = docs.get(key.document_id) == record.to_document()
-            cm = cms.get((me.namespace, key.configmap_name), {})
-            cm_ok = cm.get(key.configmap_key) == configmap_value(record)
-            if not (doc_ok and cm_ok):
-                stale.append(me)
-        sweep.stale = stale
         return sweep
 
     async def run(self, period: float) -> None:
