@@ -82,9 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--api-connections",
         type=int,
-        default=16,
+        default=64,
         help="kopf's connections to the API server for requests, on top of one per watch "
-        "stream (default: 16); bounds memory during bursts, each TLS connection holds buffers",
+        "stream (default: 64, one per concurrent entry); each TLS connection holds a 256 KiB "
+        "buffer, and kopf's own pool is unbounded",
     )
     p.add_argument(
         "--concurrent-entries",

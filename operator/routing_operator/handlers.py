@@ -38,10 +38,12 @@ class OperatorConfig:
     peering_lifetime: int = 60
     """Seconds a replica's peering record lives without a heartbeat (how fast a standby takes
     over from a replica that died without saying goodbye)."""
-    api_connections: int = 16
+    api_connections: int = 64
     """kopf's pooled connections to the API server for requests (watch streams get their own
     on top). kopf's own session has no limit: a burst of N entries opens N TLS connections,
-    each with a 256 KiB read buffer, and the freed memory stays resident."""
+    each with a 256 KiB read buffer, and the freed memory stays resident. Keep it at least
+    ``concurrent_entries``: a request waiting for a pooled connection counts against kopf's
+    request timeout."""
     concurrent_entries: int = 64
     """Entries kopf handles at once; events of the others wait in the watch stream."""
     trim_period: float = 30.0
@@ -89,6 +91,9 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         # Bounded: with no limit, a burst of N new entries starts N workers at once, each
         # holding its events' bodies (hundreds of MB for 10,000 entries).
         settings.queueing.worker_limit = config.concurrent_entries
+        # A worker holds its slot until it has been idle this long (kopf's default is 5 s, which
+        # with a limit caps throughput at limit/5 entries per second).
+        settings.queueing.idle_timeout = 0.5
 
     sweeper = DriftSweeper(reconciler, config.namespaces)
     tasks: list[asyncio.Task[None]] = []
