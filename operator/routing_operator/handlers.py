@@ -46,7 +46,7 @@ class OperatorConfig:
     request timeout."""
     concurrent_entries: int = 64
     """Entries kopf handles at once; events of the others wait in the watch stream."""
-    trim_period: float = 30.0
+    trim_period: float = 10.0
     """Seconds between returns of freed heap memory to the kernel (glibc ``malloc_trim``)."""
     takeover_period: float = 5.0
     """Seconds between checks of the Conflict losers against the identity index (in memory,

@@ -91,18 +91,25 @@ class FirestoreProjection:
             raise BackendUnavailable(f"Firestore read of {key.document_id} failed: {exc}") from exc
         return snap.to_dict() if snap.exists else None
 
-    def ensure(self, record: RoutingRecord, owner_alive: OwnerAlive) -> Outcome:
+    def ensure(
+        self, record: RoutingRecord, owner_alive: OwnerAlive, fresh: bool = False
+    ) -> Outcome:
+        """Write the record's document unless it is already there. ``fresh``: the entry was
+        never synced, so the document most likely does not exist: try ``create()`` first (one
+        RPC) and read only if it does exist."""
         from google.api_core import exceptions as gexc
         from google.cloud import firestore
 
         ref = self._ref(record.key)
         wanted = record.to_document()
         mine = record.source
-        # Fast probe outside the transaction: BeginTransaction retries for a long time on an
-        # unreachable service, a bare read with retry=None fails within the timeout.
-        current = self.read(record.key)
-        if current is not None and strip_server_fields(current) == wanted:
-            return Outcome.UNCHANGED
+        current: dict[str, Any] | None = None
+        if not fresh:
+            # Fast probe outside the transaction: BeginTransaction retries for a long time on an
+            # unreachable service, a bare read with retry=None fails within the timeout.
+            current = self.read(record.key)
+            if current is not None and strip_server_fields(current) == wanted:
+                return Outcome.UNCHANGED
         if current is None:
             # The common first sync: create() is atomic (fails if the id exists), one RPC.
             try:
@@ -113,7 +120,9 @@ class FirestoreProjection:
                 )
                 return Outcome.WRITTEN
             except gexc.AlreadyExists:
-                pass  # someone wrote it meanwhile: decide ownership in the transaction below
+                # It exists (written meanwhile, or by an earlier attempt of ours): decide
+                # ownership and equality in the transaction below.
+                pass
             except _vendor_errors() as exc:
                 raise BackendUnavailable(
                     f"Firestore write of {record.key.document_id} failed: {exc}"

@@ -253,7 +253,9 @@ class Reconciler:
         (fs_cond, fs_out), (cm_cond, cm_out) = await asyncio.gather(
             self._sync(
                 FIRESTORE_SYNCED,
-                self._run(self.firestore.ensure, record, self.owner_alive),
+                self._run(
+                    self.firestore.ensure, record, self.owner_alive, not status.get("revision")
+                ),
                 f"written to Firestore {self.collection}/{key.document_id}",
             ),
             self._sync(
