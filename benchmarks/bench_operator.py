@@ -149,6 +149,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=1000)
     parser.add_argument("--rss-entries", type=int, default=10_000)
+    parser.add_argument(
+        "--operator-arg",
+        action="append",
+        default=[],
+        help="extra routing-operator flag, e.g. --operator-arg=--concurrent-entries=32",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
@@ -184,6 +190,7 @@ def main() -> None:
                     "0",
                     "--liveness-port",
                     "0",
+                    *args.operator_arg,
                 ],
                 env=env,
                 stdout=log,
