@@ -455,17 +455,21 @@ class DriftSweeper:
                     break
 
     def _configmaps(self) -> dict[tuple[str, str], dict[str, str]]:
+        """(namespace, name) → data of the managed ConfigMaps, read as plain JSON: the client's
+        model objects would cost several times the data for every ConfigMap."""
         core = self.reconciler.configmaps.api
         selector = "app.kubernetes.io/managed-by=routing-operator"
+        raw = {"label_selector": selector, "_preload_content": False}
         if self.namespaces is None:
-            found = core.list_config_map_for_all_namespaces(label_selector=selector).items
+            responses = [core.list_config_map_for_all_namespaces(**raw)]
         else:
-            found = [
-                cm
-                for ns in self.namespaces
-                for cm in core.list_namespaced_config_map(ns, label_selector=selector).items
-            ]
-        return {(cm.metadata.namespace, cm.metadata.name): cm.data or {} for cm in found}
+            responses = [core.list_namespaced_config_map(ns, **raw) for ns in self.namespaces]
+        found: dict[tuple[str, str], dict[str, str]] = {}
+        for response in responses:
+            for cm in json.loads(response.data)["items"]:
+                meta = cm["metadata"]
+                found[(meta["namespace"], meta["name"])] = cm.get("data") or {}
+        return found
 
     def _watched(self, namespace: str) -> bool:
         return self.namespaces is None or namespace in self.namespaces
@@ -480,12 +484,14 @@ class DriftSweeper:
 
         # Projections first, entries last: an entry that wrote a projection we saw existed
         # before we looked, so it is in the list below and its projection is never an orphan.
-        docs: dict[str, tuple[bytes, Source | None]] = {}
+        docs: dict[str, tuple[bytes, str | None]] = {}  # id → (digest, owner uid)
         for snap in self.reconciler.firestore.client.collection(self.reconciler.collection).stream(
             timeout=30, retry=single_attempt()
         ):
             data = strip_server_fields(snap.to_dict() or {})
-            docs[snap.id] = (_digest(data), owner_of(data))
+            src = data.get("source")
+            uid = src.get("uid") if isinstance(src, dict) else None
+            docs[snap.id] = (_digest(data), uid if isinstance(uid, str) else None)
         cms = self._configmaps()
         live: set[str] = set()
         claims: dict[str, list[Contender]] = {}
@@ -531,24 +537,30 @@ class DriftSweeper:
         for me, document_id in losers:
             if self.reconciler.winner(claims.get(document_id, [])) == me:
                 sweep.stale.append(me)
-        for doc_id, (_, owner) in docs.items():
+        for doc_id, (_, owner_uid) in docs.items():
             parts = doc_id.split(":")
-            if (
-                owner
-                and owner.uid not in live
-                and self._watched(owner.namespace)
-                and len(parts) == 4
-            ):
+            if owner_uid is None or owner_uid in live or len(parts) != 4:
+                continue
+            # Only an orphan candidate is read again in full, to name its owner.
+            owner = owner_of(self.reconciler.firestore.read(RoutingKey(*parts)))
+            if owner is not None and owner.uid == owner_uid and self._watched(owner.namespace):
                 sweep.orphan_docs.append((RoutingKey(*parts), owner))
         for (ns, _name), data in cms.items():
             for value in data.values():
+                if '"uid"' not in value:
+                    continue
+                try:
+                    src = json.loads(value).get("source") or {}
+                except (ValueError, AttributeError):
+                    continue
+                if not isinstance(src, dict) or src.get("uid") in live or "uid" not in src:
+                    continue
                 try:
                     orphan = RoutingRecord.from_document(json.loads(value))
                 except (ValueError, InvalidRouting):
                     continue
-                owner = orphan.source
-                if owner and owner.uid not in live:
-                    sweep.orphan_keys.append((ns, orphan.key, owner))
+                if orphan.source is not None:
+                    sweep.orphan_keys.append((ns, orphan.key, orphan.source))
         return sweep
 
     async def run(self, period: float) -> None:
