@@ -1,13 +1,14 @@
 """The drift sweep itself, in-process, against the real API server and Firestore emulator.
 
-The sweep reads RoutingEntries a page at a time; here a page holds two entries, so five entries
+The sweep reads RoutingEntries a page at a time; here a page holds two entries, so six entries
 span three pages. What it must still get right across pages: only the drifted entry is
-requeued, a projection whose entry is on a later page is never taken for an orphan, and a
-projection whose entry is gone is.
+requeued (not one that synced after the sweep read the projections), a projection whose entry
+is on a later page is never taken for an orphan, and a projection whose entry is gone is.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -28,15 +29,17 @@ def api(kube_cluster: Any) -> Iterator[client.ApiClient]:
         yield api
 
 
-def synced(entries: Entries, obj: dict[str, Any]) -> RoutingRecord:
-    """Mark an entry Ready=True the way the operator would, and return its record."""
+def synced(
+    entries: Entries, obj: dict[str, Any], when: str = "2026-01-01T00:00:00Z"
+) -> RoutingRecord:
+    """Mark an entry Ready=True (since ``when``) the way the operator would; its record."""
     meta = obj["metadata"]
     ready = {
         "type": "Ready",
         "status": "True",
         "reason": "Synced",
         "message": "synced",
-        "lastTransitionTime": "2026-01-01T00:00:00Z",
+        "lastTransitionTime": when,
     }
     entries.api.patch_namespaced_custom_object_status(
         "routing.engines.io", "v1alpha1", entries.ns, "routingentries", meta["name"],
@@ -81,6 +84,14 @@ def test_a_paged_sweep_finds_exactly_the_drifted_entry_and_the_orphan(
         source=Source(namespace=namespace, name="gone", uid=str(uuid.uuid4())),
     )
     rec.firestore.ensure(gone, rec.owner_alive)
+
+    # synced a moment ago, projections not seen yet: the sweep must not take it for drift
+    just_now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+    synced(
+        entries,
+        entries.create(entry("e-new", kind="seo", tenant="other")),
+        f"{just_now:%Y-%m-%dT%H:%M:%SZ}",
+    )
 
     sweep = DriftSweeper(rec, [namespace]).find_stale()
 

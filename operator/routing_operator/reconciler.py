@@ -10,6 +10,7 @@ until the spec changes); an unreachable Firestore or API server is temporary (st
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -484,6 +485,9 @@ class DriftSweeper:
 
         # Projections first, entries last: an entry that wrote a projection we saw existed
         # before we looked, so it is in the list below and its projection is never an orphan.
+        # Both timestamps compared with it are the operator's own, RFC 3339 to the second, so
+        # they compare as strings; one second of margin for the truncation.
+        started = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
         docs: dict[str, tuple[bytes, str | None]] = {}  # id → (digest, owner uid)
         for snap in self.reconciler.firestore.client.collection(self.reconciler.collection).stream(
             timeout=30, retry=single_attempt()
@@ -528,6 +532,10 @@ class DriftSweeper:
                 continue
             if ready.get("status") != "True":
                 continue  # not synced yet: its own retries are in charge
+            synced_at = ((obj.get("status") or {}).get("firestore") or {}).get("syncedAt") or ""
+            if max(str(ready.get("lastTransitionTime") or ""), str(synced_at)) >= started:
+                # Synced after the projections above were read: they may predate it.
+                continue
             key = record.key
             doc_ok = docs.get(key.document_id, (b"", None))[0] == _digest(record.to_document())
             cm = cms.get((me.namespace, key.configmap_name), {})
