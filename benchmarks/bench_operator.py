@@ -153,7 +153,7 @@ def main() -> None:
         "--operator-arg",
         action="append",
         default=[],
-        help="extra routing-operator flag, e.g. --operator-arg=--concurrent-entries=32",
+        help="extra routing-operator flag, e.g. --operator-arg=--drift-period=3600",
     )
     args = parser.parse_args()
 

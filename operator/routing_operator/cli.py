@@ -79,21 +79,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=8,
         help="threads for blocking Firestore/Kubernetes calls (default: 8)",
     )
-    p.add_argument(
-        "--api-connections",
-        type=int,
-        default=64,
-        help="kopf's connections to the API server for requests, on top of one per watch "
-        "stream (default: 64, one per concurrent entry); each TLS connection holds a 256 KiB "
-        "buffer, and kopf's own pool is unbounded",
-    )
-    p.add_argument(
-        "--concurrent-entries",
-        type=int,
-        default=64,
-        help="entries handled at once (default: 64); events of the others wait in the watch "
-        "stream, so a burst of thousands of entries does not hold thousands of bodies in memory",
-    )
     p.add_argument("--log-format", choices=["plain", "json"], default="plain")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
@@ -143,8 +128,6 @@ def main(argv: list[str] | None = None) -> None:
         collection=args.collection,
         drift_period=args.drift_period,
         peering_lifetime=args.peering_lifetime,
-        api_connections=args.api_connections,
-        concurrent_entries=args.concurrent_entries,
         namespaces=None if args.all_namespaces else list(args.namespace),
     )
     reconciler = Reconciler(

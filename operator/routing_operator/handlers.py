@@ -17,7 +17,7 @@ import kopf
 from . import memory
 from .reconciler import Contender, DriftSweeper, Reconciler, identity_of
 
-__all__ = ["OperatorConfig", "build_registry", "pooled_session"]
+__all__ = ["OperatorConfig", "build_registry"]
 
 log = logging.getLogger(__name__)
 
@@ -38,39 +38,11 @@ class OperatorConfig:
     peering_lifetime: int = 60
     """Seconds a replica's peering record lives without a heartbeat (how fast a standby takes
     over from a replica that died without saying goodbye)."""
-    api_connections: int = 64
-    """kopf's pooled connections to the API server for requests (watch streams get their own
-    on top). kopf's own session has no limit: a burst of N entries opens N TLS connections,
-    each with a 256 KiB read buffer, and the freed memory stays resident. Keep it at least
-    ``concurrent_entries``: a request waiting for a pooled connection counts against kopf's
-    request timeout."""
-    concurrent_entries: int = 64
-    """Entries kopf handles at once; events of the others wait in the watch stream."""
     trim_period: float = 10.0
     """Seconds between returns of freed heap memory to the kernel (glibc ``malloc_trim``)."""
     takeover_period: float = 5.0
     """Seconds between checks of the Conflict losers against the identity index (in memory,
     no API call unless a loser is now the winner)."""
-
-
-def pooled_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSession:
-    """kopf's credentials as an aiohttp session with a bounded connection pool (kopf builds its
-    own with ``limit=0``). kopf closes it when the credentials are replaced or at exit."""
-    import aiohttp
-
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
-        headers=info.as_http_headers(),
-        proxy=info.proxy_url,
-        trust_env=info.trust_env,
-    )
-    return kopf.AiohttpSession(
-        aiohttp_session=session,
-        server=info.server,
-        default_namespace=info.default_namespace,
-        priority=info.priority,
-        expiration=info.expiration,
-    )
 
 
 def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.OperatorRegistry:
@@ -88,12 +60,10 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 30
         settings.peering.lifetime = config.peering_lifetime
-        # Bounded: with no limit, a burst of N new entries starts N workers at once, each
-        # holding its events' bodies (hundreds of MB for 10,000 entries).
-        settings.queueing.worker_limit = config.concurrent_entries
-        # A worker holds its slot until it has been idle this long (kopf's default is 5 s, which
-        # with a limit caps throughput at limit/5 entries per second).
-        settings.queueing.idle_timeout = 0.5
+        # No settings.queueing.worker_limit: with kopf indexes it deadlocks an operator that
+        # starts with more entries than the limit (the first workers wait for every entry to
+        # be indexed, the rest wait for a free worker). Measured: 1,000 entries, limit 64,
+        # nothing ever handled.
 
     sweeper = DriftSweeper(reconciler, config.namespaces)
     tasks: list[asyncio.Task[None]] = []
@@ -141,15 +111,9 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
             task.cancel()
 
     @kopf.on.login(id="login", registry=registry)
-    async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # In a pod: the ServiceAccount token; elsewhere: KUBECONFIG / ~/.kube/config.
-        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-        if info is None:
-            return None
-        # Watches: one per watched namespace for entries and one for peering, plus cluster-wide
-        # ones kopf may open (CRDs, namespaces); requests share the pool above that.
-        watches = 2 * len(config.namespaces or ["*"]) + 2
-        return pooled_session(info, watches + config.api_connections)
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.index(*RESOURCE, id="identities", registry=registry)
     def identities(body: kopf.Body, **_: Any) -> dict[str, Contender] | None:
