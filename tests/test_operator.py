@@ -224,6 +224,41 @@ def test_loser_takes_over_when_the_winner_vanished_while_no_operator_ran(
         op.stop()
 
 
+def test_operator_starting_on_many_existing_entries_handles_them_all(
+    kube_cluster: Any, firestore_emulator: Any, entries: Entries, collection: str, tmp_path: Path
+) -> None:
+    """An operator (re)started on more entries than it could handle at once must still handle
+    every one: kopf indexes them all before any handler runs, so a bounded worker pool (kopf's
+    ``worker_limit``, tried for memory) deadlocked here with nothing handled."""
+    names = [f"t{i:03d}-kpi" for i in range(100)]
+    for i, name in enumerate(names):
+        entries.create(entry(name, tenant=f"t{i:03d}"))
+    op = OperatorProcess(kube_cluster.kubeconfig, entries.ns, collection, tmp_path).start()
+    try:
+
+        def not_ready() -> list[str]:
+            items = entries.api.list_namespaced_custom_object(
+                "routing.engines.io", "v1alpha1", entries.ns, "routingentries"
+            )["items"]
+            return [
+                o["metadata"]["name"]
+                for o in items
+                if not any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in (o.get("status") or {}).get("conditions") or []
+                )
+            ]
+
+        wait_for(
+            lambda: not not_ready(),
+            timeout=120,
+            what=lambda: f"all 100 entries Ready (not yet: {not_ready()[:5]}...)",
+        )
+    finally:
+        op.stop()
+        print(f"--- operator log ({op.log_path}) ---\n{op.log()[-6000:]}")
+
+
 def test_drift_of_both_projections_is_repaired_and_reported(
     operator: OperatorProcess, entries: Entries, fs: Any, collection: str
 ) -> None:
