@@ -28,8 +28,8 @@ from engines.routing import (
     RoutingChange,
     RoutingKey,
     RoutingRecord,
-    parse_spec,
 )
+from engines.runtime.testing import record as kind_record
 from engines.testing import wait_for
 
 pytestmark = pytest.mark.firestore
@@ -42,18 +42,8 @@ def record(
     env: str = "prod",
     collection: str = "kpis",
 ) -> RoutingRecord:
-    return RoutingRecord.from_spec(
-        parse_spec(
-            {
-                "tenant": tenant,
-                "env": env,
-                "project": project,
-                "resourceKind": kind,
-                "backend": "firestore",
-                "firestore": {"collection": collection},
-            }
-        )
-    )
+    config = {"collection": collection}
+    return kind_record(kind, "firestore", config, tenant=tenant, env=env, project=project)
 
 
 @pytest.fixture

@@ -22,24 +22,15 @@ from typing import Any
 
 import pytest
 
-from engines.routing import FirestoreRoutingRegistry, RoutingRecord, parse_spec
+from engines.routing import FirestoreRoutingRegistry, RoutingRecord
+from engines.runtime.testing import record as kind_record
 from engines.testing import wait_for
 
 pytestmark = pytest.mark.firestore
 
 
 def record(tenant: str, collection: str = "kpis") -> RoutingRecord:
-    return RoutingRecord.from_spec(
-        parse_spec(
-            {
-                "tenant": tenant,
-                "env": "prod",
-                "resourceKind": "kpi",
-                "backend": "firestore",
-                "firestore": {"collection": collection},
-            }
-        )
-    )
+    return kind_record("kpi", "firestore", {"collection": collection}, tenant=tenant, env="prod")
 
 
 @pytest.fixture

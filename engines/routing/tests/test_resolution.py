@@ -10,23 +10,13 @@ from engines.routing import (
     InvalidRouting,
     RoutingKey,
     RoutingRecord,
-    parse_spec,
 )
+from engines.runtime.testing import record as kind_record
 
 
 def record(tenant: str, project: str, collection: str, env: str = "prod") -> RoutingRecord:
-    return RoutingRecord.from_spec(
-        parse_spec(
-            {
-                "tenant": tenant,
-                "env": env,
-                "project": project,
-                "resourceKind": "kpi",
-                "backend": "firestore",
-                "firestore": {"collection": collection},
-            }
-        )
-    )
+    config = {"collection": collection}
+    return kind_record("kpi", "firestore", config, tenant=tenant, env=env, project=project)
 
 
 @pytest.fixture

@@ -20,23 +20,14 @@ from collections.abc import Callable
 
 import pytest
 
-from engines.routing import ConfigMissing, RoutingRecord, RoutingTable, parse_spec
+from engines.routing import ConfigMissing, RoutingRecord, RoutingTable
+from engines.runtime.testing import record as kind_record
 
 Writer = Callable[[RoutingTable], None]
 
 
 def record(collection: str, tenant: str = "acme") -> RoutingRecord:
-    return RoutingRecord.from_spec(
-        parse_spec(
-            {
-                "tenant": tenant,
-                "env": "prod",
-                "resourceKind": "kpi",
-                "backend": "firestore",
-                "firestore": {"collection": collection},
-            }
-        )
-    )
+    return kind_record("kpi", "firestore", {"collection": collection}, tenant=tenant, env="prod")
 
 
 class InterleavingTenant(str):
