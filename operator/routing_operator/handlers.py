@@ -19,7 +19,6 @@ from .reconciler import Contender, DriftSweeper, Reconciler, identity_of
 
 __all__ = ["OperatorConfig", "build_registry"]
 
-log = logging.getLogger(__name__)
 
 RESOURCE = ("routing.engines.io", "v1alpha1", "routingentries")
 PREFIX = "routing.engines.io"
@@ -72,26 +71,6 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
     """kopf's identity index, captured from the first handler call: a live view (kopf keeps one
     Index object per indexer), read by the takeover watch between handler calls."""
 
-    async def watch_takeovers(period: float) -> None:
-        """Requeue a Conflict loser as soon as the index says its winner is gone. The winner's
-        delete handler requeues its losers at once; this covers what that cannot see (a loser
-        whose reconcile read the index just before the winner's deletion reached it)."""
-        while True:
-            await asyncio.sleep(period)
-            index = live.get("identities")
-            if index is None:
-                continue
-            for uid, (me, document_id) in list(reconciler.losers.items()):
-                winner = Reconciler.winner(index.get(document_id, []))
-                if winner is None or winner.uid != uid:
-                    continue
-                log.info("%s/%s: its identity's winner is gone; requeueing", me.namespace, me.name)
-                reconciler.losers.pop(uid, None)
-                try:
-                    await reconciler._run(reconciler._requeue, me)
-                except Exception as exc:  # keep watching; the sweeper is the last resort
-                    log.warning("requeue of %s/%s failed: %s", me.namespace, me.name, exc)
-
     async def trim_memory(period: float) -> None:
         while True:
             await asyncio.sleep(period)
@@ -102,7 +81,10 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         tasks.append(asyncio.create_task(trim_memory(config.trim_period), name="malloc-trim"))
         tasks.append(asyncio.create_task(sweeper.run(config.drift_period), name="drift-sweep"))
         tasks.append(
-            asyncio.create_task(watch_takeovers(config.takeover_period), name="takeover-watch")
+            asyncio.create_task(
+                reconciler.watch_takeovers(lambda: live.get("identities"), config.takeover_period),
+                name="takeover-watch",
+            )
         )
 
     @kopf.on.cleanup(id="background-tasks-stop", registry=registry)

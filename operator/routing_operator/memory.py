@@ -7,7 +7,6 @@ arena, and freed memory inside the heap stays resident until ``malloc_trim`` giv
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 from functools import cache
@@ -34,8 +33,7 @@ def limit_arenas(arenas: int = 2) -> None:
     """Two malloc arenas for all threads (as MALLOC_ARENA_MAX=2, without the environment)."""
     libc = _libc()
     if libc is not None:
-        with contextlib.suppress(AttributeError):
-            libc.mallopt(_M_ARENA_MAX, arenas)
+        libc.mallopt(_M_ARENA_MAX, arenas)
 
 
 def trim() -> bool:

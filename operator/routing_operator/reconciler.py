@@ -380,6 +380,29 @@ class Reconciler:
                     await self._run(self._requeue, other)
         metrics.forget_entry(uid)
 
+    async def watch_takeovers(
+        self, index: Callable[[], Mapping[str, Iterable[Contender]] | None], period: float
+    ) -> None:
+        """Requeue a Conflict loser as soon as the identity index says its winner is gone. The
+        winner's delete handler requeues its losers at once; this covers what that cannot see
+        (a loser whose reconcile read the index just before the winner's deletion reached it,
+        a requeue that failed)."""
+        while True:
+            await asyncio.sleep(period)
+            claims = index()
+            if claims is None:
+                continue
+            for uid, (me, document_id) in list(self.losers.items()):
+                winner = self.winner(claims.get(document_id, []))
+                if winner is None or winner.uid != uid:
+                    continue
+                log.info("%s/%s: its identity's winner is gone; requeueing", me.namespace, me.name)
+                self.losers.pop(uid, None)
+                try:
+                    await self._run(self._requeue, me)
+                except Exception as exc:  # keep watching; the drift sweep is the last resort
+                    log.warning("requeue of %s/%s failed: %s", me.namespace, me.name, exc)
+
     def _requeue(self, other: Contender) -> None:
         from kubernetes.client.exceptions import ApiException
 
@@ -479,8 +502,8 @@ class DriftSweeper:
         """Entries to requeue (drifted projections, or a lost conflict whose winner is gone) and
         orphans (projections whose owning entry, in a watched namespace, no longer exists).
 
-        Memory stays flat in the number of entries: documents are kept as digests, entries are
-        read a page at a time and compared as they come; only identities are kept whole."""
+        Documents are kept as digests and owners; entries are read a page at a time and
+        compared as they come."""
         from .projections import configmap_value, owner_of, strip_server_fields
 
         # Projections first, entries last: an entry that wrote a projection we saw existed
@@ -488,14 +511,12 @@ class DriftSweeper:
         # Both timestamps compared with it are the operator's own, RFC 3339 to the second, so
         # they compare as strings; one second of margin for the truncation.
         started = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        docs: dict[str, tuple[bytes, str | None]] = {}  # id → (digest, owner uid)
+        docs: dict[str, tuple[bytes, Source | None]] = {}  # id → (digest, owner)
         for snap in self.reconciler.firestore.client.collection(self.reconciler.collection).stream(
             timeout=30, retry=single_attempt()
         ):
             data = strip_server_fields(snap.to_dict() or {})
-            src = data.get("source")
-            uid = src.get("uid") if isinstance(src, dict) else None
-            docs[snap.id] = (_digest(data), uid if isinstance(uid, str) else None)
+            docs[snap.id] = (_digest(data), owner_of(data))
         cms = self._configmaps()
         live: set[str] = set()
         claims: dict[str, list[Contender]] = {}
@@ -545,29 +566,19 @@ class DriftSweeper:
         for me, document_id in losers:
             if self.reconciler.winner(claims.get(document_id, [])) == me:
                 sweep.stale.append(me)
-        for doc_id, (_, owner_uid) in docs.items():
-            parts = doc_id.split(":")
-            if owner_uid is None or owner_uid in live or len(parts) != 4:
+        for doc_id, (_, owner) in docs.items():
+            if owner is None or owner.uid in live or not self._watched(owner.namespace):
                 continue
-            # Only an orphan candidate is read again in full, to name its owner.
-            owner = owner_of(self.reconciler.firestore.read(RoutingKey(*parts)))
-            if owner is not None and owner.uid == owner_uid and self._watched(owner.namespace):
+            parts = doc_id.split(":")
+            if len(parts) == 4:
                 sweep.orphan_docs.append((RoutingKey(*parts), owner))
         for (ns, _name), data in cms.items():
             for value in data.values():
-                if '"uid"' not in value:
-                    continue
-                try:
-                    src = json.loads(value).get("source") or {}
-                except (ValueError, AttributeError):
-                    continue
-                if not isinstance(src, dict) or src.get("uid") in live or "uid" not in src:
-                    continue
                 try:
                     orphan = RoutingRecord.from_document(json.loads(value))
                 except (ValueError, InvalidRouting):
                     continue
-                if orphan.source is not None:
+                if orphan.source and orphan.source.uid not in live:
                     sweep.orphan_keys.append((ns, orphan.key, orphan.source))
         return sweep
 
