@@ -47,8 +47,10 @@ class Wanted:
     message: str
 
 
-def now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now_rfc3339(seconds_ago: float = 0.0) -> str:
+    """UTC, to the second: as Kubernetes writes timestamps (and so they compare as strings)."""
+    moment = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds_ago)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def merge_conditions(

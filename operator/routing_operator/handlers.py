@@ -102,16 +102,7 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         key = identity_of(body.spec)
         if key is None:
             return None
-        meta = body.meta
-        return {
-            key.document_id: Contender(
-                created=str(meta.get("creationTimestamp") or ""),
-                namespace=str(meta.namespace),
-                name=str(meta.name),
-                uid=str(meta.uid),
-                deleting=bool(meta.get("deletionTimestamp")),
-            )
-        }
+        return {key.document_id: Contender.of(body.meta)}
 
     def claims(body: kopf.Body, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The reconciler's arguments from a handler call: this identity's claimants, retry."""

@@ -10,7 +10,6 @@ until the spec changes); an unreachable Firestore or API server is temporary (st
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -56,6 +55,17 @@ class Contender:
     name: str
     uid: str = field(compare=False)
     deleting: bool = field(compare=False, default=False)
+
+    @classmethod
+    def of(cls, meta: Mapping[str, Any]) -> Contender:
+        """The claimant described by a RoutingEntry's metadata."""
+        return cls(
+            created=str(meta.get("creationTimestamp") or ""),
+            namespace=str(meta["namespace"]),
+            name=str(meta["name"]),
+            uid=str(meta["uid"]),
+            deleting=bool(meta.get("deletionTimestamp")),
+        )
 
 
 def identity_of(spec: Mapping[str, Any]) -> RoutingKey | None:
@@ -229,8 +239,7 @@ class Reconciler:
             )
             if ready_before.get("reason") != Reason.CONFLICT:
                 kopf.event(body, type="Warning", reason=Reason.CONFLICT, message=message)
-            me = Contender(str(meta.get("creationTimestamp") or ""), ns, name, uid)
-            self.losers[uid] = (me, key.document_id)
+            self.losers[uid] = (Contender.of(meta), key.document_id)
             metrics.record_condition(uid, "False", Reason.CONFLICT)
             return self._set_status(
                 patch,
@@ -510,7 +519,7 @@ class DriftSweeper:
         # before we looked, so it is in the list below and its projection is never an orphan.
         # Both timestamps compared with it are the operator's own, RFC 3339 to the second, so
         # they compare as strings; one second of margin for the truncation.
-        started = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        started = now_rfc3339(seconds_ago=1)
         docs: dict[str, tuple[bytes, Source | None]] = {}  # id → (digest, owner)
         for snap in self.reconciler.firestore.client.collection(self.reconciler.collection).stream(
             timeout=30, retry=single_attempt()
@@ -524,13 +533,7 @@ class DriftSweeper:
         sweep = Sweep()
         for obj in self._entries():
             meta = obj["metadata"]
-            me = Contender(
-                str(meta.get("creationTimestamp", "")),
-                meta["namespace"],
-                meta["name"],
-                meta["uid"],
-                bool(meta.get("deletionTimestamp")),
-            )
+            me = Contender.of(meta)
             live.add(me.uid)
             key = identity_of(obj.get("spec") or {})
             if key is not None:
