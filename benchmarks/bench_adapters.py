@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engines.adapters import build_backend
 from engines.routing.catalog import Backend, ResourceKind
-from engines.routing.model import RoutingRecord
+from engines.runtime.testing import record
 
 BUCKET = "routing-bench"
 Op = Callable[[int], Awaitable[Any]]
@@ -100,15 +100,7 @@ def config_for(backend: Backend, env: dict[str, str], tmp: Path) -> dict[str, An
 
 
 def build(kind: ResourceKind, backend: Backend, env: dict[str, str], tmp: Path) -> Any:
-    rec = RoutingRecord(
-        tenant="*",
-        env="test",
-        project="*",
-        resource_kind=kind,
-        backend=backend,
-        config=config_for(backend, env, tmp),
-        revision="bench",
-    )
+    rec = record(kind, backend, config_for(backend, env, tmp))
     return build_backend(rec, tenant="bench", allow_test_backends=True)
 
 

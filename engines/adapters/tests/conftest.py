@@ -26,7 +26,7 @@ import pytest
 from engines.adapters.factory import KIND_PORTS, build_backend, registry
 from engines.ports import Port
 from engines.routing.catalog import Backend, ResourceKind
-from engines.routing.model import RoutingRecord
+from engines.runtime.testing import record
 
 T = TypeVar("T")
 
@@ -117,16 +117,9 @@ async def make(
     def _make(tenant: str = "acme") -> Any:
         if backend in IN_PROCESS and tenant in in_process:
             return in_process[tenant]
-        record = RoutingRecord(
-            tenant="*",
-            env="test",
-            project="*",
-            resource_kind=kind,
-            backend=backend,
-            config=backend_config,
-            revision="conformance",
+        adapter = build_backend(
+            record(kind, backend, backend_config), tenant=tenant, allow_test_backends=True
         )
-        adapter = build_backend(record, tenant=tenant, allow_test_backends=True)
         assert isinstance(adapter, port)
         built.append(adapter)
         in_process[tenant] = adapter
