@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from operator_harness import Entries, entry
-from routing_operator import reconciler as reconciler_module
+from routing_operator import claims as claims_module
 from routing_operator.projections import ConfigMapProjection, FirestoreProjection
 from routing_operator.reconciler import DriftSweeper, Reconciler
 
@@ -58,7 +58,7 @@ def test_a_paged_sweep_finds_exactly_the_drifted_entry_and_the_orphan(
     namespace: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(reconciler_module, "SWEEP_PAGE", 2)
+    monkeypatch.setattr(claims_module, "PAGE", 2)
     collection = f"routing_{uuid.uuid4().hex[:8]}"
     fs_client = firestore_emulator.client()
     rec = Reconciler(
@@ -98,3 +98,15 @@ def test_a_paged_sweep_finds_exactly_the_drifted_entry_and_the_orphan(
     assert [c.name for c in sweep.stale] == ["e-maybes"]
     assert [key.document_id for key, _ in sweep.orphan_docs] == [gone.key.document_id]
     assert sweep.orphan_keys == []
+    listed = {o["metadata"]["uid"] for o in entries.api.list_namespaced_custom_object(
+        "routing.engines.io", "v1alpha1", namespace, "routingentries")["items"]}  # fmt: skip
+    assert sweep.listed == listed and len(listed) == 6  # every page, not just the first
+
+    # the sweep's list prunes the claims: a claimant observed before it and not listed is gone
+    ghost = {"namespace": namespace, "name": "ghost", "uid": str(uuid.uuid4()),
+             "creationTimestamp": "2020-01-01T00:00:00Z"}  # fmt: skip
+    rec.claims.observe(ghost, entry("ghost", kind="maybes")["spec"])
+    assert rec.claims.winner(records[3].key.document_id).name == "ghost"  # type: ignore[union-attr]
+    sweep = DriftSweeper(rec, [namespace]).find_stale()
+    assert [c.name for c in rec.claims.prune(sweep.listed, sweep.listed_since)] == ["ghost"]
+    assert rec.claims.winner(records[3].key.document_id) is None

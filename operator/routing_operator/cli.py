@@ -79,9 +79,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=8,
         help="threads for blocking Firestore/Kubernetes calls (default: 8)",
     )
+    p.add_argument(
+        "--concurrent-entries",
+        type=int,
+        default=64,
+        help="entries handled at once (default: 64); events of the others wait in the watch "
+        "stream, so a burst of thousands of entries does not hold thousands of bodies in memory",
+    )
+    p.add_argument(
+        "--api-connections",
+        type=int,
+        default=64,
+        help="kopf's connections to the API server for requests, on top of one per watch "
+        "stream (default: 64; keep it at least --concurrent-entries)",
+    )
     p.add_argument("--log-format", choices=["plain", "json"], default="plain")
     p.add_argument("-v", "--verbose", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.concurrent_entries < 1:
+        p.error(f"--concurrent-entries must be at least 1 (got {args.concurrent_entries})")
+    if args.api_connections < args.concurrent_entries:
+        p.error(
+            f"--api-connections ({args.api_connections}) must be at least --concurrent-entries "
+            f"({args.concurrent_entries}): time spent waiting for a pooled connection counts "
+            "against kopf's request timeout"
+        )
+    return args
 
 
 def _identity() -> Any:
@@ -128,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         collection=args.collection,
         drift_period=args.drift_period,
         peering_lifetime=args.peering_lifetime,
+        concurrent_entries=args.concurrent_entries,
+        api_connections=args.api_connections,
         namespaces=None if args.all_namespaces else list(args.namespace),
     )
     reconciler = Reconciler(

@@ -15,9 +15,11 @@ from typing import Any
 import kopf
 
 from . import memory
-from .reconciler import Contender, DriftSweeper, Reconciler, identity_of
+from .reconciler import DriftSweeper, Reconciler
 
-__all__ = ["OperatorConfig", "build_registry"]
+__all__ = ["OperatorConfig", "build_registry", "pooled_session"]
+
+log = logging.getLogger(__name__)
 
 
 RESOURCE = ("routing.engines.io", "v1alpha1", "routingentries")
@@ -40,8 +42,37 @@ class OperatorConfig:
     trim_period: float = 10.0
     """Seconds between returns of freed heap memory to the kernel (glibc ``malloc_trim``)."""
     takeover_period: float = 5.0
-    """Seconds between checks of the Conflict losers against the identity index (in memory,
-    no API call unless a loser is now the winner)."""
+    """Seconds between checks of the Conflict losers against the claims (in memory, no API
+    call unless a loser is now the winner)."""
+    concurrent_entries: int = 64
+    """Entries kopf handles at once (``worker_limit``); events of the others wait in the watch
+    stream. Unbounded, a burst of N new entries holds N workers, their bodies and N API
+    connections at the same time."""
+    api_connections: int = 64
+    """kopf's pooled connections to the API server for requests, on top of one per watch
+    stream. kopf's own session has no limit, and each TLS connection holds a 256 KiB buffer.
+    Keep it at least ``concurrent_entries``: waiting for a pooled connection counts against
+    kopf's request timeout."""
+
+
+def pooled_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSession:
+    """kopf's credentials as an aiohttp session with a bounded connection pool (kopf builds its
+    own with ``limit=0``). kopf closes it when the credentials are replaced or at exit."""
+    import aiohttp
+
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(),
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        aiohttp_session=session,
+        server=info.server,
+        default_namespace=info.default_namespace,
+        priority=info.priority,
+        expiration=info.expiration,
+    )
 
 
 def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.OperatorRegistry:
@@ -59,22 +90,26 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 30
         settings.peering.lifetime = config.peering_lifetime
-        # No settings.queueing.worker_limit: with kopf indexes it deadlocks an operator that
-        # starts with more entries than the limit (the first workers wait for every entry to
-        # be indexed, the rest wait for a free worker). Measured: 1,000 entries, limit 64,
-        # nothing ever handled.
+        # Bounded, which is safe because no kopf index is declared (see claims.py).
+        settings.queueing.worker_limit = config.concurrent_entries
+        # A worker holds its slot until it has been idle this long; kopf's default (5 s) would
+        # cap throughput at worker_limit/5 entries per second.
+        settings.queueing.idle_timeout = 0.5
 
     sweeper = DriftSweeper(reconciler, config.namespaces)
     tasks: list[asyncio.Task[None]] = []
-
-    live: dict[str, kopf.Index[str, Contender]] = {}
-    """kopf's identity index, captured from the first handler call: a live view (kopf keeps one
-    Index object per indexer), read by the takeover watch between handler calls."""
 
     async def trim_memory(period: float) -> None:
         while True:
             await asyncio.sleep(period)
             memory.trim()
+
+    @kopf.on.startup(id="claims", backoff=5, registry=registry)
+    async def load_claims(**_: Any) -> None:
+        # Startup handlers finish before kopf watches anything: the first reconcile of an
+        # entry already sees every older claimant of its identity.
+        count = await reconciler._run(reconciler.load_claims, config.namespaces)
+        log.info("claims loaded: %d RoutingEntries", count)
 
     @kopf.on.startup(id="background-tasks", registry=registry)
     async def start_background_tasks(**_: Any) -> None:
@@ -82,7 +117,7 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         tasks.append(asyncio.create_task(sweeper.run(config.drift_period), name="drift-sweep"))
         tasks.append(
             asyncio.create_task(
-                reconciler.watch_takeovers(lambda: live.get("identities"), config.takeover_period),
+                reconciler.watch_takeovers(config.takeover_period),
                 name="takeover-watch",
             )
         )
@@ -93,35 +128,32 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
             task.cancel()
 
     @kopf.on.login(id="login", registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
         # In a pod: the ServiceAccount token; elsewhere: KUBECONFIG / ~/.kube/config.
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-
-    @kopf.index(*RESOURCE, id="identities", registry=registry)
-    def identities(body: kopf.Body, **_: Any) -> dict[str, Contender] | None:
-        key = identity_of(body.spec)
-        if key is None:
+        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        if info is None:
             return None
-        return {key.document_id: Contender.of(body.meta)}
+        # Watches: entries and peering per watched namespace, plus the cluster-wide ones kopf
+        # may open (CRDs, namespaces); requests share the pool above that.
+        watches = 2 * len(config.namespaces or ["*"]) + 2
+        return pooled_session(info, watches + config.api_connections)
 
-    def claims(body: kopf.Body, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The reconciler's arguments from a handler call: this identity's claimants, retry."""
-        index: kopf.Index[str, Contender] = kwargs["identities"]
-        live["identities"] = index
-        key = identity_of(body.spec)
-        return {
-            "contenders": list(index.get(key.document_id, [])) if key is not None else [],
-            "retry": int(kwargs.get("retry", 0)),
-        }
+    @kopf.on.event(*RESOURCE, id="claims", registry=registry)
+    async def observe(*, type: str | None, body: kopf.Body, **_: Any) -> None:
+        # Async on purpose: kopf runs it inline, before this event's changing handlers.
+        if type == "DELETED":
+            reconciler.claims.forget(str(body.meta.uid))
+        else:
+            reconciler.claims.observe(body.meta, body.spec)
 
     @kopf.on.resume(*RESOURCE, id="reconcile", backoff=5, registry=registry)
     @kopf.on.create(*RESOURCE, id="reconcile", backoff=5, registry=registry)
     @kopf.on.update(*RESOURCE, id="reconcile", backoff=5, registry=registry)
     async def reconcile(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-        await reconciler.reconcile(body=body, patch=patch, **claims(body, kwargs))
+        await reconciler.reconcile(body=body, patch=patch, retry=int(kwargs.get("retry", 0)))
 
     @kopf.on.delete(*RESOURCE, id="delete", backoff=5, registry=registry)
     async def delete(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-        await reconciler.delete(body=body, patch=patch, **claims(body, kwargs))
+        await reconciler.delete(body=body, patch=patch, retry=int(kwargs.get("retry", 0)))
 
     return registry

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -27,6 +27,7 @@ from engines.routing.model import RoutingRecord, Source, parse_spec
 from engines.routing.registry.firestore import single_attempt
 
 from . import metrics
+from .claims import Claims, Contender, identity_of, iter_entries, winner
 from .conditions import (
     CONFIGMAP_SYNCED,
     FIRESTORE_SYNCED,
@@ -38,47 +39,12 @@ from .conditions import (
 )
 from .projections import ConfigMapProjection, FirestoreProjection, Outcome
 
-__all__ = ["PAUSED_ANNOTATION", "REQUEUE_ANNOTATION", "Contender", "Reconciler", "identity_of"]
+__all__ = ["PAUSED_ANNOTATION", "REQUEUE_ANNOTATION", "DriftSweeper", "Reconciler"]
 
 log = logging.getLogger(__name__)
 PAUSED_ANNOTATION = "routing.engines.io/paused"
 REQUEUE_ANNOTATION = "routing.engines.io/requeue"
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Contender:
-    """An entry claiming an identity; ordering is the §3 tie-break (oldest, then ns/name)."""
-
-    created: str
-    namespace: str
-    name: str
-    uid: str = field(compare=False)
-    deleting: bool = field(compare=False, default=False)
-
-    @classmethod
-    def of(cls, meta: Mapping[str, Any]) -> Contender:
-        """The claimant described by a RoutingEntry's metadata."""
-        return cls(
-            created=str(meta.get("creationTimestamp") or ""),
-            namespace=str(meta["namespace"]),
-            name=str(meta["name"]),
-            uid=str(meta["uid"]),
-            deleting=bool(meta.get("deletionTimestamp")),
-        )
-
-
-def identity_of(spec: Mapping[str, Any]) -> RoutingKey | None:
-    """The identity of a (possibly invalid) spec, or None if it has none."""
-    try:
-        return RoutingKey(
-            str(spec["env"]),
-            str(spec["tenant"]),
-            str(spec.get("project", "*")),
-            str(spec["resourceKind"]),
-        )
-    except KeyError:
-        return None
 
 
 def backoff(retry: int) -> float:
@@ -102,6 +68,8 @@ class Reconciler:
         self.custom_api = custom_api
         self.collection = collection
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
+        self.claims = Claims()
+        """Who claims which identity (filled before kopf starts, kept current by its events)."""
         self.losers: dict[str, tuple[Contender, str]] = {}
         """Entries this process last reported as Conflict: uid → (entry, document id)."""
         self.cm_batcher = ConfigMapBatcher(self)
@@ -130,10 +98,31 @@ class Reconciler:
         meta = obj.get("metadata", {})
         return bool(meta.get("uid") == source.uid and not meta.get("deletionTimestamp"))
 
-    @staticmethod
-    def winner(contenders: Iterable[Contender]) -> Contender | None:
-        live = [c for c in contenders if not c.deleting]
-        return min(live) if live else None
+    def load_claims(self, namespaces: list[str] | None) -> int:
+        """Observe every RoutingEntry once (before kopf watches: a first decision must already
+        see every older claimant). Returns how many entries were listed."""
+        return self.claims.load(iter_entries(self.custom_api, namespaces))
+
+    async def _verified_winner(self, document_id: str, me: str) -> Contender | None:
+        """The identity's winner, confirmed with the API server when it is another entry: the
+        map can still hold an entry deleted while this replica was not watching. A winner that
+        cannot be checked (API unreachable) counts as alive: nothing is written on a guess."""
+        while True:
+            best = self.claims.winner(document_id)
+            if best is None or best.uid == me:
+                return best
+            try:
+                alive = await self._run(
+                    self.owner_alive,
+                    Source(namespace=best.namespace, name=best.name, uid=best.uid),
+                )
+            except Exception as exc:
+                log.warning("could not check claimant %s/%s: %s", best.namespace, best.name, exc)
+                return best
+            if alive:
+                return best
+            log.info("claimant %s/%s is gone; forgetting it", best.namespace, best.name)
+            self.claims.forget(best.uid)
 
     @staticmethod
     def _set_status(
@@ -159,18 +148,11 @@ class Reconciler:
 
     # -- the reconciliation ------------------------------------------------------------------
 
-    async def reconcile(
-        self,
-        *,
-        body: kopf.Body,
-        patch: kopf.Patch,
-        contenders: Iterable[Contender],
-        retry: int,
-    ) -> None:
+    async def reconcile(self, *, body: kopf.Body, patch: kopf.Patch, retry: int) -> None:
         started = time.monotonic()
         result = "Error"
         try:
-            result = await self._reconcile(body, patch, contenders, retry)
+            result = await self._reconcile(body, patch, retry)
         except kopf.TemporaryError:
             result = Reason.BACKEND_UNAVAILABLE
             raise
@@ -178,16 +160,11 @@ class Reconciler:
             metrics.RECONCILES.labels(result).inc()
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
 
-    async def _reconcile(
-        self,
-        body: kopf.Body,
-        patch: kopf.Patch,
-        contenders: Iterable[Contender],
-        retry: int,
-    ) -> str:
+    async def _reconcile(self, body: kopf.Body, patch: kopf.Patch, retry: int) -> str:
         meta, spec, status = body.meta, body.spec, body.status
         uid, ns, name = str(meta.uid), str(meta.namespace), str(meta.name)
         generation = meta.get("generation")
+        self.claims.observe(meta, spec)
         self.losers.pop(uid, None)
         ready_before = self._previous(status, READY)
 
@@ -230,7 +207,7 @@ class Reconciler:
             return self._set_status(patch, status, generation, wanted)
 
         key = parsed.key
-        winner = self.winner(contenders)
+        winner = await self._verified_winner(key.document_id, uid)
         if winner is not None and winner.uid != uid:
             message = (
                 f"identity {key.document_id} is already claimed by the older RoutingEntry "
@@ -357,17 +334,11 @@ class Reconciler:
 
     # -- deletion ----------------------------------------------------------------------------
 
-    async def delete(
-        self,
-        *,
-        body: kopf.Body,
-        patch: kopf.Patch,
-        contenders: Iterable[Contender],
-        retry: int,
-    ) -> None:
+    async def delete(self, *, body: kopf.Body, patch: kopf.Patch, retry: int) -> None:
         meta = body.meta
         uid, ns = str(meta.uid), str(meta.namespace)
         key = identity_of(body.spec)
+        self.claims.observe(meta, body.spec)
         self.losers.pop(uid, None)
         if key is not None:
             try:
@@ -384,25 +355,21 @@ class Reconciler:
                 )
                 raise kopf.TemporaryError(message, delay=backoff(retry)) from exc
             # Hand the identity over: wake every other claimant so the next oldest takes it.
-            for other in contenders:
+            self.claims.forget(uid)
+            for other in self.claims.of(key.document_id):
                 if other.uid != uid and not other.deleting:
                     await self._run(self._requeue, other)
         metrics.forget_entry(uid)
 
-    async def watch_takeovers(
-        self, index: Callable[[], Mapping[str, Iterable[Contender]] | None], period: float
-    ) -> None:
-        """Requeue a Conflict loser as soon as the identity index says its winner is gone. The
-        winner's delete handler requeues its losers at once; this covers what that cannot see
-        (a loser whose reconcile read the index just before the winner's deletion reached it,
-        a requeue that failed)."""
+    async def watch_takeovers(self, period: float) -> None:
+        """Requeue a Conflict loser as soon as the claims say its winner is gone. The winner's
+        delete handler requeues its losers at once; this covers what that cannot see (a loser
+        whose reconcile read the claims just before the winner's deletion reached them, a
+        requeue that failed)."""
         while True:
             await asyncio.sleep(period)
-            claims = index()
-            if claims is None:
-                continue
             for uid, (me, document_id) in list(self.losers.items()):
-                winner = self.winner(claims.get(document_id, []))
+                winner = self.claims.winner(document_id)
                 if winner is None or winner.uid != uid:
                     continue
                 log.info("%s/%s: its identity's winner is gone; requeueing", me.namespace, me.name)
@@ -435,10 +402,6 @@ class Reconciler:
                 raise
 
 
-SWEEP_PAGE = 500
-"""RoutingEntries per list call of a drift sweep."""
-
-
 def _digest(document: Mapping[str, Any]) -> bytes:
     """A document's canonical-JSON digest: what a sweep keeps instead of the document."""
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
@@ -450,6 +413,10 @@ class Sweep:
     """What one drift sweep found."""
 
     stale: list[Contender] = field(default_factory=list)
+    listed: set[str] = field(default_factory=set)
+    """uids of every entry the sweep listed."""
+    listed_since: float = 0.0
+    """When the list began (monotonic)."""
     orphan_docs: list[tuple[RoutingKey, Source]] = field(default_factory=list)
     orphan_keys: list[tuple[str, RoutingKey, Source]] = field(default_factory=list)
 
@@ -467,25 +434,6 @@ class DriftSweeper:
     def __init__(self, reconciler: Reconciler, namespaces: list[str] | None) -> None:
         self.reconciler = reconciler
         self.namespaces = namespaces  # None: every namespace
-
-    def _entries(self) -> Iterator[dict[str, Any]]:
-        """Every RoutingEntry, a page at a time: a sweep never holds all the bodies at once."""
-        api = self.reconciler.custom_api
-        args = ("routing.engines.io", "v1alpha1")
-        for ns in self.namespaces if self.namespaces is not None else [None]:
-            token: str | None = None
-            while True:
-                paging: dict[str, Any] = {"limit": SWEEP_PAGE}
-                if token:
-                    paging["_continue"] = token
-                if ns is None:
-                    page = api.list_cluster_custom_object(*args, "routingentries", **paging)
-                else:
-                    page = api.list_namespaced_custom_object(*args, ns, "routingentries", **paging)
-                yield from page["items"]
-                token = (page.get("metadata") or {}).get("continue")
-                if not token:
-                    break
 
     def _configmaps(self) -> dict[tuple[str, str], dict[str, str]]:
         """(namespace, name) → data of the managed ConfigMaps, read as plain JSON: the client's
@@ -520,6 +468,7 @@ class DriftSweeper:
         # Both timestamps compared with it are the operator's own, RFC 3339 to the second, so
         # they compare as strings; one second of margin for the truncation.
         started = now_rfc3339(seconds_ago=1)
+        sweep = Sweep(listed_since=time.monotonic())
         docs: dict[str, tuple[bytes, Source | None]] = {}  # id → (digest, owner)
         for snap in self.reconciler.firestore.client.collection(self.reconciler.collection).stream(
             timeout=30, retry=single_attempt()
@@ -527,11 +476,10 @@ class DriftSweeper:
             data = strip_server_fields(snap.to_dict() or {})
             docs[snap.id] = (_digest(data), owner_of(data))
         cms = self._configmaps()
-        live: set[str] = set()
+        live = sweep.listed
         claims: dict[str, list[Contender]] = {}
         losers: list[tuple[Contender, str]] = []
-        sweep = Sweep()
-        for obj in self._entries():
+        for obj in iter_entries(self.reconciler.custom_api, self.namespaces):
             meta = obj["metadata"]
             me = Contender.of(meta)
             live.add(me.uid)
@@ -567,7 +515,7 @@ class DriftSweeper:
             if not (doc_ok and cm_ok):
                 sweep.stale.append(me)
         for me, document_id in losers:
-            if self.reconciler.winner(claims.get(document_id, [])) == me:
+            if winner(claims.get(document_id, [])) == me:
                 sweep.stale.append(me)
         for doc_id, (_, owner) in docs.items():
             if owner is None or owner.uid in live or not self._watched(owner.namespace):
@@ -590,6 +538,8 @@ class DriftSweeper:
             await asyncio.sleep(period)
             try:
                 sweep = await self.reconciler._run(self.find_stale)
+                for gone in self.reconciler.claims.prune(sweep.listed, sweep.listed_since):
+                    log.info("claimant %s/%s is gone; forgetting it", gone.namespace, gone.name)
                 for entry in sweep.stale:
                     log.info("drift or takeover: requeueing %s/%s", entry.namespace, entry.name)
                     await self.reconciler._run(self.reconciler._requeue, entry)
