@@ -93,8 +93,9 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         # Bounded, which is safe because no kopf index is declared (see claims.py).
         settings.queueing.worker_limit = config.concurrent_entries
         # A worker holds its slot until it has been idle this long; kopf's default (5 s) would
-        # cap throughput at worker_limit/5 entries per second.
-        settings.queueing.idle_timeout = 0.5
+        # cap throughput at worker_limit/5 entries per second. A late event just starts a new
+        # worker. Measured with 10,000 new entries: 0.5 s → peak RSS 250 MB, 0.1 s → 229 MB.
+        settings.queueing.idle_timeout = 0.1
 
     sweeper = DriftSweeper(reconciler, config.namespaces)
     tasks: list[asyncio.Task[None]] = []
