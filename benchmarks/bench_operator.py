@@ -136,6 +136,11 @@ def request_counts(kubeconfig: Path) -> dict[tuple[str, str], float]:
 
 
 SETTLE_S = 20.0
+JEMALLOC_ENV = {  # the Docker image's allocator settings (see the Dockerfile)
+    "LD_PRELOAD": "/usr/local/lib/libjemalloc.so.2",
+    "PYTHONMALLOC": "malloc",
+    "MALLOC_CONF": "background_thread:true,narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0",
+}
 
 
 class PeakRss:
@@ -177,7 +182,30 @@ def main() -> None:
         default=[],
         help="extra routing-operator flag, e.g. --operator-arg=--drift-period=3600",
     )
+    parser.add_argument(
+        "--allocator",
+        choices=["jemalloc", "pymalloc"],
+        default="jemalloc",
+        help="run the operator on jemalloc, as the Docker image does (default), or on "
+        "CPython's own allocator",
+    )
     args = parser.parse_args()
+    allocator_env: dict[str, str] = {}
+    if args.allocator == "jemalloc":
+        found = [
+            p
+            for p in (
+                JEMALLOC_ENV["LD_PRELOAD"],
+                f"/usr/lib/{os.uname().machine}-linux-gnu/libjemalloc.so.2",
+            )
+            if Path(p).exists()
+        ]
+        if not found:
+            raise SystemExit(
+                "--allocator=jemalloc: libjemalloc.so.2 not found; apt-get install libjemalloc2, "
+                "or pass --allocator=pymalloc"
+            )
+        allocator_env = {**JEMALLOC_ENV, "LD_PRELOAD": found[0]}
 
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
         stack = LocalStack(Path(tmp) / "stack")
@@ -214,13 +242,14 @@ def main() -> None:
                     "0",
                     *args.operator_arg,
                 ],
-                env=env,
+                env={**env, **allocator_env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
             time.sleep(3)  # let the operator list the (empty) namespace before the burst
             rss_idle = rss_mb(op.pid)
+            print(f"allocator: {args.allocator}")
 
             before = request_counts(stack.kubeconfig)
             t0 = time.monotonic()

@@ -696,6 +696,21 @@ def test_dockerfile_passes_hadolint() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_the_benchmark_runs_the_operator_on_the_images_allocator() -> None:
+    """bench_operator's default figures claim to be the image's: same allocator settings."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_operator", ROOT / "benchmarks" / "bench_operator.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    env = dict(re.findall(r"\b(LD_PRELOAD|PYTHONMALLOC|MALLOC_CONF)=(\S+)", text))
+    assert env == bench.JEMALLOC_ENV
+
+
 def test_requirements_lock_pins_every_runtime_dependency() -> None:
     """The image installs with ``-c requirements.lock``: an unpinned dependency would float."""
     pins = {}

@@ -3,6 +3,10 @@ every function is a no-op).
 
 Two glibc behaviours inflate RSS after a burst of reconciles: each thread gets its own malloc
 arena, and freed memory inside the heap stays resident until ``malloc_trim`` gives it back.
+
+The Docker image runs Python on jemalloc instead (``LD_PRELOAD``, ``PYTHONMALLOC=malloc``); there
+both calls reach glibc's idle allocator and change nothing, and jemalloc returns freed pages by
+itself (``MALLOC_CONF`` in the Dockerfile).
 """
 
 from __future__ import annotations
