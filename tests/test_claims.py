@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from routing_operator.claims import Claims
@@ -55,8 +54,8 @@ def test_prune_forgets_only_unlisted_entries_observed_before_the_list_began() ->
             {"metadata": meta("deleted", "2026-01-01T00:00:01Z"), "spec": spec()},
         ]
     )
-    began = time.monotonic()
+    claims.begin_list()
     claims.observe(meta("created-during-list", "2026-01-01T00:00:02Z"), spec())
-    gone = claims.prune({"uid-listed"}, began)
+    gone = claims.prune({"uid-listed"})
     assert [c.name for c in gone] == ["deleted"]
     assert sorted(c.name for c in claims.of(DOC)) == ["created-during-list", "listed"]

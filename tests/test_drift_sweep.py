@@ -107,6 +107,7 @@ def test_a_paged_sweep_finds_exactly_the_drifted_entry_and_the_orphan(
              "creationTimestamp": "2020-01-01T00:00:00Z"}  # fmt: skip
     rec.claims.observe(ghost, entry("ghost", kind="maybes")["spec"])
     assert rec.claims.winner(records[3].key.document_id).name == "ghost"  # type: ignore[union-attr]
+    rec.claims.begin_list()
     sweep = DriftSweeper(rec, [namespace]).find_stale()
-    assert [c.name for c in rec.claims.prune(sweep.listed, sweep.listed_since)] == ["ghost"]
+    assert [c.name for c in rec.claims.prune(sweep.listed)] == ["ghost"]
     assert rec.claims.winner(records[3].key.document_id) is None

@@ -16,7 +16,6 @@ sweep prunes claimants its own list no longer contains.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,12 +90,15 @@ def iter_entries(api: Any, namespaces: list[str] | None) -> Iterator[dict[str, A
 
 
 class Claims:
-    """document id → the entries claiming it. About 300 bytes per entry."""
+    """document id → the entries claiming it. About 500 bytes per entry."""
 
     def __init__(self) -> None:
-        self._claimants: dict[str, dict[str, Contender]] = {}
-        self._claimed: dict[str, tuple[str, float]] = {}
-        """uid → (document id it claims, monotonic time it was last observed)."""
+        self._claimants: dict[str, tuple[Contender, ...]] = {}
+        """document id → its claimants (a tuple: nearly always exactly one)."""
+        self._claimed: dict[str, str] = {}
+        """uid → the document id it claims."""
+        self._recent: set[str] = set()
+        """uids observed since the last ``begin_list``."""
 
     def __len__(self) -> int:
         return len(self._claimed)
@@ -106,24 +108,28 @@ class Claims:
         me = Contender.of(meta)
         key = identity_of(spec)
         self.forget(me.uid)
+        self._recent.add(me.uid)
         if key is None:
             return
-        self._claimants.setdefault(key.document_id, {})[me.uid] = me
-        self._claimed[me.uid] = (key.document_id, time.monotonic())
+        document_id = key.document_id
+        self._claimants[document_id] = (*self._claimants.get(document_id, ()), me)
+        self._claimed[me.uid] = document_id
 
     def forget(self, uid: str) -> None:
-        document_id, _ = self._claimed.pop(uid, ("", 0.0))
-        others = self._claimants.get(document_id)
-        if others is not None:
-            others.pop(uid, None)
-            if not others:
-                del self._claimants[document_id]
+        document_id = self._claimed.pop(uid, None)
+        if document_id is None:
+            return
+        others = tuple(c for c in self._claimants.get(document_id, ()) if c.uid != uid)
+        if others:
+            self._claimants[document_id] = others
+        else:
+            self._claimants.pop(document_id, None)
 
     def of(self, document_id: str) -> list[Contender]:
-        return list(self._claimants.get(document_id, {}).values())
+        return list(self._claimants.get(document_id, ()))
 
     def winner(self, document_id: str) -> Contender | None:
-        return winner(self._claimants.get(document_id, {}).values())
+        return winner(self._claimants.get(document_id, ()))
 
     def load(self, entries: Iterable[Mapping[str, Any]]) -> int:
         """Observe every listed entry; returns how many."""
@@ -133,17 +139,16 @@ class Claims:
             count += 1
         return count
 
-    def prune(self, listed: set[str], listed_since: float) -> list[Contender]:
-        """Forget the entries a complete list begun at ``listed_since`` (monotonic) did not
+    def begin_list(self) -> None:
+        """Call right before a complete list of the entries begins (see ``prune``)."""
+        self._recent = set()
+
+    def prune(self, listed: set[str]) -> list[Contender]:
+        """Forget the entries the complete list begun at the last ``begin_list`` did not
         contain, unless they were observed after it began. Returns the forgotten ones."""
-        gone = [
-            uid
-            for uid, (_, seen) in self._claimed.items()
-            if uid not in listed and seen < listed_since
-        ]
-        forgotten = []
+        gone = [uid for uid in self._claimed if uid not in listed and uid not in self._recent]
+        forgotten: list[Contender] = []
         for uid in gone:
-            document_id, _ = self._claimed[uid]
-            forgotten.append(self._claimants[document_id][uid])
+            forgotten.extend(c for c in self._claimants[self._claimed[uid]] if c.uid == uid)
             self.forget(uid)
         return forgotten

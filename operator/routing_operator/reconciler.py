@@ -415,8 +415,6 @@ class Sweep:
     stale: list[Contender] = field(default_factory=list)
     listed: set[str] = field(default_factory=set)
     """uids of every entry the sweep listed."""
-    listed_since: float = 0.0
-    """When the list began (monotonic)."""
     orphan_docs: list[tuple[RoutingKey, Source]] = field(default_factory=list)
     orphan_keys: list[tuple[str, RoutingKey, Source]] = field(default_factory=list)
 
@@ -468,7 +466,7 @@ class DriftSweeper:
         # Both timestamps compared with it are the operator's own, RFC 3339 to the second, so
         # they compare as strings; one second of margin for the truncation.
         started = now_rfc3339(seconds_ago=1)
-        sweep = Sweep(listed_since=time.monotonic())
+        sweep = Sweep()
         docs: dict[str, tuple[bytes, Source | None]] = {}  # id → (digest, owner)
         for snap in self.reconciler.firestore.client.collection(self.reconciler.collection).stream(
             timeout=30, retry=single_attempt()
@@ -537,8 +535,9 @@ class DriftSweeper:
         while True:
             await asyncio.sleep(period)
             try:
+                self.reconciler.claims.begin_list()
                 sweep = await self.reconciler._run(self.find_stale)
-                for gone in self.reconciler.claims.prune(sweep.listed, sweep.listed_since):
+                for gone in self.reconciler.claims.prune(sweep.listed):
                     log.info("claimant %s/%s is gone; forgetting it", gone.namespace, gone.name)
                 for entry in sweep.stale:
                     log.info("drift or takeover: requeueing %s/%s", entry.namespace, entry.name)
