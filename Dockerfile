@@ -50,7 +50,7 @@ RUN apt-get update \
     && ln -s "/usr/lib/$(uname -m)-linux-gnu/libjemalloc.so.2" /usr/local/lib/libjemalloc.so.2
 ENV LD_PRELOAD=/usr/local/lib/libjemalloc.so.2 \
     PYTHONMALLOC=malloc \
-    MALLOC_CONF=background_thread:true,narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0
+    MALLOC_CONF=background_thread:true,narenas:1,tcache:false,dirty_decay_ms:500,muzzy_decay_ms:0
 COPY --from=build /opt/venv /opt/venv
 USER 10001:10001
 WORKDIR /tmp

@@ -139,7 +139,9 @@ SETTLE_S = 20.0
 JEMALLOC_ENV = {  # the Docker image's allocator settings (see the Dockerfile)
     "LD_PRELOAD": "/usr/local/lib/libjemalloc.so.2",
     "PYTHONMALLOC": "malloc",
-    "MALLOC_CONF": "background_thread:true,narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0",
+    "MALLOC_CONF": (
+        "background_thread:true,narenas:1,tcache:false,dirty_decay_ms:500,muzzy_decay_ms:0"
+    ),
 }
 
 
