@@ -4,10 +4,13 @@ The sweep reads RoutingEntries a page at a time; here a page holds two entries, 
 span three pages. What it must still get right across pages: only the drifted entry is
 requeued (not one that synced after the sweep read the projections), a projection whose entry
 is on a later page is never taken for an orphan, and a projection whose entry is gone is.
+The sweep's list also prunes the operator's identity claims, and a claimant is checked with the
+API server before it can make another entry lose.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Iterator
@@ -111,3 +114,38 @@ def test_a_paged_sweep_finds_exactly_the_drifted_entry_and_the_orphan(
     sweep = DriftSweeper(rec, [namespace]).find_stale()
     assert [c.name for c in rec.claims.prune(sweep.listed)] == ["ghost"]
     assert rec.claims.winner(records[3].key.document_id) is None
+
+
+def test_before_reporting_conflict_a_winner_the_api_server_no_longer_has_is_forgotten(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """The claims can hold an entry deleted while this replica did not watch (a paused standby):
+    it must not make a live entry lose. A real older rival still wins."""
+    rec = Reconciler(
+        firestore=FirestoreProjection(None, "unused"),
+        configmaps=ConfigMapProjection(client.CoreV1Api(api)),
+        custom_api=client.CustomObjectsApi(api),
+        collection="unused",
+        workers=2,
+    )
+    entries = Entries(api, namespace)
+    rival = entries.create(entry("a-rival", kind="kpi"))
+    mine = entries.create(entry("b-mine", kind="kpi"))
+    document_id = parse_spec(mine["spec"]).key.document_id
+    ghost = {"namespace": namespace, "name": "ghost", "uid": str(uuid.uuid4()),
+             "creationTimestamp": "2020-01-01T00:00:00Z"}  # fmt: skip
+    for claimant in (ghost, rival["metadata"], mine["metadata"]):
+        rec.claims.observe(claimant, mine["spec"])
+    assert rec.claims.winner(document_id).name == "ghost"  # type: ignore[union-attr]
+
+    best = asyncio.run(rec._verified_winner(document_id, mine["metadata"]["uid"]))
+
+    assert best is not None and best.name == "a-rival"
+    assert sorted(c.name for c in rec.claims.of(document_id)) == ["a-rival", "b-mine"]
+    entries.api.delete_namespaced_custom_object(
+        "routing.engines.io", "v1alpha1", namespace, "routingentries", "a-rival"
+    )
+    # no operator runs here, so no finalizer holds it: it is gone at once
+    best = asyncio.run(rec._verified_winner(document_id, mine["metadata"]["uid"]))
+    assert best is not None and best.name == "b-mine"
+    assert [c.name for c in rec.claims.of(document_id)] == ["b-mine"]
