@@ -32,6 +32,17 @@ def api(kube_cluster: Any) -> Iterator[client.ApiClient]:
         yield api
 
 
+def reconciler(api: client.ApiClient, fs_client: Any, collection: str) -> Reconciler:
+    """An in-process reconciler on the real API server (no kopf around it)."""
+    return Reconciler(
+        firestore=FirestoreProjection(fs_client, collection),
+        configmaps=ConfigMapProjection(client.CoreV1Api(api)),
+        custom_api=client.CustomObjectsApi(api),
+        collection=collection,
+        workers=2,
+    )
+
+
 def synced(
     entries: Entries, obj: dict[str, Any], when: str = "2026-01-01T00:00:00Z"
 ) -> RoutingRecord:
@@ -64,13 +75,7 @@ def test_a_paged_sweep_finds_exactly_the_drifted_entry_and_the_orphan(
     monkeypatch.setattr(claims_module, "PAGE", 2)
     collection = f"routing_{uuid.uuid4().hex[:8]}"
     fs_client = firestore_emulator.client()
-    rec = Reconciler(
-        firestore=FirestoreProjection(fs_client, collection),
-        configmaps=ConfigMapProjection(client.CoreV1Api(api)),
-        custom_api=client.CustomObjectsApi(api),
-        collection=collection,
-        workers=2,
-    )
+    rec = reconciler(api, fs_client, collection)
     entries = Entries(api, namespace)
     kinds = ["kpi", "seo", "budget", "maybes", "firearms"]
     records = [synced(entries, entries.create(entry(f"e-{k}", kind=k))) for k in kinds]
@@ -121,13 +126,7 @@ def test_before_reporting_conflict_a_winner_the_api_server_no_longer_has_is_forg
 ) -> None:
     """The claims can hold an entry deleted while this replica did not watch (a paused standby):
     it must not make a live entry lose. A real older rival still wins."""
-    rec = Reconciler(
-        firestore=FirestoreProjection(None, "unused"),
-        configmaps=ConfigMapProjection(client.CoreV1Api(api)),
-        custom_api=client.CustomObjectsApi(api),
-        collection="unused",
-        workers=2,
-    )
+    rec = reconciler(api, None, "unused")  # Firestore is never reached here
     entries = Entries(api, namespace)
     rival = entries.create(entry("a-rival", kind="kpi"))
     mine = entries.create(entry("b-mine", kind="kpi"))

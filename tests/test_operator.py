@@ -227,9 +227,10 @@ def test_loser_takes_over_when_the_winner_vanished_while_no_operator_ran(
 def test_operator_starting_on_many_existing_entries_handles_them_all(
     kube_cluster: Any, firestore_emulator: Any, entries: Entries, collection: str, tmp_path: Path
 ) -> None:
-    """An operator (re)started on more entries than it could handle at once must still handle
-    every one: kopf indexes them all before any handler runs, so a bounded worker pool (kopf's
-    ``worker_limit``, tried for memory) deadlocked here with nothing handled."""
+    """An operator (re)started on more entries than it handles at once (100 > the default
+    ``--concurrent-entries`` of 64) must still handle every one. With a kopf index, which is
+    filled before any handler runs, kopf's ``worker_limit`` deadlocked here with nothing
+    handled; the operator now keeps its own identity claims (claims.py)."""
     names = [f"t{i:03d}-kpi" for i in range(100)]
     for i, name in enumerate(names):
         entries.create(entry(name, tenant=f"t{i:03d}"))

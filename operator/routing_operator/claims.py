@@ -103,17 +103,17 @@ class Claims:
     def __len__(self) -> int:
         return len(self._claimed)
 
-    def observe(self, meta: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    def observe(self, meta: Mapping[str, Any], spec: Mapping[str, Any]) -> Contender:
         """Record an entry as it is now (its identity may have changed since last time)."""
         me = Contender.of(meta)
         key = identity_of(spec)
         self.forget(me.uid)
         self._recent.add(me.uid)
-        if key is None:
-            return
-        document_id = key.document_id
-        self._claimants[document_id] = (*self._claimants.get(document_id, ()), me)
-        self._claimed[me.uid] = document_id
+        if key is not None:
+            document_id = key.document_id
+            self._claimants[document_id] = (*self._claimants.get(document_id, ()), me)
+            self._claimed[me.uid] = document_id
+        return me
 
     def forget(self, uid: str) -> None:
         document_id = self._claimed.pop(uid, None)

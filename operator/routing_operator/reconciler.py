@@ -27,7 +27,7 @@ from engines.routing.model import RoutingRecord, Source, parse_spec
 from engines.routing.registry.firestore import single_attempt
 
 from . import metrics
-from .claims import Claims, Contender, identity_of, iter_entries, winner
+from .claims import Claims, Contender, identity_of, iter_entries
 from .conditions import (
     CONFIGMAP_SYNCED,
     FIRESTORE_SYNCED,
@@ -164,7 +164,6 @@ class Reconciler:
         meta, spec, status = body.meta, body.spec, body.status
         uid, ns, name = str(meta.uid), str(meta.namespace), str(meta.name)
         generation = meta.get("generation")
-        self.claims.observe(meta, spec)
         self.losers.pop(uid, None)
         ready_before = self._previous(status, READY)
 
@@ -338,7 +337,6 @@ class Reconciler:
         meta = body.meta
         uid, ns = str(meta.uid), str(meta.namespace)
         key = identity_of(body.spec)
-        self.claims.observe(meta, body.spec)
         self.losers.pop(uid, None)
         if key is not None:
             try:
@@ -402,10 +400,14 @@ class Reconciler:
                 raise
 
 
-def _digest(document: Mapping[str, Any]) -> bytes:
-    """A document's canonical-JSON digest: what a sweep keeps instead of the document."""
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+def _digest(canonical: str) -> bytes:
+    """The digest of a document's canonical JSON: what a sweep keeps instead of the document."""
     return hashlib.blake2b(canonical.encode(), digest_size=16).digest()
+
+
+def _canonical(document: Mapping[str, Any]) -> str:
+    """As ``configmap_value`` writes it (server values such as timestamps as strings)."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
 
 
 @dataclass(slots=True)
@@ -472,18 +474,15 @@ class DriftSweeper:
             timeout=30, retry=single_attempt()
         ):
             data = strip_server_fields(snap.to_dict() or {})
-            docs[snap.id] = (_digest(data), owner_of(data))
+            docs[snap.id] = (_digest(_canonical(data)), owner_of(data))
         cms = self._configmaps()
         live = sweep.listed
-        claims: dict[str, list[Contender]] = {}
+        claims = Claims()  # as listed now, for the Conflict losers below
         losers: list[tuple[Contender, str]] = []
         for obj in iter_entries(self.reconciler.custom_api, self.namespaces):
             meta = obj["metadata"]
-            me = Contender.of(meta)
+            me = claims.observe(meta, obj.get("spec") or {})
             live.add(me.uid)
-            key = identity_of(obj.get("spec") or {})
-            if key is not None:
-                claims.setdefault(key.document_id, []).append(me)
             if me.deleting or (meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true":
                 continue
             try:
@@ -506,14 +505,14 @@ class DriftSweeper:
             if max(str(ready.get("lastTransitionTime") or ""), str(synced_at)) >= started:
                 # Synced after the projections above were read: they may predate it.
                 continue
-            key = record.key
-            doc_ok = docs.get(key.document_id, (b"", None))[0] == _digest(record.to_document())
+            key, value = record.key, configmap_value(record)
+            doc_ok = docs.get(key.document_id, (b"", None))[0] == _digest(value)
             cm = cms.get((me.namespace, key.configmap_name), {})
-            cm_ok = cm.get(key.configmap_key) == configmap_value(record)
+            cm_ok = cm.get(key.configmap_key) == value
             if not (doc_ok and cm_ok):
                 sweep.stale.append(me)
         for me, document_id in losers:
-            if winner(claims.get(document_id, [])) == me:
+            if claims.winner(document_id) == me:
                 sweep.stale.append(me)
         for doc_id, (_, owner) in docs.items():
             if owner is None or owner.uid in live or not self._watched(owner.namespace):
