@@ -308,14 +308,6 @@ class RoutingEntryStatus(BaseModel):
     firestore: FirestoreStatus | None = None
     config_map: Annotated[ConfigMapStatus | None, Field(alias="configMap")] = None
     conditions: list[Condition] = Field(default_factory=list)
-    last_handled_configuration: Annotated[
-        str | None,
-        Field(
-            alias="lastHandledConfiguration",
-            description="The spec, labels and annotations the operator last handled, as JSON "
-            "(kopf's diff base: an edit is compared with it). Written by the operator.",
-        ),
-    ] = None
 
 
 class RoutingEntry(BaseModel):
