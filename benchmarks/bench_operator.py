@@ -5,7 +5,9 @@ Starts its own local stack (kube-apiserver + etcd + Firestore emulator) in a tem
 runs ``routing-operator`` as a subprocess on one namespace, creates N entries with distinct
 identities from a small thread pool, and measures the time from the first create until the last
 entry reports ``Ready=True`` (seen through a watch). Then it grows the namespace to
-M entries, waits for them all, and reads the operator's VmRSS from /proc. Prints the figures.
+M entries, waits for them all, and reads the operator's VmRSS from /proc. Last, it restarts the
+operator on those M entries and measures the same after it has reconciled them all (kopf resumes
+every existing entry at start). Prints the figures.
 
     python benchmarks/bench_operator.py [--entries 1000] [--rss-entries 10000]
 """
@@ -15,11 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -167,11 +171,54 @@ class PeakRss:
         self._thread.join()
 
 
-def rss_mb(pid: int) -> float:
+def stop(op: subprocess.Popen[bytes]) -> None:
+    if op.poll() is None:
+        os.killpg(op.pid, signal.SIGTERM)
+        try:
+            op.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(op.pid, signal.SIGKILL)
+            op.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_reconciles(port: int, n: int, timeout: float) -> float:
+    """When the operator's ``routing_operator_reconciles_total`` (all results) reaches n."""
+    deadline = time.monotonic() + timeout
+    total = 0.0
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            text = ""  # not serving yet
+        total = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("routing_operator_reconciles_total{")
+        )
+        if total >= n:
+            return time.monotonic()
+        time.sleep(0.5)
+    raise SystemExit(f"only {total:.0f}/{n} reconciles after {timeout:.0f}s")
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_parts(pid: int) -> str:
+    """RSS split into the process's own memory and mapped files (its libraries: page cache
+    shared with other processes, and larger right after the files were written)."""
+    return f"{rss_mb(pid, 'RssAnon'):.0f} MB anonymous + {rss_mb(pid, 'RssFile'):.0f} MB files"
 
 
 def main() -> None:
@@ -190,6 +237,12 @@ def main() -> None:
         default="jemalloc",
         help="run the operator on jemalloc, as the Docker image does (default), or on "
         "CPython's own allocator",
+    )
+    parser.add_argument(
+        "--no-restart",
+        dest="restart",
+        action="store_false",
+        help="skip the last phase: a new operator process on the --rss-entries existing entries",
     )
     args = parser.parse_args()
     allocator_env: dict[str, str] = {}
@@ -230,27 +283,31 @@ def main() -> None:
                 f"{floor:.1f} s on this machine (API server + etcd + CEL admission)"
             )
             log = open(Path(tmp) / "operator.log", "wb")  # noqa: SIM115
-            op = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "routing_operator.cli",
-                    "--namespace",
-                    NS,
-                    "--standalone",
-                    "--metrics-port",
-                    "0",
-                    "--liveness-port",
-                    "0",
-                    *args.operator_arg,
-                ],
-                env={**env, **allocator_env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+
+            def start_operator(metrics_port: int = 0) -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "routing_operator.cli",
+                        "--namespace",
+                        NS,
+                        "--standalone",
+                        "--metrics-port",
+                        str(metrics_port),
+                        "--liveness-port",
+                        "0",
+                        *args.operator_arg,
+                    ],
+                    env={**env, **allocator_env},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+
+            op = start_operator()
             time.sleep(3)  # let the operator list the (empty) namespace before the burst
-            rss_idle = rss_mb(op.pid)
+            rss_idle, idle_parts = rss_mb(op.pid), rss_parts(op.pid)
             print(f"allocator: {args.allocator}")
 
             before = request_counts(stack.kubeconfig)
@@ -277,7 +334,8 @@ def main() -> None:
             print(
                 f"  {(done - t0) / floor:.1f}x the create-only floor; "
                 f"throughput ≈ {args.entries / (done - t0):.0f} entries/s; "
-                f"RSS idle {rss_idle:.0f} MB, after {args.entries}: {rss_mb(op.pid):.0f} MB"
+                f"RSS idle {rss_idle:.0f} MB ({idle_parts}), "
+                f"after {args.entries}: {rss_mb(op.pid):.0f} MB"
             )
 
             if args.rss_entries > args.entries:
@@ -291,20 +349,36 @@ def main() -> None:
                 # Steady state: past the operator's next malloc_trim (every 10 s) and the
                 # kopf workers' idle exit, with no entry changing.
                 time.sleep(SETTLE_S)
-                rss = rss_mb(op.pid)
+                rss, parts = rss_mb(op.pid), rss_parts(op.pid)
                 print(
-                    f"operator RSS with {args.rss_entries} entries: {rss:.0f} MB steady "
-                    f"({SETTLE_S:.0f} s after the last became Ready; {busy:.0f} MB at that moment, "
+                    f"operator RSS with {args.rss_entries} entries: {rss:.0f} MB steady ({parts}; "
+                    f"{SETTLE_S:.0f} s after the last became Ready; {busy:.0f} MB at that moment, "
                     f"peak {peak.max_mb:.0f} MB while they were created; all Ready after "
                     f"{took:.0f} s more); target ≤ 200 MB: {'met' if rss <= 200 else 'NOT met'}"
                 )
+
+                if args.restart:
+                    # A new operator process on the same 10,000 (synced) entries: kopf lists them
+                    # all at once and resumes each; counted through its reconcile metric.
+                    stop(op)
+                    port = free_port()
+                    t2 = time.monotonic()
+                    op = start_operator(port)
+                    with PeakRss(op.pid) as peak:
+                        resumed = wait_reconciles(port, args.rss_entries, timeout=1800)
+                    took = resumed - t2
+                    time.sleep(SETTLE_S)
+                    rss, parts = rss_mb(op.pid), rss_parts(op.pid)
+                    print(
+                        f"operator restarted on {args.rss_entries} existing entries: all "
+                        f"reconciled {took:.0f} s after its start; RSS {rss:.0f} MB steady "
+                        f"({parts}; {SETTLE_S:.0f} s later; "
+                        f"peak {peak.max_mb:.0f} MB while resuming); "
+                        f"target ≤ 200 MB: {'met' if rss <= 200 else 'NOT met'}"
+                    )
         finally:
-            if op is not None and op.poll() is None:
-                os.killpg(op.pid, signal.SIGTERM)
-                try:
-                    op.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(op.pid, signal.SIGKILL)
+            if op is not None:
+                stop(op)
             stack.down()
 
 
