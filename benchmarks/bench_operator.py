@@ -362,16 +362,25 @@ def main() -> None:
                     # all at once and resumes each; counted through its reconcile metric.
                     stop(op)
                     port = free_port()
+                    before = request_counts(stack.kubeconfig)
                     t2 = time.monotonic()
                     op = start_operator(port)
                     with PeakRss(op.pid) as peak:
                         resumed = wait_reconciles(port, args.rss_entries, timeout=1800)
                     took = resumed - t2
+                    after = request_counts(stack.kubeconfig)
+                    writes = sum(
+                        v - before.get(k, 0.0)
+                        for k, v in after.items()
+                        if k[0] in ("POST", "PATCH", "PUT", "DELETE", "APPLY")
+                        and k[1].startswith(("routingentries", "configmaps", "events"))
+                    )
                     time.sleep(SETTLE_S)
                     rss, parts = rss_mb(op.pid), rss_parts(op.pid)
                     print(
                         f"operator restarted on {args.rss_entries} existing entries: all "
-                        f"reconciled {took:.0f} s after its start; RSS {rss:.0f} MB steady "
+                        f"reconciled {took:.0f} s after its start with {writes:.0f} writes of "
+                        f"entries, ConfigMaps or Events; RSS {rss:.0f} MB steady "
                         f"({parts}; {SETTLE_S:.0f} s later; "
                         f"peak {peak.max_mb:.0f} MB while resuming); "
                         f"target ≤ 200 MB: {'met' if rss <= 200 else 'NOT met'}"
