@@ -30,7 +30,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-from engines.devstack.stack import LocalStack
+from engines.devstack import LocalStack, apiserver_requests
 
 GROUP, VERSION, PLURAL, NS = "routing.engines.io", "v1alpha1", "routingentries", "bench"
 KINDS = [
@@ -114,29 +114,6 @@ def wait_all(api: client.CustomObjectsApi, n: int, timeout: float) -> float:
                 raise
         if time.monotonic() > deadline:
             raise SystemExit(f"only {len(ready)}/{n} Ready after {timeout:.0f}s")
-
-
-def request_counts(kubeconfig: Path) -> dict[tuple[str, str], float]:
-    """kube-apiserver's own request counters, by (verb, resource)."""
-    import re
-
-    text = subprocess.run(
-        ["kubectl", "--kubeconfig", str(kubeconfig), "get", "--raw", "/metrics"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    counts: dict[tuple[str, str], float] = {}
-    for line in text.splitlines():
-        if not line.startswith("apiserver_request_total{"):
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-        key = (
-            labels.get("verb", ""),
-            labels.get("resource", "") + "/" + labels.get("subresource", ""),
-        )
-        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
-    return counts
 
 
 SETTLE_S = 20.0
@@ -310,7 +287,7 @@ def main() -> None:
             rss_idle, idle_parts = rss_mb(op.pid), rss_parts(op.pid)
             print(f"allocator: {args.allocator}")
 
-            before = request_counts(stack.kubeconfig)
+            before = apiserver_requests(stack.kubeconfig)
             t0 = time.monotonic()
             create(api, 0, args.entries)
             created = time.monotonic()
@@ -320,7 +297,7 @@ def main() -> None:
                 f"(creating them took {created - t0:.1f} s); target ≤ 20 s: "
                 f"{'met' if done - t0 <= 20 else 'NOT met'}"
             )
-            after = request_counts(stack.kubeconfig)
+            after = apiserver_requests(stack.kubeconfig)
             writes = {
                 k: v - before.get(k, 0.0)
                 for k, v in after.items()
@@ -362,13 +339,13 @@ def main() -> None:
                     # all at once and resumes each; counted through its reconcile metric.
                     stop(op)
                     port = free_port()
-                    before = request_counts(stack.kubeconfig)
+                    before = apiserver_requests(stack.kubeconfig)
                     t2 = time.monotonic()
                     op = start_operator(port)
                     with PeakRss(op.pid) as peak:
                         resumed = wait_reconciles(port, args.rss_entries, timeout=1800)
                     took = resumed - t2
-                    after = request_counts(stack.kubeconfig)
+                    after = apiserver_requests(stack.kubeconfig)
                     writes = sum(
                         v - before.get(k, 0.0)
                         for k, v in after.items()

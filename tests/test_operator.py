@@ -11,7 +11,6 @@ BackendUnavailable then recovery with nothing lost; SIGKILL mid-way then restart
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 from kubernetes import client
 from operator_harness import Entries, OperatorProcess, entry, running_operator
 
+from engines.devstack import apiserver_requests
 from engines.routing.model import RoutingRecord, parse_spec
 from engines.testing import wait_for
 
@@ -461,20 +461,7 @@ def test_operator_killed_mid_way_converges_after_restart(
 
 def status_patches(kubeconfig: Path) -> float:
     """The API server's count of PATCH requests on routingentries/status (all namespaces)."""
-    text = subprocess.run(
-        ["kubectl", "--kubeconfig", str(kubeconfig), "get", "--raw", "/metrics"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("apiserver_request_total{")
-        and 'resource="routingentries"' in line
-        and 'subresource="status"' in line
-        and 'verb="PATCH"' in line
-    )
+    return apiserver_requests(kubeconfig).get(("PATCH", "routingentries/status"), 0.0)
 
 
 def test_restarted_operator_writes_no_status_for_a_synced_entry(

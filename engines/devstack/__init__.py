@@ -7,6 +7,7 @@ it from a shell, ``LocalStack`` from Python, and ``engines.devstack.pytest_plugi
 
 from engines.devstack._components import COMPONENTS
 from engines.devstack._errors import StackError
+from engines.devstack._kube import apiserver_requests
 from engines.devstack.stack import DEFAULT_PROJECT, ComponentStatus, LocalStack, default_state_dir
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "ComponentStatus",
     "LocalStack",
     "StackError",
+    "apiserver_requests",
     "default_state_dir",
 ]

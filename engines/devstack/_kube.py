@@ -6,13 +6,14 @@ this is shared by the local API server and by the ``kind`` / ``existing`` test c
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 from engines.devstack._errors import StackError
 
-__all__ = ["apply_crds", "kubectl"]
+__all__ = ["apiserver_requests", "apply_crds", "kubectl"]
 
 
 def kubectl(
@@ -43,3 +44,22 @@ def apply_crds(kubeconfig: Path, crds_dir: Path | None) -> list[Path]:
         if done.returncode != 0:
             raise StackError(f"kubectl {step[0]} of {crds_dir} failed:\n{done.stderr.strip()}")
     return files
+
+
+def apiserver_requests(kubeconfig: Path) -> dict[tuple[str, str], float]:
+    """The API server's own request counters (``apiserver_request_total``) summed by
+    (verb, "resource/subresource"), e.g. ``("PATCH", "routingentries/status")``."""
+    done = kubectl(kubeconfig, "get", "--raw", "/metrics")
+    if done.returncode != 0:
+        raise StackError(f"kubectl get --raw /metrics failed:\n{done.stderr.strip()}")
+    counts: dict[tuple[str, str], float] = {}
+    for line in done.stdout.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        key = (
+            labels.get("verb", ""),
+            f"{labels.get('resource', '')}/{labels.get('subresource', '')}",
+        )
+        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
