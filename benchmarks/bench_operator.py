@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
+from prometheus_client.parser import text_string_to_metric_families
 
-from engines.devstack import LocalStack, apiserver_requests
+from engines.devstack import LocalStack, apiserver_requests, free_port, stop_group
 
 GROUP, VERSION, PLURAL, NS = "routing.engines.io", "v1alpha1", "routingentries", "bench"
 KINDS = [
@@ -149,19 +148,19 @@ class PeakRss:
 
 
 def stop(op: subprocess.Popen[bytes]) -> None:
-    if op.poll() is None:
-        os.killpg(op.pid, signal.SIGTERM)
-        try:
-            op.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(op.pid, signal.SIGKILL)
-            op.wait()
+    stop_group(op.pid, what="routing-operator", grace=20)
+    op.wait()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def writes_since(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]
+) -> dict[tuple[str, str], float]:
+    """Write requests the API server served between two ``apiserver_requests`` readings."""
+    return {
+        k: v - before.get(k, 0.0)
+        for k, v in after.items()
+        if k[0] in ("POST", "PATCH", "PUT", "DELETE", "APPLY") and v > before.get(k, 0.0)
+    }
 
 
 def wait_reconciles(port: int, n: int, timeout: float) -> float:
@@ -175,9 +174,10 @@ def wait_reconciles(port: int, n: int, timeout: float) -> float:
         except OSError:
             text = ""  # not serving yet
         total = sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("routing_operator_reconciles_total{")
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "routing_operator_reconciles_total"
         )
         if total >= n:
             return time.monotonic()
@@ -298,11 +298,7 @@ def main() -> None:
                 f"{'met' if done - t0 <= 20 else 'NOT met'}"
             )
             after = apiserver_requests(stack.kubeconfig)
-            writes = {
-                k: v - before.get(k, 0.0)
-                for k, v in after.items()
-                if k[0] in ("POST", "PATCH", "PUT", "DELETE", "APPLY") and v > before.get(k, 0.0)
-            }
+            writes = writes_since(before, after)
             per = ", ".join(
                 f"{verb} {res.rstrip('/')} {n / args.entries:.2f}"
                 for (verb, res), n in sorted(writes.items())
@@ -335,8 +331,8 @@ def main() -> None:
                 )
 
                 if args.restart:
-                    # A new operator process on the same 10,000 (synced) entries: kopf lists them
-                    # all at once and resumes each; counted through its reconcile metric.
+                    # A new operator process on the same (synced) entries: kopf lists them a page
+                    # at a time, queues and resumes each; counted through its reconcile metric.
                     stop(op)
                     port = free_port()
                     before = apiserver_requests(stack.kubeconfig)
@@ -345,19 +341,19 @@ def main() -> None:
                     with PeakRss(op.pid) as peak:
                         resumed = wait_reconciles(port, args.rss_entries, timeout=1800)
                     took = resumed - t2
-                    after = apiserver_requests(stack.kubeconfig)
-                    writes = sum(
-                        v - before.get(k, 0.0)
-                        for k, v in after.items()
-                        if k[0] in ("POST", "PATCH", "PUT", "DELETE", "APPLY")
-                        and k[1].startswith(("routingentries", "configmaps", "events"))
+                    restart_writes = sum(
+                        n
+                        for (_, resource), n in writes_since(
+                            before, apiserver_requests(stack.kubeconfig)
+                        ).items()
+                        if resource.startswith(("routingentries", "configmaps", "events"))
                     )
                     time.sleep(SETTLE_S)
                     rss, parts = rss_mb(op.pid), rss_parts(op.pid)
                     print(
                         f"operator restarted on {args.rss_entries} existing entries: all "
-                        f"reconciled {took:.0f} s after its start with {writes:.0f} writes of "
-                        f"entries, ConfigMaps or Events; RSS {rss:.0f} MB steady "
+                        f"reconciled {took:.0f} s after its start with {restart_writes:.0f} "
+                        f"writes of entries, ConfigMaps or Events; RSS {rss:.0f} MB steady "
                         f"({parts}; {SETTLE_S:.0f} s later; "
                         f"peak {peak.max_mb:.0f} MB while resuming); "
                         f"target ≤ 200 MB: {'met' if rss <= 200 else 'NOT met'}"

@@ -8,7 +8,14 @@ it from a shell, ``LocalStack`` from Python, and ``engines.devstack.pytest_plugi
 from engines.devstack._components import COMPONENTS
 from engines.devstack._errors import StackError
 from engines.devstack._kube import apiserver_requests
-from engines.devstack.stack import DEFAULT_PROJECT, ComponentStatus, LocalStack, default_state_dir
+from engines.devstack._procs import stop_group
+from engines.devstack.stack import (
+    DEFAULT_PROJECT,
+    ComponentStatus,
+    LocalStack,
+    default_state_dir,
+    free_port,
+)
 
 __all__ = [
     "COMPONENTS",
@@ -18,4 +25,6 @@ __all__ = [
     "StackError",
     "apiserver_requests",
     "default_state_dir",
+    "free_port",
+    "stop_group",
 ]

@@ -6,10 +6,11 @@ this is shared by the local API server and by the ``kind`` / ``existing`` test c
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from engines.devstack._errors import StackError
 
@@ -53,13 +54,11 @@ def apiserver_requests(kubeconfig: Path) -> dict[tuple[str, str], float]:
     if done.returncode != 0:
         raise StackError(f"kubectl get --raw /metrics failed:\n{done.stderr.strip()}")
     counts: dict[tuple[str, str], float] = {}
-    for line in done.stdout.splitlines():
-        if not line.startswith("apiserver_request_total{"):
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-        key = (
-            labels.get("verb", ""),
-            f"{labels.get('resource', '')}/{labels.get('subresource', '')}",
-        )
-        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    for family in text_string_to_metric_families(done.stdout):
+        for sample in family.samples:
+            if sample.name != "apiserver_request_total":
+                continue
+            get = sample.labels.get
+            key = (get("verb", ""), f"{get('resource', '')}/{get('subresource', '')}")
+            counts[key] = counts.get(key, 0.0) + sample.value
     return counts

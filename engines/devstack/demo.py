@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ from rich.console import Console
 
 from engines.devstack._binaries import repo_root
 from engines.devstack._procs import spawn
-from engines.devstack.stack import LocalStack
+from engines.devstack.stack import LocalStack, free_port
 
 __all__ = ["run_demo"]
 
@@ -44,12 +43,6 @@ T = TypeVar("T")
 NAMESPACE = "engines"
 TENANTS = ("acme", "globex")
 console = Console(highlight=False, soft_wrap=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(what: str, fn: Callable[[], T | None], timeout: float = 60.0) -> T:
@@ -161,7 +154,7 @@ def run_demo(state_dir: Path | None = None, *, interactive: bool | None = None) 
 
         _step(2, "start the operator and the engines app (tenants acme, globex; env prod)")
         logs = stack.state_dir / "logs"
-        op_metrics, op_live, app_port = _free_port(), _free_port(), _free_port()
+        op_metrics, op_live, app_port = free_port(), free_port(), free_port()
         bin_dir = Path(sys.executable).parent
         spawn(
             [

@@ -25,7 +25,7 @@ import os
 import shlex
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,6 +51,7 @@ __all__ = [
     "LocalStack",
     "default_crds_dir",
     "default_state_dir",
+    "free_port",
 ]
 
 DEFAULT_PROJECT = "routing-dev"
@@ -163,7 +164,7 @@ class LocalStack:
             for port_name in COMPONENTS[name].port_names:
                 port = wanted.get(port_name)
                 if port is None or port in taken or not _port_free(port):
-                    port = _free_port(taken)
+                    port = free_port(taken)
                 taken.add(port)
                 chosen[port_name] = port
             ports[name] = chosen
@@ -345,7 +346,8 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _free_port(taken: set[int]) -> int:
+def free_port(taken: Collection[int] = ()) -> int:
+    """A loopback TCP port free right now (and not in ``taken``)."""
     while True:
         with socket.socket() as sock:
             sock.bind((LOOPBACK, 0))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -54,9 +54,15 @@ class Outcome(StrEnum):
     WRITTEN = "written"
 
 
+def canonical_json(document: Mapping[str, Any]) -> str:
+    """Sorted keys, no spaces; values JSON cannot hold (a stored document's timestamps) as
+    strings."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def configmap_value(record: RoutingRecord) -> str:
     """The ConfigMap value: the Firestore document minus server fields, canonical JSON."""
-    return json.dumps(record.to_document(), sort_keys=True, separators=(",", ":"))
+    return canonical_json(record.to_document())
 
 
 def owner_of(data: dict[str, Any] | None) -> Source | None:

@@ -414,11 +414,6 @@ def _digest(canonical: str) -> bytes:
     return hashlib.blake2b(canonical.encode(), digest_size=16).digest()
 
 
-def _canonical(document: Mapping[str, Any]) -> str:
-    """As ``configmap_value`` writes it (server values such as timestamps as strings)."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
-
-
 @dataclass(slots=True)
 class Sweep:
     """What one drift sweep found."""
@@ -470,7 +465,7 @@ class DriftSweeper:
 
         Documents are kept as digests and owners; entries are read a page at a time and
         compared as they come."""
-        from .projections import configmap_value, owner_of, strip_server_fields
+        from .projections import canonical_json, configmap_value, owner_of, strip_server_fields
 
         # Projections first, entries last: an entry that wrote a projection we saw existed
         # before we looked, so it is in the list below and its projection is never an orphan.
@@ -483,7 +478,7 @@ class DriftSweeper:
             timeout=30, retry=single_attempt()
         ):
             data = strip_server_fields(snap.to_dict() or {})
-            docs[snap.id] = (_digest(_canonical(data)), owner_of(data))
+            docs[snap.id] = (_digest(canonical_json(data)), owner_of(data))
         cms = self._configmaps()
         live = sweep.listed
         claims = Claims()  # as listed now, for the Conflict losers below
