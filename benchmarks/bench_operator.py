@@ -300,8 +300,7 @@ def main() -> None:
             after = apiserver_requests(stack.kubeconfig)
             writes = writes_since(before, after)
             per = ", ".join(
-                f"{verb} {res.rstrip('/')} {n / args.entries:.2f}"
-                for (verb, res), n in sorted(writes.items())
+                f"{verb} {res} {n / args.entries:.2f}" for (verb, res), n in sorted(writes.items())
             )
             print(f"  API writes per entry: {per}")
             print(

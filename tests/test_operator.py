@@ -459,34 +459,67 @@ def test_operator_killed_mid_way_converges_after_restart(
         op.stop()
 
 
-def status_patches(kubeconfig: Path) -> float:
-    """The API server's count of PATCH requests on routingentries/status (all namespaces)."""
-    return apiserver_requests(kubeconfig).get(("PATCH", "routingentries/status"), 0.0)
+def entry_patches(kubeconfig: Path) -> tuple[float, float]:
+    """The API server's counts of PATCH requests on routingentries and on routingentries/status
+    (all namespaces)."""
+    counts = apiserver_requests(kubeconfig)
+    return (
+        counts.get(("PATCH", "routingentries"), 0.0),
+        counts.get(("PATCH", "routingentries/status"), 0.0),
+    )
 
 
-def test_restarted_operator_writes_no_status_for_a_synced_entry(
+def test_an_entry_costs_one_finalizer_patch_and_one_status_patch(
     kube_cluster: Any, firestore_emulator: Any, entries: Entries, collection: str, tmp_path: Path
 ) -> None:
-    """Every entry is resumed when the operator starts; an entry already synced must cost no
-    status PATCH. A no-op PATCH leaves the resourceVersion alone, so no watch event answers it,
-    and kopf holds the entry's worker for 5 s waiting for one (a restart over 10,000 synced
-    entries ran at 10 entries/s). After the resume, a spec change is handled by the same
-    per-entry worker, so by the time it is Synced any resume PATCH has been sent."""
+    """The API writes of an entry's life, counted on the API server's metrics:
+    - created: one PATCH of the entry (kopf's finalizer) and one of its status. kopf's default
+      diff base (the last handled spec, written back as an annotation) would be a second PATCH
+      of the entry and a second watch event, for every change.
+    - the operator restarted over it, synced: no PATCH at all. A no-op PATCH leaves the
+      resourceVersion alone, so no watch event answers it, and kopf holds the entry's worker
+      for 5 s waiting for one (a restart over 10,000 synced entries ran at 10 entries/s).
+    - then a spec change: one status PATCH. The change is handled by the same per-entry
+      worker as the entry's reconcile at start, so by the time it is Synced any PATCH of that
+      first reconcile has been sent."""
     args = (kube_cluster.kubeconfig, entries.ns, collection, tmp_path)
+    before = entry_patches(kube_cluster.kubeconfig)
     with running_operator(*args):
         entries.create(entry("acme-kpi"))
         entries.wait_reason("acme-kpi", "Synced", "True")
-    before = status_patches(kube_cluster.kubeconfig)
+    created = entry_patches(kube_cluster.kubeconfig)
+    assert (created[0] - before[0], created[1] - before[1]) == (1, 1), (
+        "expected one PATCH of the entry (the finalizer) and one of its status"
+    )
+    annotations = (entries.get("acme-kpi") or {})["metadata"].get("annotations") or {}
+    assert not [k for k in annotations if k.startswith("kopf.")], annotations
     with running_operator(*args) as op:
-        wait_for(lambda: "Resuming is processed" in op.log(), what="the resume of acme-kpi")
+        wait_for(lambda: "Creation is processed" in op.log(), what="the start's reconcile")
         entries.patch("acme-kpi", {"spec": {"firestore": {"collection": "kpi_moved"}}})
         wanted = parse_spec((entries.get("acme-kpi") or {})["spec"]).revision()
         wait_for(
             lambda: (entries.get("acme-kpi") or {}).get("status", {}).get("revision") == wanted,
             what="the spec change synced",
         )
-    assert status_patches(kube_cluster.kubeconfig) - before == 1, (
-        "expected one status PATCH: the spec change's"
+    changed = entry_patches(kube_cluster.kubeconfig)
+    assert (changed[0] - created[0], changed[1] - created[1]) == (1, 1), (
+        "expected one PATCH of the entry (this test's spec change) and one of its status"
+    )
+
+
+def test_diff_base_annotation_of_earlier_versions_is_removed(
+    operator: OperatorProcess, entries: Entries
+) -> None:
+    """Earlier versions kept kopf's diff base in an annotation: a JSON copy of the spec in every
+    entry. The first reconcile by this version removes it (and the entry still syncs)."""
+    legacy = "kopf.routing.engines.io/last-handled-configuration"
+    entries.create(entry("acme-kpi", annotations={legacy: '{"spec":{}}\n'}))
+    entries.wait_reason("acme-kpi", "Synced", "True")
+    wait_for(
+        lambda: (
+            legacy not in ((entries.get("acme-kpi") or {})["metadata"].get("annotations") or {})
+        ),
+        what=f"the {legacy} annotation removed",
     )
 
 

@@ -49,7 +49,8 @@ def apply_crds(kubeconfig: Path, crds_dir: Path | None) -> list[Path]:
 
 def apiserver_requests(kubeconfig: Path) -> dict[tuple[str, str], float]:
     """The API server's own request counters (``apiserver_request_total``) summed by
-    (verb, "resource/subresource"), e.g. ``("PATCH", "routingentries/status")``."""
+    (verb, resource) with the subresource after a slash: ``("PATCH", "routingentries")``,
+    ``("PATCH", "routingentries/status")``."""
     done = kubectl(kubeconfig, "get", "--raw", "/metrics")
     if done.returncode != 0:
         raise StackError(f"kubectl get --raw /metrics failed:\n{done.stderr.strip()}")
@@ -59,6 +60,7 @@ def apiserver_requests(kubeconfig: Path) -> dict[tuple[str, str], float]:
             if sample.name != "apiserver_request_total":
                 continue
             get = sample.labels.get
-            key = (get("verb", ""), f"{get('resource', '')}/{get('subresource', '')}")
+            resource = "/".join(p for p in (get("resource"), get("subresource")) if p)
+            key = (get("verb", ""), resource)
             counts[key] = counts.get(key, 0.0) + sample.value
     return counts

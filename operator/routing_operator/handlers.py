@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 
 from . import claims, memory
+from .diffbase import HandledInMemory
 from .reconciler import DriftSweeper, Reconciler
 
 __all__ = ["OperatorConfig", "build_registry", "pooled_session"]
@@ -25,8 +26,8 @@ log = logging.getLogger(__name__)
 RESOURCE = ("routing.engines.io", "v1alpha1", "routingentries")
 PREFIX = "routing.engines.io"
 KOPF_PREFIX = "kopf.routing.engines.io"
-"""kopf's own annotations (progress, diff-base). Distinct from PREFIX: kopf ignores changes to
-annotations under its storage prefix, and ours (paused, requeue) must trigger handlers."""
+"""kopf's own annotations (handler progress while an entry is retried). Distinct from PREFIX:
+changes to kopf's annotations are ignored, and ours (paused, requeue) must trigger handlers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +88,14 @@ def pooled_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSession
 
 def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    handled = HandledInMemory(KOPF_PREFIX)
 
     @kopf.on.startup(id="configure", registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # Progress and diff-base in annotations: status belongs to our declared schema only.
+        # Progress of retried handlers in annotations: status belongs to our declared schema.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=KOPF_PREFIX, key="last-handled-configuration"
-        )
+        # The last handled state in memory, not written back to every entry (see diffbase.py).
+        settings.persistence.diffbase_storage = handled
         settings.persistence.finalizer = f"{PREFIX}/finalizer"
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 300
@@ -157,6 +158,7 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         # Async on purpose: kopf runs it inline, before this event's changing handlers.
         if type == "DELETED":
             reconciler.claims.forget(str(body.meta.uid))
+            handled.forget(str(body.meta.uid))
         else:
             reconciler.claims.observe(body.meta, body.spec)
 
