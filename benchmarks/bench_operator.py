@@ -163,6 +163,17 @@ def writes_since(
     }
 
 
+def wait_started(log: Path, op: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Until the operator logs that its startup handlers have run (``claims loaded``)."""
+    deadline = time.monotonic() + timeout
+    while b"claims loaded" not in log.read_bytes():
+        if op.poll() is not None:
+            sys.exit(f"routing-operator exited with {op.returncode}; see {log}")
+        if time.monotonic() > deadline:
+            sys.exit(f"routing-operator did not start within {timeout:.0f} s; see {log}")
+        time.sleep(0.1)
+
+
 def wait_reconciles(port: int, n: int, timeout: float) -> float:
     """When the operator's ``routing_operator_reconciles_total`` (all results) reaches n."""
     deadline = time.monotonic() + timeout
@@ -283,7 +294,9 @@ def main() -> None:
                 )
 
             op = start_operator()
-            time.sleep(3)  # let the operator list the (empty) namespace before the burst
+            # Started: its startup handlers are done and kopf begins to watch. The burst must not
+            # time the operator's own start (imports and login take seconds).
+            wait_started(Path(tmp) / "operator.log", op)
             rss_idle, idle_parts = rss_mb(op.pid), rss_parts(op.pid)
             print(f"allocator: {args.allocator}")
 

@@ -16,12 +16,15 @@ The outage of the emulator itself (stop, start) is covered end to end, readiness
 
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from engines.devstack import free_port
 from engines.routing import FirestoreRoutingRegistry, RoutingRecord
 from engines.runtime.testing import record as kind_record
 from engines.testing import wait_for
@@ -98,3 +101,35 @@ def test_closed_registry_is_not_resubscribed(
         what="reloaded after start",
     )
     assert reg.restarts == 0
+
+
+def test_refused_connections_do_not_spin_the_listener(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that refuses connections (a port nothing listens on: real refusals, no stand-in).
+    Google's ``Watch`` alone reopened its stream about 6,000 times in 8 s there, and under load
+    recursively, until a ``RecursionError`` in gRPC's callback thread left locks held. Each
+    listener now reopens by itself at most once; after that the supervisor re-subscribes with
+    its backoff, so the number of reopens follows the number of listeners."""
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "routing-test")
+    crashed: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_value))
+    caplog.set_level(logging.DEBUG, logger="google.api_core.bidi")
+    reg = FirestoreRoutingRegistry(
+        collection="routing_entries", supervise_interval=0.05, restart_backoff=(0.2, 0.4)
+    )
+    reg.start()
+    try:
+        wait_for(lambda: reg.restarts >= 3, timeout=30, what="three re-subscriptions")
+        assert not reg.healthy
+    finally:
+        reg.close()
+    reopens = sum("Re-opening stream" in r.getMessage() for r in caplog.records)
+    listeners = reg.restarts + 1
+    # One reopen per listener, plus at most one more for a stream that failed in the moment
+    # before its listener's limit was installed; without the limit, thousands.
+    assert reopens <= 2 * listeners, f"{reopens} reopens by {listeners} listeners"
+    # Google's callback thread may end with the refusal itself (ServiceUnavailable); never with
+    # a RecursionError.
+    assert not [e for e in crashed if isinstance(e, RecursionError)], crashed
