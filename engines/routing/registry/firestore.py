@@ -388,9 +388,9 @@ def _limit_reopens(watch: Any) -> None:
     ``Watch`` (as any non-recoverable error does), which the supervisor then restarts with
     backoff. The attribute is read at each failure, so a failure in the few milliseconds before
     this wrapper is installed is at worst one unthrottled reopen."""
-    rpc = getattr(watch, "_rpc", None)
+    rpc: Any = getattr(watch, "_rpc", None)
     should_recover = getattr(rpc, "_should_recover", None)
-    if should_recover is None:  # another client version: nothing to wrap
+    if rpc is None or should_recover is None:  # another client version: nothing to wrap
         log.debug("cannot limit the Firestore listener's reopens (no _rpc._should_recover)")
         return
     last_reopen = float("-inf")
