@@ -5,7 +5,9 @@ projections and the revision with observedGeneration == generation; delete → p
 and finalizer released (an emptied ConfigMap is deleted); conflicts (oldest wins, the loser takes
 over on its own when the winner goes); drift repair of both projections; an entry the CRD could
 not catch → InvalidConfig and nothing written; the paused annotation; a Firestore outage →
-BackendUnavailable then recovery with nothing lost; SIGKILL mid-way then restart → convergence.
+BackendUnavailable then recovery with nothing lost; SIGKILL mid-way then restart → convergence;
+``kubectl get rte`` showing a synced, a conflicting and an invalid entry as they are; the API
+writes an entry costs.
 """
 
 from __future__ import annotations
@@ -308,11 +310,10 @@ def test_drift_of_both_projections_is_repaired_and_reported(
     wait_for(lambda: len(drift_events()) >= 1, timeout=60, what="DriftRepaired events")
 
 
-def test_entry_the_crd_could_not_catch_is_invalid_and_written_nowhere(
-    operator: OperatorProcess, entries: Entries, fs: Any, collection: str, kube_cluster: Any
-) -> None:
-    """Stored before a schema change: the CRD's CEL rules are lifted, the entry is stored, the
-    rules come back. A real API server cannot be made to hold such an object any other way."""
+def _store_past_the_crd_rules(kube_cluster: Any, entries: Entries, body: dict[str, Any]) -> None:
+    """Store an entry the CRD's CEL rules refuse, as if stored before a schema change: the rules
+    are lifted, the entry is stored, the rules come back. A real API server cannot be made to
+    hold such an object any other way."""
     with kube_cluster.api_client() as api:
         ext = client.ApiextensionsV1Api(api)
         name = "routingentries.routing.engines.io"
@@ -323,9 +324,7 @@ def test_entry_the_crd_could_not_catch_is_invalid_and_written_nowhere(
         ext.replace_custom_resource_definition(name, original)
         try:
             wait_for(
-                lambda: _try_create(
-                    entries, entry("bad", backend="redis", settings={"url": "redis://r:6379"})
-                ),
+                lambda: _try_create(entries, body),
                 timeout=60,
                 what="the relaxed CRD to accept the entry",
             )
@@ -335,6 +334,13 @@ def test_entry_the_crd_could_not_catch_is_invalid_and_written_nowhere(
                 "spec"
             ].x_kubernetes_validations = saved_rules
             ext.replace_custom_resource_definition(name, current)
+
+
+def test_entry_the_crd_could_not_catch_is_invalid_and_written_nowhere(
+    operator: OperatorProcess, entries: Entries, fs: Any, collection: str, kube_cluster: Any
+) -> None:
+    bad = entry("bad", backend="redis", settings={"url": "redis://r:6379"})
+    _store_past_the_crd_rules(kube_cluster, entries, bad)
     cond = entries.wait_reason("bad", "InvalidConfig", "False")
     assert cond["message"] == (
         "invalid spec, nothing written: spec.backend: backend redis is not allowed for "
@@ -343,6 +349,30 @@ def test_entry_the_crd_could_not_catch_is_invalid_and_written_nowhere(
     assert entries.condition("bad", "FirestoreSynced")["reason"] == "InvalidConfig"
     assert doc(fs, collection, "prod:acme:*:kpi") is None
     assert entries.configmap_data("routing.prod.acme") is None
+
+
+def test_kubectl_get_rte_tells_synced_conflict_and_invalid_apart(
+    operator: OperatorProcess, entries: Entries, kube_cluster: Any
+) -> None:
+    """What an operator of the cluster sees first: the READY and REASON printer columns."""
+    entries.create(entry("acme-seo", kind="seo"))
+    entries.wait_reason("acme-seo", "Synced", "True")
+    entries.create(entry("acme-seo-again", kind="seo"))  # same identity, younger: the loser
+    bad = entry("acme-kpi-bad", backend="redis", settings={"url": "redis://r:6379"})
+    _store_past_the_crd_rules(kube_cluster, entries, bad)
+    entries.wait_reason("acme-seo-again", "Conflict", "False")
+    entries.wait_reason("acme-kpi-bad", "InvalidConfig", "False")
+    done = kube_cluster.kubectl("get", "rte", "-n", entries.ns, "--sort-by=.metadata.name")
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()
+    columns = header.split()
+    ready, reason = columns.index("READY"), columns.index("REASON")
+    shown = {row.split()[0]: (row.split()[ready], row.split()[reason]) for row in rows}
+    assert shown == {
+        "acme-kpi-bad": ("False", "InvalidConfig"),
+        "acme-seo": ("True", "Synced"),
+        "acme-seo-again": ("False", "Conflict"),
+    }, done.stdout
 
 
 def _try_create(entries: Entries, body: dict[str, Any]) -> bool:
