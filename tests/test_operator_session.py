@@ -8,7 +8,9 @@ from typing import Any
 
 import kopf
 import pytest
+from operator_harness import Entries, entry
 from routing_operator.handlers import IDLE_CONNECTION_S, pooled_session
+from routing_operator.listing import ListingGate
 
 
 async def test_idle_pooled_connections_are_closed_after_the_idle_timeout(
@@ -50,5 +52,81 @@ async def test_idle_pooled_connections_are_closed_after_the_idle_timeout(
                 f"{2 * IDLE_CONNECTION_S + 2:.0f} s after their last use"
             )
             await asyncio.sleep(0.1)
+    finally:
+        await session.close()
+
+
+async def test_next_page_of_the_list_waits_until_the_listed_entries_reached_their_workers(
+    kube_cluster: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kopf hands every listed entry to a queue at once; the gate holds the request for a
+    further page while more than a page of listed entries has not reached its worker. Pages of
+    2 entries here, against real RoutingEntries."""
+    with kube_cluster.api_client() as client_api:
+        entries = Entries(client_api, namespace)
+        for i, kind in enumerate(["kpi", "seo", "budget", "maybes", "firearms"]):
+            entries.create(entry(f"e{i}", kind=kind))
+    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
+    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    assert info is not None
+    gate = ListingGate("routingentries", 2, clusterwide=False)
+    session = pooled_session(info, limit=4, gate=gate).aiohttp_session
+    url = f"{info.server}/apis/routing.engines.io/v1alpha1/namespaces/{namespace}/routingentries"
+
+    async def page(token: str | None = None) -> dict[str, Any]:
+        params = {"limit": "2", **({"continue": token} if token else {})}
+        async with session.get(url, params=params) as resp:
+            assert resp.status == 200, await resp.text()
+            return await resp.json()  # type: ignore[no-any-return]
+
+    try:
+        first = await page()
+        second = await page(first["metadata"]["continue"])  # one page may wait in the queue
+        assert gate.waits == 0
+        third = asyncio.create_task(page(second["metadata"]["continue"]))
+        deadline = time.monotonic() + 10
+        while gate.waits == 0:
+            assert time.monotonic() < deadline, "the third page was not held"
+            await asyncio.sleep(0.01)
+        assert not third.done()
+        for _ in first["items"]:  # the first page's entries reach their workers
+            gate.reached(namespace)
+        got = await asyncio.wait_for(third, timeout=10)
+        assert [o["metadata"]["name"] for o in got["items"]] == ["e4"]
+        async with session.get(url, params={"watch": "true", "timeoutSeconds": "1"}) as resp:
+            assert resp.status == 200  # a watch is never held
+        assert gate.waits == 1
+    finally:
+        await session.close()
+
+
+async def test_a_held_page_is_fetched_anyway_after_max_wait(
+    kube_cluster: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listed entry kopf merged with a newer event is never counted: the gate must not hold
+    the list forever (its continue token would expire)."""
+    with kube_cluster.api_client() as client_api:
+        entries = Entries(client_api, namespace)
+        for i, kind in enumerate(["kpi", "seo", "budget"]):
+            entries.create(entry(f"e{i}", kind=kind))
+    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
+    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    assert info is not None
+    gate = ListingGate("routingentries", 1, clusterwide=False, max_wait=0.5)
+    session = pooled_session(info, limit=4, gate=gate).aiohttp_session
+    url = f"{info.server}/apis/routing.engines.io/v1alpha1/namespaces/{namespace}/routingentries"
+    try:
+        names, token = [], None
+        while True:
+            params = {"limit": "1", **({"continue": token} if token else {})}
+            async with session.get(url, params=params) as resp:
+                assert resp.status == 200, await resp.text()
+                body = await resp.json()
+            names += [o["metadata"]["name"] for o in body["items"]]
+            token = body["metadata"].get("continue")
+            if not token:
+                break
+        assert names == ["e0", "e1", "e2"]
+        assert gate.waits == 1  # the third page waited (two listed, none reached), then went
     finally:
         await session.close()

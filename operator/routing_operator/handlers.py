@@ -16,6 +16,7 @@ import kopf
 
 from . import claims, memory
 from .diffbase import HandledInMemory
+from .listing import ListingGate
 from .reconciler import DriftSweeper, Reconciler
 
 __all__ = ["OperatorConfig", "build_registry", "pooled_session"]
@@ -63,12 +64,24 @@ aiohttp's default (15 s, checked every 15 s) a full pool of 68 was still open 20
 about 20 MB. Reopening one costs a TLS handshake of a few milliseconds."""
 
 
-def pooled_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSession:
+def pooled_session(
+    info: kopf.ConnectionInfo, limit: int, gate: ListingGate | None = None
+) -> kopf.AiohttpSession:
     """kopf's credentials as an aiohttp session with a bounded connection pool (kopf builds its
-    own with ``limit=0``) whose idle connections are closed after ``IDLE_CONNECTION_S``. kopf
-    closes the session when the credentials are replaced or at exit."""
+    own with ``limit=0``) whose idle connections are closed after ``IDLE_CONNECTION_S``, and
+    whose list requests pass the ``gate``. kopf closes the session when the credentials are
+    replaced or at exit."""
     import aiohttp
 
+    traces = []
+    if gate is not None:
+
+        async def before_request(_: Any, __: Any, params: aiohttp.TraceRequestStartParams) -> None:
+            await gate.before_request(params.method, params.url)
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_start.append(before_request)
+        traces.append(trace)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
             limit=limit, keepalive_timeout=IDLE_CONNECTION_S, ssl=info.as_ssl_context()
@@ -76,6 +89,7 @@ def pooled_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSession
         headers=info.as_http_headers(),
         proxy=info.proxy_url,
         trust_env=info.trust_env,
+        trace_configs=traces,
     )
     return kopf.AiohttpSession(
         aiohttp_session=session,
@@ -89,6 +103,7 @@ def pooled_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSession
 def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     handled = HandledInMemory(KOPF_PREFIX)
+    gate = ListingGate(RESOURCE[2], claims.PAGE, clusterwide=config.namespaces is None)
 
     @kopf.on.startup(id="configure", registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -151,7 +166,7 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         # Watches: entries and peering per watched namespace, plus the cluster-wide ones kopf
         # may open (CRDs, namespaces); requests share the pool above that.
         watches = 2 * len(config.namespaces or ["*"]) + 2
-        return pooled_session(info, watches + config.api_connections)
+        return pooled_session(info, watches + config.api_connections, gate)
 
     @kopf.on.event(*RESOURCE, id="claims", registry=registry)
     async def observe(*, type: str | None, body: kopf.Body, **_: Any) -> None:
@@ -161,6 +176,8 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
             handled.forget(str(body.meta.uid))
         else:
             reconciler.claims.observe(body.meta, body.spec)
+        if type is None:  # from kopf's list, not the watch
+            gate.reached(body.meta.namespace)
 
     @kopf.on.resume(*RESOURCE, id="reconcile", backoff=5, registry=registry)
     @kopf.on.create(*RESOURCE, id="reconcile", backoff=5, registry=registry)
