@@ -19,6 +19,7 @@ from typing import Any
 
 from kubernetes import client
 
+from engines.devstack import stop_group
 from engines.testing import wait_for
 
 GROUP, VERSION, PLURAL = "routing.engines.io", "v1alpha1", "routingentries"
@@ -63,12 +64,8 @@ class OperatorProcess:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+            stop_group(self.proc.pid, what="routing-operator")
+            self.proc.wait(10)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -56,22 +56,32 @@ async def test_idle_pooled_connections_are_closed_after_the_idle_timeout(
         await session.close()
 
 
+def _listed_session(
+    kube_cluster: Any, namespace: str, monkeypatch: pytest.MonkeyPatch, gate: ListingGate, n: int
+) -> tuple[Any, str]:
+    """``n`` RoutingEntries in ``namespace``, and a pooled session through ``gate`` with the URL
+    of their list."""
+    kinds = ["kpi", "seo", "budget", "maybes", "firearms"][:n]
+    with kube_cluster.api_client() as client_api:
+        entries = Entries(client_api, namespace)
+        for i, kind in enumerate(kinds):
+            entries.create(entry(f"e{i}", kind=kind))
+    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
+    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    assert info is not None
+    session = pooled_session(info, limit=4, gate=gate).aiohttp_session
+    url = f"{info.server}/apis/routing.engines.io/v1alpha1/namespaces/{namespace}/routingentries"
+    return session, url
+
+
 async def test_next_page_of_the_list_waits_until_the_listed_entries_reached_their_workers(
     kube_cluster: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """kopf hands every listed entry to a queue at once; the gate holds the request for a
     further page while more than a page of listed entries has not reached its worker. Pages of
     2 entries here, against real RoutingEntries."""
-    with kube_cluster.api_client() as client_api:
-        entries = Entries(client_api, namespace)
-        for i, kind in enumerate(["kpi", "seo", "budget", "maybes", "firearms"]):
-            entries.create(entry(f"e{i}", kind=kind))
-    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
-    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
-    assert info is not None
     gate = ListingGate("routingentries", 2, clusterwide=False)
-    session = pooled_session(info, limit=4, gate=gate).aiohttp_session
-    url = f"{info.server}/apis/routing.engines.io/v1alpha1/namespaces/{namespace}/routingentries"
+    session, url = _listed_session(kube_cluster, namespace, monkeypatch, gate, 5)
 
     async def page(token: str | None = None) -> dict[str, Any]:
         params = {"limit": "2", **({"continue": token} if token else {})}
@@ -105,16 +115,8 @@ async def test_a_held_page_is_fetched_anyway_after_max_wait(
 ) -> None:
     """A listed entry kopf merged with a newer event is never counted: the gate must not hold
     the list forever (its continue token would expire)."""
-    with kube_cluster.api_client() as client_api:
-        entries = Entries(client_api, namespace)
-        for i, kind in enumerate(["kpi", "seo", "budget"]):
-            entries.create(entry(f"e{i}", kind=kind))
-    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
-    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
-    assert info is not None
     gate = ListingGate("routingentries", 1, clusterwide=False, max_wait=0.5)
-    session = pooled_session(info, limit=4, gate=gate).aiohttp_session
-    url = f"{info.server}/apis/routing.engines.io/v1alpha1/namespaces/{namespace}/routingentries"
+    session, url = _listed_session(kube_cluster, namespace, monkeypatch, gate, 3)
     try:
         names, token = [], None
         while True:
