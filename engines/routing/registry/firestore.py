@@ -386,8 +386,10 @@ def _limit_reopens(watch: Any) -> None:
     Google's resumable stream asks its ``_should_recover`` on every failure, under its own
     lock, and reopens at once when it says yes. Saying no ends the stream and closes the
     ``Watch`` (as any non-recoverable error does), which the supervisor then restarts with
-    backoff. The attribute is read at each failure, so a failure in the few milliseconds before
-    this wrapper is installed is at worst one unthrottled reopen."""
+    backoff. One failure is usually reported twice (by gRPC's callback and by the consumer
+    thread reading the stream): when the stream has already been reopened, the second report
+    is let through, and Google's ``_reopen`` finds nothing to do. Installed right after the
+    ``Watch`` starts: a stream that fails before that is reopened by Google's rules once more."""
     rpc: Any = getattr(watch, "_rpc", None)
     should_recover = getattr(rpc, "_should_recover", None)
     if rpc is None or should_recover is None:  # another client version: nothing to wrap
@@ -399,6 +401,9 @@ def _limit_reopens(watch: Any) -> None:
         nonlocal last_reopen
         if not should_recover(exc):
             return False
+        current = rpc.call
+        if current is not None and current.is_active():
+            return True  # already reopened for this failure
         now = time.monotonic()
         if now - last_reopen < REOPEN_INTERVAL_S:
             return False

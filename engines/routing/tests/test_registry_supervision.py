@@ -20,12 +20,14 @@ import logging
 import threading
 import uuid
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from engines.devstack import free_port
 from engines.routing import FirestoreRoutingRegistry, RoutingRecord
+from engines.routing.registry.firestore import _limit_reopens
 from engines.runtime.testing import record as kind_record
 from engines.testing import wait_for
 
@@ -133,3 +135,67 @@ def test_refused_connections_do_not_spin_the_listener(
     # Google's callback thread may end with the refusal itself (ServiceUnavailable); never with
     # a RecursionError.
     assert not [e for e in crashed if isinstance(e, RecursionError)], crashed
+
+
+class _StreamCall:
+    """Stands in for a gRPC streaming call in Google's real ``ResumableBidiRpc``: neither the
+    emulator nor Firestore can be made to reset one stream on demand, nor to report the reset
+    through both of gRPC's paths in a chosen order."""
+
+    def __init__(self) -> None:
+        self.active = True
+        self.failure: Exception | None = None
+        self.done_callbacks: list[Any] = []
+
+    def add_done_callback(self, fn: Any) -> None:
+        self.done_callbacks.append(fn)
+
+    def is_active(self) -> bool:
+        return self.active
+
+    def cancel(self) -> None:
+        self.active = False
+
+    def fail(self, failure: Exception) -> None:
+        self.active, self.failure = False, failure
+
+    def __iter__(self) -> _StreamCall:
+        return self
+
+    def __next__(self) -> str:
+        if self.failure is not None:
+            raise self.failure
+        return "response"
+
+
+def test_one_reset_reported_twice_is_one_reopen_and_the_stream_lives_on() -> None:
+    """A stream reset reaches Google's resumable stream twice: the consumer thread's read
+    raises, and gRPC runs the call's done callback. Both ask whether to recover; the second ask
+    must not count as a second reopen (an earlier version closed the Watch there, so every
+    routine reset cost a full re-read of the collection)."""
+    from google.api_core import bidi, exceptions
+
+    calls: list[_StreamCall] = []
+
+    def start_rpc(requests: Any, metadata: Any = None) -> _StreamCall:
+        calls.append(_StreamCall())
+        return calls[-1]
+
+    rpc = bidi.ResumableBidiRpc(
+        start_rpc, should_recover=lambda exc: isinstance(exc, exceptions.ServiceUnavailable)
+    )
+    ended: list[Any] = []
+    rpc.add_done_callback(ended.append)
+    _limit_reopens(SimpleNamespace(_rpc=rpc))
+    rpc.open()
+    reset = exceptions.ServiceUnavailable("stream reset")
+    calls[0].fail(reset)
+    assert rpc.recv() == "response"  # the consumer's read: recovered on a new stream
+    for fn in calls[0].done_callbacks:  # gRPC's report of the same failure
+        fn(reset)
+    assert (len(calls), ended, rpc.call is calls[1], calls[1].is_active()) == (2, [], True, True)
+
+    calls[1].fail(reset)  # a second failure within REOPEN_INTERVAL_S: the listener ends
+    with pytest.raises(exceptions.ServiceUnavailable):
+        rpc.recv()
+    assert len(calls) == 2 and len(ended) == 1  # finalized: the Watch closes and is restarted
