@@ -93,11 +93,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="kopf's connections to the API server for requests, on top of one per watch "
         "stream (default: 64; keep it at least --concurrent-entries)",
     )
+    p.add_argument(
+        "--list-page-size",
+        type=int,
+        default=500,
+        help="entries per page of kopf's list of the RoutingEntries (default: 500); the next "
+        "page is requested once at most one page of listed entries waits for a worker",
+    )
     p.add_argument("--log-format", choices=["plain", "json"], default="plain")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     if args.concurrent_entries < 1:
         p.error(f"--concurrent-entries must be at least 1 (got {args.concurrent_entries})")
+    if args.list_page_size < 1:
+        p.error(f"--list-page-size must be at least 1 (got {args.list_page_size})")
     if args.api_connections < args.concurrent_entries:
         p.error(
             f"--api-connections ({args.api_connections}) must be at least --concurrent-entries "
@@ -153,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         peering_lifetime=args.peering_lifetime,
         concurrent_entries=args.concurrent_entries,
         api_connections=args.api_connections,
+        list_page=args.list_page_size,
         namespaces=None if args.all_namespaces else list(args.namespace),
     )
     reconciler = Reconciler(

@@ -55,7 +55,13 @@ class OperatorConfig:
     stream. kopf's own session has no limit, and each TLS connection holds a 256 KiB buffer.
     Keep it at least ``concurrent_entries``: waiting for a pooled connection counts against
     kopf's request timeout."""
+    list_page: int = claims.PAGE
+    """Entries per page of kopf's list; the next page waits until at most one page of listed
+    entries waits for a worker (see listing.py)."""
 
+
+REQUEST_TIMEOUT_S = 30.0
+"""kopf's timeout of one API request (a held page of the list waits a third of it at most)."""
 
 IDLE_CONNECTION_S = 5.0
 """Seconds a pooled API connection may sit unused before it is closed. Each open TLS connection
@@ -102,8 +108,15 @@ def pooled_session(
 
 def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    handled = HandledInMemory(KOPF_PREFIX)
-    gate = ListingGate(RESOURCE[2], claims.PAGE, clusterwide=config.namespaces is None)
+    clusterwide = config.namespaces is None
+    handled = HandledInMemory(KOPF_PREFIX, clusterwide=clusterwide)
+    gate = ListingGate(
+        RESOURCE[2],
+        config.list_page,
+        clusterwide=clusterwide,
+        max_wait=REQUEST_TIMEOUT_S / 3,
+        on_list=handled.relisting,
+    )
 
     @kopf.on.startup(id="configure", registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -114,7 +127,7 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         settings.persistence.finalizer = f"{PREFIX}/finalizer"
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 300
-        settings.networking.request_timeout = 30
+        settings.networking.request_timeout = REQUEST_TIMEOUT_S
         settings.peering.lifetime = config.peering_lifetime
         # Bounded, which is safe because no kopf index is declared (see claims.py).
         settings.queueing.worker_limit = config.concurrent_entries
@@ -122,9 +135,9 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         # cap throughput at worker_limit/5 entries per second. A late event just starts a new
         # worker. Measured with 10,000 new entries: 0.5 s → peak RSS 250 MB, 0.1 s → 229 MB.
         settings.queueing.idle_timeout = 0.1
-        # kopf's first list of the entries a page at a time (by default kopf reads all of them
-        # in one response and parses it at once).
-        settings.watching.chunk_size = claims.PAGE
+        # kopf's lists of the entries a page at a time (by default kopf reads all of them in
+        # one response and parses it at once); the session's gate holds further pages back.
+        settings.watching.chunk_size = config.list_page
 
     sweeper = DriftSweeper(reconciler, config.namespaces)
     tasks: list[asyncio.Task[None]] = []
@@ -171,13 +184,13 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
     @kopf.on.event(*RESOURCE, id="claims", registry=registry)
     async def observe(*, type: str | None, body: kopf.Body, **_: Any) -> None:
         # Async on purpose: kopf runs it inline, before this event's changing handlers.
-        if type == "DELETED":
-            reconciler.claims.forget(str(body.meta.uid))
-            handled.forget(str(body.meta.uid))
-        else:
-            reconciler.claims.observe(body.meta, body.spec)
         if type is None:  # from kopf's list, not the watch
             gate.reached(body.meta.namespace)
+        if type == "DELETED":
+            reconciler.claims.forget(str(body.meta.uid))
+            handled.forget(body)
+        else:
+            reconciler.claims.observe(body.meta, body.spec)
 
     @kopf.on.resume(*RESOURCE, id="reconcile", backoff=5, registry=registry)
     @kopf.on.create(*RESOURCE, id="reconcile", backoff=5, registry=registry)

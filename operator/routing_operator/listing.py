@@ -1,26 +1,33 @@
-"""Back-pressure on kopf's first list of the entries.
+"""Back-pressure on kopf's list of the entries.
 
-When the operator starts, kopf lists every RoutingEntry a page at a time and hands each listed
-entry to a worker queue at once: nothing waits for the workers. With 10,000 entries, all 10,000
-bodies (and a queue per entry) are in memory before a few hundred are handled. Measured on the
-local stack: 320 MB at the peak, and 200 MB still held after it (freed memory the allocator
-cannot return), against 176 MB after the same entries were created one by one; memory grows with
-the number of entries, so a large cluster would restart into its memory limit.
+When the operator starts (and whenever kopf lists again: its watch expired, or a standby replica
+resumes), kopf lists every RoutingEntry a page at a time and hands each listed entry to a worker
+queue at once: nothing waits for the workers. With 10,000 entries, all 10,000 bodies (and a
+queue per entry) are in memory before a few hundred are handled. Measured on the local stack: a
+320 MB peak, and 200 MB still held after it (freed memory the allocator cannot return), against
+176 MB after the same entries were created one by one; the peak grows with the number of
+entries, so a large cluster would restart into its memory limit.
 
-The gate holds the request for the next page until the entries of the pages before it have
-reached their workers (counted by the operator's ``observe`` event handler, which kopf calls
-first for every event it processes), so about two pages of bodies wait at any time. It never
-blocks for long: after ``max_wait`` seconds the next page is fetched anyway (kopf may merge a
-listed entry's event with a newer one, which is then never counted; the list's continue token
-must not expire meanwhile).
+The gate holds the request for a further page while more than one page of listed entries has
+not reached its worker (counted by the operator's ``observe`` event handler, which kopf calls
+first for every event it processes), so about two pages of bodies wait at any time. It holds a
+page only while the workers keep taking listed entries: kopf starts watching only after the
+list, so a worker waiting for the watch event of its own PATCH (an entry that needs its
+finalizer, or any write) cannot go on until the list is done; when no listed entry reached a
+worker for ``stall`` seconds, or after ``max_wait`` in all, the page goes. The wait counts
+against kopf's request timeout (aiohttp starts that clock before this hook runs): keep
+``max_wait`` well under it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import metrics
 
 __all__ = ["ListingGate"]
 
@@ -38,19 +45,32 @@ class _Scope:
     """Entries in the pages requested so far (an upper bound: the last page may be short)."""
     reached: int = 0
     """Listed entries that reached their worker."""
+    token: str = ""
+    """The continue token of the last page counted (kopf retries a failed request as is)."""
     room: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class ListingGate:
     def __init__(
-        self, plural: str, page: int, *, clusterwide: bool, max_wait: float = 10.0
+        self,
+        plural: str,
+        page: int,
+        *,
+        clusterwide: bool,
+        max_wait: float = 10.0,
+        stall: float = 1.0,
+        on_list: Callable[[str | None], None] | None = None,
     ) -> None:
         self.plural = plural
         self.page = page
         self.clusterwide = clusterwide
         self.max_wait = max_wait
+        self.stall = stall
+        """Seconds without any listed entry reaching a worker after which a held page goes."""
+        self.on_list = on_list
+        """Called with the namespace (None: the whole cluster) when a new list begins."""
         self.waits = 0
-        """How many page requests had to wait (for tests and logs)."""
+        """How many page requests were held."""
         self._scopes: dict[str, _Scope] = {}
 
     def _key(self, namespace: str | None) -> str:
@@ -64,24 +84,53 @@ class ListingGate:
             return
         namespace = parts[-2] if len(parts) >= 3 and parts[-3] == "namespaces" else None
         key = self._key(namespace)
-        if "continue" not in query:  # a new list begins
+        token = query.get("continue", "")
+        if not token:  # a new list begins
             self._scopes[key] = _Scope(listed=self.page)
+            if self.on_list is not None:
+                self.on_list(namespace)
             return
         scope = self._scopes.setdefault(key, _Scope())
+        if token == scope.token:  # kopf retrying the same page
+            return
         if scope.listed - scope.reached > self.page:
-            scope.room.clear()
             self.waits += 1
+            metrics.LIST_PAGES_HELD.inc()
+            await self._hold(key, scope)
+        scope.listed += self.page
+        scope.token = token
+
+    async def _hold(self, key: str, scope: _Scope) -> None:
+        """Until at most a page of listed entries waits, while the workers take them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait
+        while scope.listed - scope.reached > self.page:
+            before = scope.reached
+            scope.room.clear()
             try:
-                await asyncio.wait_for(scope.room.wait(), self.max_wait)
+                await asyncio.wait_for(scope.room.wait(), self.stall)
+                continue
             except TimeoutError:
+                pass
+            waiting = scope.listed - scope.reached
+            if scope.reached == before:
                 log.info(
-                    "listing %s: %d listed entries not handled after %.0f s; fetching the "
-                    "next page anyway",
+                    "listing %s: no listed entry reached a worker for %.0f s (%d waiting); "
+                    "fetching the next page",
                     key,
-                    scope.listed - scope.reached,
+                    self.stall,
+                    waiting,
+                )
+                return
+            if loop.time() > deadline:
+                log.info(
+                    "listing %s: %d listed entries still waiting after %.0f s; fetching the "
+                    "next page",
+                    key,
+                    waiting,
                     self.max_wait,
                 )
-        scope.listed += self.page
+                return
 
     def reached(self, namespace: str | None) -> None:
         """A listed entry reached its worker."""

@@ -9,6 +9,7 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "DRIFT_REPAIRS",
     "ENTRIES",
+    "LIST_PAGES_HELD",
     "ORPHANS_REMOVED",
     "RECONCILES",
     "RECONCILE_SECONDS",
@@ -35,6 +36,10 @@ ORPHANS_REMOVED = Counter(
     "routing_operator_orphans_removed_total",
     "Projections removed because their RoutingEntry no longer exists.",
     ["projection"],
+)
+LIST_PAGES_HELD = Counter(
+    "routing_operator_list_pages_held_total",
+    "Pages of kopf's list of the entries held back until the pages before them were handled.",
 )
 ENTRIES = Gauge(
     "routing_operator_entries",
