@@ -231,14 +231,28 @@ def test_loser_takes_over_when_the_winner_vanished_while_no_operator_ran(
 def test_operator_starting_on_many_existing_entries_handles_them_all(
     kube_cluster: Any, firestore_emulator: Any, entries: Entries, collection: str, tmp_path: Path
 ) -> None:
-    """An operator (re)started on more entries than it handles at once (100 > the default
-    ``--concurrent-entries`` of 64) must still handle every one. With a kopf index, which is
-    filled before any handler runs, kopf's ``worker_limit`` deadlocked here with nothing
-    handled; the operator now keeps its own identity claims (claims.py)."""
+    """An operator (re)started on more entries than it handles at once (100 entries, 4 at a
+    time) must still handle every one. With a kopf index, which is filled before any handler
+    runs, kopf's ``worker_limit`` deadlocked here with nothing handled; the operator now keeps
+    its own identity claims (claims.py).
+
+    Listed 10 at a time: these entries need their finalizer, and kopf watches only after its
+    list, so a worker waiting for its PATCH's watch event stands still until the list is done
+    (kopf gives up waiting after 5 s). The list must go on as soon as the workers stand still
+    (measured: 24 s for all 100; 110 s when the gate waited for the workers)."""
     names = [f"t{i:03d}-kpi" for i in range(100)]
     for i, name in enumerate(names):
         entries.create(entry(name, tenant=f"t{i:03d}"))
-    op = OperatorProcess(kube_cluster.kubeconfig, entries.ns, collection, tmp_path).start()
+    op = OperatorProcess(
+        kube_cluster.kubeconfig,
+        entries.ns,
+        collection,
+        tmp_path,
+        "--list-page-size",
+        "10",
+        "--concurrent-entries",
+        "4",
+    ).start()
     try:
 
         def not_ready() -> list[str]:
@@ -259,6 +273,9 @@ def test_operator_starting_on_many_existing_entries_handles_them_all(
             timeout=120,
             what=lambda: f"all 100 entries Ready (not yet: {not_ready()[:5]}...)",
         )
+        log = op.log()
+        assert "no listed entry reached a worker" in log, "the list waited on idle workers"
+        assert "still waiting after" not in log, "a page waited out the gate's timeout"
     finally:
         op.stop()
         print(f"--- operator log ({op.log_path}) ---\n{op.log()[-6000:]}")
