@@ -14,6 +14,7 @@ test: setup
 lint: setup
 	.venv/bin/ruff check engines operator tests benchmarks
 	.venv/bin/mypy
+	.venv/bin/mypy benchmarks
 
 crd: setup
 	.venv/bin/python -m engines.routing.crd

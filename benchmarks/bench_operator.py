@@ -24,7 +24,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
@@ -87,13 +87,13 @@ def wait_all(api: client.CustomObjectsApi, n: int, timeout: float) -> float:
 
     deadline = time.monotonic() + timeout
     while True:  # a list, then a watch from its resourceVersion; again if the watch ends
-        listed = api.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL)
+        listed = cast(dict[str, Any], api.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL))
         ready = {o["metadata"]["uid"] for o in listed["items"] if is_ready(o)}
         version = listed["metadata"]["resourceVersion"]
         del listed
         if len(ready) >= n:
             return time.monotonic()
-        stream = watch.Watch().stream(
+        stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
             api.list_namespaced_custom_object, GROUP, VERSION, NS, PLURAL,
             resource_version=version, timeout_seconds=30,
         )  # fmt: skip
@@ -256,13 +256,12 @@ def main() -> None:
         try:
             stack.up(["kube-apiserver", "firestore"])
             env = {**os.environ, **stack.env(), "KUBECONFIG": str(stack.kubeconfig)}
-            config.load_kube_config(str(stack.kubeconfig))
+            config.load_kube_config(str(stack.kubeconfig))  # type: ignore[no-untyped-call]
             api_client = client.ApiClient()
             api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] = 16
             core, api = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
-            core.create_namespace({"metadata": {"name": NS}})
-            # The floor: the same creates into a namespace no operator watches.
-            core.create_namespace({"metadata": {"name": "floor"}})
+            for name in (NS, "floor"):  # floor: the same creates into a namespace nobody watches
+                core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
             f0 = time.monotonic()
             create(api, 0, args.entries, ns="floor")
             floor = time.monotonic() - f0

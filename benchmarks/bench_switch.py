@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import statistics
@@ -64,10 +65,10 @@ def floor(project: str, iterations: int) -> list[float]:
             start = time.perf_counter()
             coll.document("d").set({"n": i})
             with cond:
-                cond.wait_for(lambda key=key: key in seen, timeout=10)
+                cond.wait_for(functools.partial(seen.__contains__, key), timeout=10)
             samples.append((seen[key] - start) * 1000)
     finally:
-        watch.unsubscribe()
+        watch.unsubscribe()  # type: ignore[no-untyped-call]
     return samples
 
 
