@@ -221,6 +221,7 @@ class FirestoreRoutingRegistry(RoutingRegistry):
 
         self._watch = self._query().on_snapshot(on_snapshot)
         _limit_reopens(self._watch)
+        _end_quietly(self._watch, self.collection_name)
 
     def _on_snapshot(self, generation: int, docs: list[Any], changes: list[Any]) -> None:
         with self._lock:
@@ -411,6 +412,27 @@ def _limit_reopens(watch: Any) -> None:
         return True
 
     rpc._should_recover = limited
+
+
+def _end_quietly(watch: Any, collection: str) -> None:
+    """When the ``Watch``'s stream ends for good, close the ``Watch`` and log why in one line.
+
+    Google's ``Watch`` closes itself from a new thread that then re-raises the stream's error:
+    an "Exception in thread" traceback on stderr each time a listener ends (while Firestore
+    refuses connections: at every re-subscription). The supervisor notices the closed
+    ``Watch`` either way and says so in the log."""
+    rpc: Any = getattr(watch, "_rpc", None)
+    callbacks = getattr(rpc, "_callbacks", None)
+    if not isinstance(callbacks, list):  # another client version: leave Google's handling
+        return
+
+    def ended(reason: Any) -> None:
+        log.warning("the Firestore routing listener on %s ended: %s", collection, reason)
+        threading.Thread(target=watch.close, name="routing-firestore-close", daemon=True).start()
+
+    for i, callback in enumerate(callbacks):
+        if getattr(callback, "__self__", None) is watch and callback.__name__ == "_on_rpc_done":
+            callbacks[i] = ended
 
 
 def _close_watch(watch: Any) -> None:
