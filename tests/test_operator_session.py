@@ -80,7 +80,8 @@ async def test_next_page_of_the_list_waits_until_the_listed_entries_reached_thei
     """kopf hands every listed entry to a queue at once; the gate holds the request for a
     further page while more than a page of listed entries has not reached its worker. Pages of
     2 entries here, against real RoutingEntries."""
-    gate = ListingGate("routingentries", 2, clusterwide=False)
+    # Without progress a held page would go after `stall` seconds: far beyond this test's waits.
+    gate = ListingGate("routingentries", 2, clusterwide=False, stall=60, max_wait=60)
     session, url = _listed_session(kube_cluster, namespace, monkeypatch, gate, 5)
 
     async def page(token: str | None = None) -> dict[str, Any]:
@@ -116,9 +117,10 @@ async def test_a_held_page_goes_when_no_listed_entry_reaches_a_worker(
     """kopf watches only after its list: a worker waiting for the watch event of its own PATCH
     cannot go on until the list is done, so the gate must not wait on workers that stand
     still (nor let the list's continue token expire)."""
-    gate = ListingGate("routingentries", 1, clusterwide=False, stall=0.3)
+    gate = ListingGate("routingentries", 1, clusterwide=False, stall=0.3, max_wait=60)
     session, url = _listed_session(kube_cluster, namespace, monkeypatch, gate, 3)
     try:
+        started = time.monotonic()
         names, token = [], None
         while True:
             params = {"limit": "1", **({"continue": token} if token else {})}
@@ -131,5 +133,6 @@ async def test_a_held_page_goes_when_no_listed_entry_reaches_a_worker(
                 break
         assert names == ["e0", "e1", "e2"]
         assert gate.waits == 1  # the third page was held (two listed, none reached), then went
+        assert time.monotonic() - started < 30, "released by max_wait, not by the stall"
     finally:
         await session.close()

@@ -80,12 +80,12 @@ class ListingGate:
         """Called by the API session before each request (``url`` is a ``yarl.URL``)."""
         parts = url.path.rstrip("/").split("/")
         query = url.query
-        if method != "GET" or parts[-1] != self.plural or "watch" in query or "limit" not in query:
+        if method != "GET" or parts[-1] != self.plural or "watch" in query:
             return
         namespace = parts[-2] if len(parts) >= 3 and parts[-3] == "namespaces" else None
         key = self._key(namespace)
         token = query.get("continue", "")
-        if not token:  # a new list begins
+        if not token:  # a new list begins (paged or not)
             self._scopes[key] = _Scope(listed=self.page)
             if self.on_list is not None:
                 self.on_list(namespace)

@@ -220,8 +220,8 @@ class FirestoreRoutingRegistry(RoutingRegistry):
             self._on_snapshot(generation, docs, changes)
 
         self._watch = self._query().on_snapshot(on_snapshot)
-        _limit_reopens(self._watch)
         _end_quietly(self._watch, self.collection_name)
+        _limit_reopens(self._watch)
 
     def _on_snapshot(self, generation: int, docs: list[Any], changes: list[Any]) -> None:
         with self._lock:
@@ -421,13 +421,24 @@ def _end_quietly(watch: Any, collection: str) -> None:
     an "Exception in thread" traceback on stderr each time a listener ends (while Firestore
     refuses connections: at every re-subscription). The supervisor notices the closed
     ``Watch`` either way and says so in the log."""
+    import grpc  # type: ignore[import-untyped]
+    from google.api_core import exceptions as gexc
+
     rpc: Any = getattr(watch, "_rpc", None)
     callbacks = getattr(rpc, "_callbacks", None)
     if not isinstance(callbacks, list):  # another client version: leave Google's handling
         return
 
     def ended(reason: Any) -> None:
-        log.warning("the Firestore routing listener on %s ended: %s", collection, reason)
+        # None: the stream was closed (by us, or by Google's consumer before it reports the
+        # error it got, which it then never passes on); else the gRPC call that failed.
+        if reason is None:
+            log.debug("the Firestore routing listener on %s ended", collection)
+        else:
+            if isinstance(reason, grpc.RpcError):
+                reason = gexc.from_grpc_error(reason)  # type: ignore[no-untyped-call]
+            first_line = (str(reason).splitlines() or [type(reason).__name__])[0]
+            log.warning("the Firestore routing listener on %s ended: %s", collection, first_line)
         threading.Thread(target=watch.close, name="routing-firestore-close", daemon=True).start()
 
     for i, callback in enumerate(callbacks):
