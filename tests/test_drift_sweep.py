@@ -21,7 +21,7 @@ from kubernetes import client
 from operator_harness import Entries, entry
 from routing_operator import claims as claims_module
 from routing_operator.projections import ConfigMapProjection, FirestoreProjection
-from routing_operator.reconciler import DriftSweeper, Reconciler
+from routing_operator.reconciler import DriftSweeper, Peering, Reconciler
 
 from engines.routing.model import RoutingRecord, Source, parse_spec
 
@@ -148,3 +148,21 @@ def test_before_reporting_conflict_a_winner_the_api_server_no_longer_has_is_forg
     best = asyncio.run(rec._verified_winner(document_id, mine["metadata"]["uid"]))
     assert best is not None and best.name == "b-mine"
     assert [c.name for c in rec.claims.of(document_id)] == ["b-mine"]
+
+
+def test_a_replica_yields_to_a_live_peer_of_higher_or_equal_priority() -> None:
+    """kopf's rule, read from a KopfPeering status, decides whether a replica's drift sweeps
+    run: never paused by itself, by a lower priority, or by a peer past its lifetime."""
+    now = dt.datetime.now(dt.UTC)
+    me = Peering("routing-operator", "pod-a", 100)
+
+    def peer(priority: int, seen_ago: float = 0, lifetime: int = 60) -> dict[str, Any]:
+        seen = (now - dt.timedelta(seconds=seen_ago)).isoformat()
+        return {"priority": priority, "lifetime": lifetime, "lastseen": seen}
+
+    assert me.yields_to({"pod-a": peer(100)}) is None
+    assert me.yields_to({"pod-a": peer(100), "pod-b": peer(50)}) is None
+    assert me.yields_to({"pod-a": peer(100), "pod-b": peer(200)}) == "pod-b"
+    assert me.yields_to({"pod-b": peer(100)}) == "pod-b"  # a tie pauses both, as kopf does
+    assert me.yields_to({"pod-b": peer(200, seen_ago=120)}) is None  # dead
+    assert me.yields_to({"pod-b": {"priority": "x"}, "pod-c": "garbage"}) is None

@@ -627,7 +627,8 @@ def test_two_replicas_do_not_fight(
     kube_cluster: Any, firestore_emulator: Any, entries: Entries, collection: str, tmp_path: Path
 ) -> None:
     """kopf peering: the higher-priority replica works, the other pauses; when the worker
-    leaves (a rolling update stops it), the standby resumes and handles new entries.
+    leaves (a rolling update stops it), the standby resumes and handles new entries. The
+    standby's drift sweeps (3 list calls each, a Firestore read per document) pause with it.
 
     Pausing is checked through the KopfPeering status and kopf's pause/resume transitions: a
     replica starts paused and logs only changes, so a standby that sees the leader at once
@@ -651,7 +652,7 @@ def test_two_replicas_do_not_fight(
     created = kube_cluster.kubectl("apply", "-f", "-", input=peering)
     assert created.returncode == 0, created.stderr
 
-    common = ("--peering", "routing-operator", "--peering-lifetime", "60")
+    common = ("--peering", "routing-operator", "--peering-lifetime", "60", "--drift-period", "1")
 
     def peers() -> dict[str, Any]:
         got = kube_cluster.kubectl(
@@ -680,12 +681,18 @@ def test_two_replicas_do_not_fight(
             what=lambda: f"both replicas in the KopfPeering (status: {peers()})",
         )
         wait_for(lambda: paused(standby.log()), timeout=60, what="the standby to be paused")
+        wait_for(
+            lambda: "drift sweeps paused" in standby.log(),
+            timeout=30,
+            what="the standby's drift sweeps to pause",
+        )
         for k in ("kpi", "seo", "budget"):
             entries.create(entry(f"acme-{k}", kind=k))
         for k in ("kpi", "seo", "budget"):
             entries.wait_reason(f"acme-{k}", "Synced", "True")
         assert "Handler 'reconcile' succeeded" in leader.log()
         assert "Handler 'reconcile' succeeded" not in standby.log(), "both replicas worked"
+        assert "drift sweeps paused" not in leader.log()
 
         leader.stop()
         wait_for(
@@ -696,6 +703,11 @@ def test_two_replicas_do_not_fight(
         entries.create(entry("acme-maybes", kind="maybes"))
         entries.wait_reason("acme-maybes", "Synced", "True", timeout=60)
         assert "Handler 'reconcile' succeeded" in standby.log()
+        wait_for(
+            lambda: "drift sweeps resumed" in standby.log(),
+            timeout=30,
+            what="the former standby's drift sweeps to resume",
+        )
     finally:
         leader.stop()
         standby.stop()

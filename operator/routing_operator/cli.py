@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from .handlers import OperatorConfig, build_registry
     from .projections import ConfigMapProjection, FirestoreProjection
-    from .reconciler import Reconciler
+    from .reconciler import Peering, Reconciler
 
     kopf.configure(
         verbose=args.verbose,
@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     if not project:
         sys.exit("routing-operator: set GOOGLE_CLOUD_PROJECT or pass --firestore-project")
     client = firestore.Client(project=project, database=args.firestore_database)
+    priority = args.priority if args.priority is not None else random.randint(1, 32767)
+    identity = _identity()
     config = OperatorConfig(
         collection=args.collection,
         drift_period=args.drift_period,
@@ -163,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         concurrent_entries=args.concurrent_entries,
         api_connections=args.api_connections,
         list_page=args.list_page_size,
+        peering=None if args.standalone else Peering(args.peering, str(identity), priority),
         namespaces=None if args.all_namespaces else list(args.namespace),
     )
     reconciler = Reconciler(
@@ -178,7 +181,6 @@ def main(argv: list[str] | None = None) -> None:
 
         start_http_server(args.metrics_port)
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
-    priority = args.priority if args.priority is not None else random.randint(1, 32767)
     logging.getLogger(__name__).info(
         "starting: namespaces=%s collection=%s drift=%ss peering=%s priority=%s",
         "*" if args.all_namespaces else ",".join(args.namespace),
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     kopf.run(
         registry=registry,
-        identity=_identity(),
+        identity=identity,
         clusterwide=args.all_namespaces,
         namespaces=args.namespace,
         standalone=args.standalone,

@@ -17,7 +17,7 @@ import kopf
 from . import claims, memory
 from .diffbase import HandledInMemory
 from .listing import ListingGate
-from .reconciler import DriftSweeper, Reconciler
+from .reconciler import DriftSweeper, Peering, Reconciler
 
 __all__ = ["OperatorConfig", "build_registry", "pooled_session"]
 
@@ -55,6 +55,8 @@ class OperatorConfig:
     stream. kopf's own session has no limit, and each TLS connection holds a 256 KiB buffer.
     Keep it at least ``concurrent_entries``: waiting for a pooled connection counts against
     kopf's request timeout."""
+    peering: Peering | None = None
+    """This replica in kopf's peering (None: standalone). A standby does not sweep for drift."""
     list_page: int = claims.PAGE
     """Entries per page of kopf's list; the next page waits until at most one page of listed
     entries waits for a worker (see listing.py)."""
@@ -139,7 +141,7 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         # one response and parses it at once); the session's gate holds further pages back.
         settings.watching.chunk_size = config.list_page
 
-    sweeper = DriftSweeper(reconciler, config.namespaces)
+    sweeper = DriftSweeper(reconciler, config.namespaces, config.peering)
     tasks: list[asyncio.Task[None]] = []
 
     async def trim_memory(period: float) -> None:

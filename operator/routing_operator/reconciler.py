@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import kopf
@@ -39,7 +40,7 @@ from .conditions import (
 )
 from .projections import ConfigMapProjection, FirestoreProjection, Outcome
 
-__all__ = ["PAUSED_ANNOTATION", "REQUEUE_ANNOTATION", "DriftSweeper", "Reconciler"]
+__all__ = ["PAUSED_ANNOTATION", "REQUEUE_ANNOTATION", "DriftSweeper", "Peering", "Reconciler"]
 
 log = logging.getLogger(__name__)
 PAUSED_ANNOTATION = "routing.engines.io/paused"
@@ -425,6 +426,32 @@ class Sweep:
     orphan_keys: list[tuple[str, RoutingKey, Source]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Peering:
+    """This replica in kopf's peering: the object's name, its identity and priority."""
+
+    name: str
+    identity: str
+    priority: int
+
+    def yields_to(self, status: Mapping[str, Any]) -> str | None:
+        """The live peer (in a peering object's status) kopf pauses this replica for: one of
+        higher priority, or of the same (kopf then pauses both)."""
+        now = datetime.now(UTC)
+        for identity, info in status.items():
+            if identity == self.identity or not isinstance(info, Mapping):
+                continue
+            try:
+                seen = datetime.fromisoformat(str(info["lastseen"]))
+                alive = seen + timedelta(seconds=int(info.get("lifetime", 60))) > now
+                priority = int(info.get("priority", 0))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if alive and priority >= self.priority:
+                return str(identity)
+        return None
+
+
 class DriftSweeper:
     """Finds entries whose projections drifted, in batch, and requeues them.
 
@@ -435,9 +462,46 @@ class DriftSweeper:
     reconcile path, which counts it and posts the ``DriftRepaired`` Event.
     """
 
-    def __init__(self, reconciler: Reconciler, namespaces: list[str] | None) -> None:
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        namespaces: list[str] | None,
+        peering: Peering | None = None,
+    ) -> None:
         self.reconciler = reconciler
         self.namespaces = namespaces  # None: every namespace
+        self.peering = peering
+        """This replica in kopf's peering (None: standalone, it always works)."""
+        self._yielding_to: str | None = None
+
+    def standing_by(self) -> str | None:
+        """The peer this replica yields to, as kopf decides it from the peering object (a live
+        peer of higher or equal priority), in every watched namespace; None when it works here,
+        runs standalone, or the peering object cannot be read (then it sweeps: a sweep too many
+        costs reads, a sweep too few leaves drift unrepaired)."""
+        peering = self.peering
+        if peering is None:
+            return None
+        api = self.reconciler.custom_api
+        try:
+            if self.namespaces is None:
+                objects = [
+                    api.get_cluster_custom_object(
+                        "kopf.dev", "v1", "clusterkopfpeerings", peering.name
+                    )
+                ]
+            else:
+                objects = [
+                    api.get_namespaced_custom_object(
+                        "kopf.dev", "v1", ns, "kopfpeerings", peering.name
+                    )
+                    for ns in self.namespaces
+                ]
+        except Exception as exc:
+            log.debug("cannot read the peering %s (%s): sweeping", peering.name, exc)
+            return None
+        yields = [peering.yields_to(obj.get("status") or {}) for obj in objects]
+        return yields[0] if yields and all(yields) else None
 
     def _configmaps(self) -> dict[tuple[str, str], dict[str, str]]:
         """(namespace, name) → data of the managed ConfigMaps, read as plain JSON: the client's
@@ -538,6 +602,15 @@ class DriftSweeper:
         while True:
             await asyncio.sleep(period)
             try:
+                peer = await self.reconciler._run(self.standing_by)
+                if peer != self._yielding_to:
+                    if peer is not None:
+                        log.info("drift sweeps paused: the peer %s works", peer)
+                    else:
+                        log.info("drift sweeps resumed: this replica works")
+                    self._yielding_to = peer
+                if peer is not None:
+                    continue
                 self.reconciler.claims.begin_list()
                 sweep = await self.reconciler._run(self.find_stale)
                 for gone in self.reconciler.claims.prune(sweep.listed):
