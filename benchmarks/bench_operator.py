@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from kubernetes import client, config
-from prometheus_client.parser import text_string_to_metric_families
 
 from engines.devstack import LocalStack, apiserver_requests, free_port, stop_group
+from engines.testing import metric_sum
 
 GROUP, VERSION, PLURAL, NS = "routing.engines.io", "v1alpha1", "routingentries", "bench"
 KINDS = [
@@ -184,12 +184,7 @@ def wait_reconciles(port: int, n: int, timeout: float) -> float:
                 text = resp.read().decode()
         except OSError:
             text = ""  # not serving yet
-        total = sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == "routing_operator_reconciles_total"
-        )
+        total = metric_sum(text, "routing_operator_reconciles_total")
         if total >= n:
             return time.monotonic()
         time.sleep(0.5)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-__all__ = ["async_wait_for", "wait_for"]
+__all__ = ["async_wait_for", "metric_sum", "wait_for"]
 
 T = TypeVar("T")
 
@@ -71,3 +71,16 @@ async def async_wait_for(
                 f"timed out after {timeout}s waiting for {_describe(what, condition)}{detail}"
             )
         await asyncio.sleep(interval)
+
+
+def metric_sum(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:
+    """The sum of the samples called ``name`` (with exactly these ``labels``, when given) in a
+    Prometheus text exposition; 0 when there are none."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and (labels is None or sample.labels == dict(labels))
+    )

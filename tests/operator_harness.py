@@ -20,15 +20,23 @@ from typing import Any
 from kubernetes import client
 
 from engines.devstack import stop_group
-from engines.testing import wait_for
+from engines.testing import metric_sum, wait_for
 
 GROUP, VERSION, PLURAL = "routing.engines.io", "v1alpha1", "routingentries"
 
 
 class OperatorProcess:
     def __init__(
-        self, kubeconfig: Path, namespace: str, collection: str, log_dir: Path, *extra: str
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        collection: str,
+        log_dir: Path,
+        *extra: str,
+        metrics_port: int = 0,
+        liveness_port: int = 0,
     ) -> None:
+        self.metrics_port = metrics_port
         self.args = [
             sys.executable,
             "-m",
@@ -38,9 +46,9 @@ class OperatorProcess:
             "--collection",
             collection,
             "--metrics-port",
-            "0",
+            str(metrics_port),
             "--liveness-port",
-            "0",
+            str(liveness_port),
             *extra,
         ]
         if "--peering" not in extra:
@@ -66,6 +74,16 @@ class OperatorProcess:
         if self.proc and self.proc.poll() is None:
             stop_group(self.proc.pid, what="routing-operator")
             self.proc.wait(10)
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """A metric's value from the operator's ``/metrics`` (0 while it does not answer)."""
+        import httpx
+
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        except httpx.TransportError:
+            return 0.0
+        return metric_sum(text, name, labels)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -21,9 +21,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 from operator_harness import Entries, OperatorProcess, entry, running_operator
-from prometheus_client.parser import text_string_to_metric_families
 
-from engines.devstack import apiserver_requests
+from engines.devstack import apiserver_requests, free_port
 from engines.routing.model import RoutingRecord, parse_spec
 from engines.testing import wait_for
 
@@ -290,8 +289,6 @@ def test_restart_holds_the_list_back_while_the_workers_take_it(
     entries reach their workers (counted by its event handler; uncounted, every held page
     would go only after the gate saw no progress for 1 s, which a loaded machine may also
     cause once), and still reconcile every entry."""
-    import httpx
-
     names = [f"t{i:03d}-kpi" for i in range(60)]
     args = (kube_cluster.kubeconfig, entries.ns, collection, tmp_path)
     with running_operator(*args):
@@ -299,30 +296,16 @@ def test_restart_holds_the_list_back_while_the_workers_take_it(
             entries.create(entry(name, tenant=f"t{i:03d}"))
         for name in names:
             entries.wait_reason(name, "Synced", "True", timeout=120)
-    metrics_port = _port()
-    op = OperatorProcess(*args, "--list-page-size", "10", "--concurrent-entries", "4")
-    op.args[op.args.index("--metrics-port") + 1] = str(metrics_port)
-    op.start()
-
-    def sample(name: str, labels: dict[str, str] | None = None) -> float:
-        try:
-            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
-        except httpx.TransportError:
-            return 0.0
-        return sum(
-            s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-            if s.name == name and (labels is None or s.labels == labels)
-        )
-
+    op = OperatorProcess(
+        *args, "--list-page-size", "10", "--concurrent-entries", "4", metrics_port=free_port()
+    ).start()
     try:
         wait_for(
-            lambda: sample("routing_operator_reconciles_total", {"result": "Synced"}) >= 60,
+            lambda: op.metric("routing_operator_reconciles_total", {"result": "Synced"}) >= 60,
             timeout=120,
             what="60 reconciles after the restart",
         )
-        held = sample("routing_operator_list_pages_held_total")
+        held = op.metric("routing_operator_list_pages_held_total")
         stalled = op.log().count("no listed entry reached a worker")
         assert held >= 1, "no page was held back"
         assert stalled < held, f"all {held:.0f} held pages went without progress"
@@ -713,24 +696,20 @@ def test_two_replicas_do_not_fight(
         standby.stop()
 
 
-def _port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_metrics_and_liveness_endpoints(
     kube_cluster: Any, firestore_emulator: Any, entries: Entries, collection: str, tmp_path: Path
 ) -> None:
     import httpx
 
-    metrics_port, live_port = _port(), _port()
-    op = OperatorProcess(kube_cluster.kubeconfig, entries.ns, collection, tmp_path)
-    op.args[op.args.index("--metrics-port") + 1] = str(metrics_port)
-    op.args[op.args.index("--liveness-port") + 1] = str(live_port)
-    op.start()
+    metrics_port, live_port = free_port(), free_port()
+    op = OperatorProcess(
+        kube_cluster.kubeconfig,
+        entries.ns,
+        collection,
+        tmp_path,
+        metrics_port=metrics_port,
+        liveness_port=live_port,
+    ).start()
     try:
         entries.create(entry("acme-kpi"))
         entries.create(entry("dup", settings={"collection": "other"}))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -32,6 +31,7 @@ import pytest
 from engines import feature_flags
 from engines.chat.service.server import create_app
 from engines.config.runtime_config import RoutingSource, RuntimeConfig
+from engines.devstack import free_port
 from engines.devstack.handles import FirestoreEmulator, GcsEmulator, RedisServer
 from engines.nexus import hardening
 from engines.routing import (
@@ -168,12 +168,6 @@ async def _ran(done: dict[str, int], n: int) -> bool:
     return done["n"] >= n
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _readyz(base: str) -> tuple[int, dict[str, Any]]:
     resp = httpx.get(f"{base}/readyz", timeout=5)
     return resp.status_code, resp.json()
@@ -186,7 +180,7 @@ def test_uvicorn_readiness_follows_the_registry(
     if gcs.lookup_bucket(BUCKET) is None:
         gcs.create_bucket(BUCKET)
     collection = f"routing-{uuid.uuid4().hex[:10]}"
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "ENGINES_ENV": "prod",

@@ -24,11 +24,12 @@ Measured on the local stack: one PATCH and one watch event fewer per handled cha
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import kopf
+
+from .listing import scope_key
+from .projections import canonical_json, digest
 
 __all__ = ["CHANGED", "LEGACY_ANNOTATION", "HandledInMemory"]
 
@@ -40,13 +41,9 @@ CHANGED = {"routing.engines.io/changed": True}
 """The base ``fetch`` returns for a changed entry: anything that differs from every essence.
 kopf only needs a diff; the handlers never read it."""
 
-ALL = "*"
-"""The scope of every namespace, when the operator watches the whole cluster."""
-
 
 def _digest(essence: Any) -> bytes:
-    canonical = json.dumps(essence, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.blake2b(canonical.encode(), digest_size=16).digest()
+    return digest(canonical_json(essence))
 
 
 class HandledInMemory(kopf.DiffBaseStorage):
@@ -65,7 +62,7 @@ class HandledInMemory(kopf.DiffBaseStorage):
         return sum(len(scope) for scope in self._handled.values())
 
     def _scope(self, body: kopf.Body) -> str:
-        return ALL if self.clusterwide else str(body.metadata.namespace or ALL)
+        return scope_key(body.metadata.namespace, clusterwide=self.clusterwide)
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
         if extra_fields is not None:  # kopf passes its handlers' fields; fetch must use them too
@@ -98,4 +95,4 @@ class HandledInMemory(kopf.DiffBaseStorage):
 
     def relisting(self, namespace: str | None) -> None:
         """kopf lists the entries of ``namespace`` (None: the whole cluster) again."""
-        self._handled.pop(ALL if self.clusterwide or not namespace else namespace, None)
+        self._handled.pop(scope_key(namespace, clusterwide=self.clusterwide), None)

@@ -29,12 +29,17 @@ from typing import Any
 
 from . import metrics
 
-__all__ = ["ListingGate"]
+__all__ = ["ALL", "ListingGate", "scope_key"]
 
 log = logging.getLogger(__name__)
 
 ALL = "*"
 """The scope of a cluster-wide list."""
+
+
+def scope_key(namespace: str | None, *, clusterwide: bool) -> str:
+    """What kopf lists and watches as one: the namespace, or every namespace (``ALL``)."""
+    return ALL if clusterwide or not namespace else namespace
 
 
 @dataclass(slots=True)
@@ -73,17 +78,16 @@ class ListingGate:
         """How many page requests were held."""
         self._scopes: dict[str, _Scope] = {}
 
-    def _key(self, namespace: str | None) -> str:
-        return ALL if self.clusterwide or not namespace else namespace
-
     async def before_request(self, method: str, url: Any) -> None:
         """Called by the API session before each request (``url`` is a ``yarl.URL``)."""
+        if method != "GET":  # every request of kopf's passes here: the cheap test first
+            return
         parts = url.path.rstrip("/").split("/")
         query = url.query
-        if method != "GET" or parts[-1] != self.plural or "watch" in query:
+        if parts[-1] != self.plural or "watch" in query:
             return
         namespace = parts[-2] if len(parts) >= 3 and parts[-3] == "namespaces" else None
-        key = self._key(namespace)
+        key = scope_key(namespace, clusterwide=self.clusterwide)
         token = query.get("continue", "")
         if not token:  # a new list begins (paged or not)
             self._scopes[key] = _Scope(listed=self.page)
@@ -134,7 +138,7 @@ class ListingGate:
 
     def reached(self, namespace: str | None) -> None:
         """A listed entry reached its worker."""
-        scope = self._scopes.get(self._key(namespace))
+        scope = self._scopes.get(scope_key(namespace, clusterwide=self.clusterwide))
         if scope is None:
             return
         scope.reached += 1

@@ -15,6 +15,7 @@ and retry on 409.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -58,6 +59,12 @@ def canonical_json(document: Mapping[str, Any]) -> str:
     """Sorted keys, no spaces; values JSON cannot hold (a stored document's timestamps) as
     strings."""
     return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def digest(canonical: str) -> bytes:
+    """16 bytes standing for a canonical JSON text: what is kept instead of the document (a drift
+    sweep's Firestore documents, the diff base of every entry)."""
+    return hashlib.blake2b(canonical.encode(), digest_size=16).digest()
 
 
 def configmap_value(record: RoutingRecord) -> str:

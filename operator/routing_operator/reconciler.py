@@ -10,14 +10,12 @@ until the spec changes); an unreachable Firestore or API server is temporary (st
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import kopf
@@ -410,11 +408,6 @@ class Reconciler:
                 raise
 
 
-def _digest(canonical: str) -> bytes:
-    """The digest of a document's canonical JSON: what a sweep keeps instead of the document."""
-    return hashlib.blake2b(canonical.encode(), digest_size=16).digest()
-
-
 @dataclass(slots=True)
 class Sweep:
     """What one drift sweep found."""
@@ -436,18 +429,19 @@ class Peering:
 
     def yields_to(self, status: Mapping[str, Any]) -> str | None:
         """The live peer (in a peering object's status) kopf pauses this replica for: one of
-        higher priority, or of the same (kopf then pauses both)."""
-        now = datetime.now(UTC)
+        higher priority, or of the same (kopf then pauses both). Read with kopf's own ``Peer``,
+        so liveness is judged as kopf judges it."""
+        from kopf._core.engines.peering import Identity, Peer
+
         for identity, info in status.items():
-            if identity == self.identity or not isinstance(info, Mapping):
+            if identity == self.identity:
                 continue
             try:
-                seen = datetime.fromisoformat(str(info["lastseen"]))
-                alive = seen + timedelta(seconds=int(info.get("lifetime", 60))) > now
-                priority = int(info.get("priority", 0))
-            except (KeyError, TypeError, ValueError):
+                peer = Peer(identity=Identity(identity), **info)
+                works = not peer.is_dead and int(peer.priority) >= self.priority
+            except (TypeError, ValueError):  # not a peer record kopf could read either
                 continue
-            if alive and priority >= self.priority:
+            if works:
                 return str(identity)
         return None
 
@@ -529,7 +523,13 @@ class DriftSweeper:
 
         Documents are kept as digests and owners; entries are read a page at a time and
         compared as they come."""
-        from .projections import canonical_json, configmap_value, owner_of, strip_server_fields
+        from .projections import (
+            canonical_json,
+            configmap_value,
+            digest,
+            owner_of,
+            strip_server_fields,
+        )
 
         # Projections first, entries last: an entry that wrote a projection we saw existed
         # before we looked, so it is in the list below and its projection is never an orphan.
@@ -542,7 +542,7 @@ class DriftSweeper:
             timeout=30, retry=single_attempt()
         ):
             data = strip_server_fields(snap.to_dict() or {})
-            docs[snap.id] = (_digest(canonical_json(data)), owner_of(data))
+            docs[snap.id] = (digest(canonical_json(data)), owner_of(data))
         cms = self._configmaps()
         live = sweep.listed
         claims = Claims()  # as listed now, for the Conflict losers below
@@ -574,7 +574,7 @@ class DriftSweeper:
                 # Synced after the projections above were read: they may predate it.
                 continue
             key, value = record.key, configmap_value(record)
-            doc_ok = docs.get(key.document_id, (b"", None))[0] == _digest(value)
+            doc_ok = docs.get(key.document_id, (b"", None))[0] == digest(value)
             cm = cms.get((me.namespace, key.configmap_name), {})
             cm_ok = cm.get(key.configmap_key) == value
             if not (doc_ok and cm_ok):
