@@ -13,15 +13,22 @@ from routing_operator.handlers import IDLE_CONNECTION_S, pooled_session
 from routing_operator.listing import ListingGate
 
 
+@pytest.fixture
+def credentials(kube_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> kopf.ConnectionInfo:
+    """kopf's credentials for the test cluster, as the operator's login handler gets them."""
+    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
+    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    assert info is not None
+    return info
+
+
 async def test_idle_pooled_connections_are_closed_after_the_idle_timeout(
-    kube_cluster: Any, monkeypatch: pytest.MonkeyPatch
+    credentials: kopf.ConnectionInfo,
 ) -> None:
     """A burst leaves the pool full of TLS connections (about 300 KiB each in the operator);
     they are reused while busy and closed once idle, instead of staying open for aiohttp's
     default keep-alive (15 s, checked every 15 s: still open 12 s later)."""
-    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
-    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
-    assert info is not None
+    info = credentials
     api = pooled_session(info, limit=8)
     session = api.aiohttp_session
     transports: dict[int, asyncio.BaseTransport] = {}
@@ -57,7 +64,7 @@ async def test_idle_pooled_connections_are_closed_after_the_idle_timeout(
 
 
 def _listed_session(
-    kube_cluster: Any, namespace: str, monkeypatch: pytest.MonkeyPatch, gate: ListingGate, n: int
+    kube_cluster: Any, credentials: kopf.ConnectionInfo, namespace: str, gate: ListingGate, n: int
 ) -> tuple[Any, str]:
     """``n`` RoutingEntries in ``namespace``, and a pooled session through ``gate`` with the URL
     of their list."""
@@ -66,23 +73,21 @@ def _listed_session(
         entries = Entries(client_api, namespace)
         for i, kind in enumerate(kinds):
             entries.create(entry(f"e{i}", kind=kind))
-    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
-    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
-    assert info is not None
-    session = pooled_session(info, limit=4, gate=gate).aiohttp_session
-    url = f"{info.server}/apis/routing.engines.io/v1alpha1/namespaces/{namespace}/routingentries"
+    session = pooled_session(credentials, limit=4, gate=gate).aiohttp_session
+    path = f"/apis/routing.engines.io/v1alpha1/namespaces/{namespace}/routingentries"
+    url = f"{credentials.server}{path}"
     return session, url
 
 
 async def test_next_page_of_the_list_waits_until_the_listed_entries_reached_their_workers(
-    kube_cluster: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+    kube_cluster: Any, credentials: kopf.ConnectionInfo, namespace: str
 ) -> None:
     """kopf hands every listed entry to a queue at once; the gate holds the request for a
     further page while more than a page of listed entries has not reached its worker. Pages of
     2 entries here, against real RoutingEntries."""
     # Without progress a held page would go after `stall` seconds: far beyond this test's waits.
     gate = ListingGate("routingentries", 2, clusterwide=False, stall=60, max_wait=60)
-    session, url = _listed_session(kube_cluster, namespace, monkeypatch, gate, 5)
+    session, url = _listed_session(kube_cluster, credentials, namespace, gate, 5)
 
     async def page(token: str | None = None) -> dict[str, Any]:
         params = {"limit": "2", **({"continue": token} if token else {})}
@@ -112,13 +117,13 @@ async def test_next_page_of_the_list_waits_until_the_listed_entries_reached_thei
 
 
 async def test_a_held_page_goes_when_no_listed_entry_reaches_a_worker(
-    kube_cluster: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+    kube_cluster: Any, credentials: kopf.ConnectionInfo, namespace: str
 ) -> None:
     """kopf watches only after its list: a worker waiting for the watch event of its own PATCH
     cannot go on until the list is done, so the gate must not wait on workers that stand
     still (nor let the list's continue token expire)."""
     gate = ListingGate("routingentries", 1, clusterwide=False, stall=0.3, max_wait=60)
-    session, url = _listed_session(kube_cluster, namespace, monkeypatch, gate, 3)
+    session, url = _listed_session(kube_cluster, credentials, namespace, gate, 3)
     try:
         started = time.monotonic()
         names, token = [], None
