@@ -5,7 +5,9 @@ span three pages. What it must still get right across pages: only the drifted en
 requeued (not one that synced after the sweep read the projections), a projection whose entry
 is on a later page is never taken for an orphan, and a projection whose entry is gone is.
 The sweep's list also prunes the operator's identity claims, and a claimant is checked with the
-API server before it can make another entry lose.
+API server before it can make another entry lose. Clusters sharing the collection: another
+cluster's document is never an orphan here, whatever its owner, and an entry in Conflict with one
+is not requeued; a kept orphan of env prod is counted, one of env test removed.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import pytest
 from kubernetes import client
 from operator_harness import Entries, entry
 from routing_operator import claims as claims_module
-from routing_operator.projections import ConfigMapProjection, FirestoreProjection
+from routing_operator.projections import ConfigMapProjection, FirestoreProjection, Outcome
 from routing_operator.reconciler import DriftSweeper, Peering, Reconciler
 
+from engines.routing.errors import OwnershipConflict
 from engines.routing.model import RoutingRecord, Source, parse_spec
 
 
@@ -32,10 +35,13 @@ def api(kube_cluster: Any) -> Iterator[client.ApiClient]:
         yield api
 
 
+CLUSTER = "cluster-a"
+
+
 def reconciler(api: client.ApiClient, fs_client: Any, collection: str) -> Reconciler:
     """An in-process reconciler on the real API server (no kopf around it)."""
     return Reconciler(
-        firestore=FirestoreProjection(fs_client, collection),
+        firestore=FirestoreProjection(fs_client, collection, CLUSTER),
         configmaps=ConfigMapProjection(client.CoreV1Api(api)),
         custom_api=client.CustomObjectsApi(api),
         collection=collection,
@@ -62,7 +68,7 @@ def synced(
     return RoutingRecord.from_spec(
         parse_spec(obj["spec"]),
         generation=int(meta["generation"]),
-        source=Source(namespace=entries.ns, name=meta["name"], uid=meta["uid"]),
+        source=Source(cluster=CLUSTER, namespace=entries.ns, name=meta["name"], uid=meta["uid"]),
     )
 
 
@@ -75,6 +81,9 @@ def test_a_paged_sweep_finds_exactly_the_drifted_entry_and_the_orphan(
     monkeypatch.setattr(claims_module, "PAGE", 2)
     collection = f"routing_{uuid.uuid4().hex[:8]}"
     fs_client = firestore_emulator.client()
+    # A fresh emulator's first answer can take longer than the projections' 5 s timeout on a
+    # loaded machine: the first request goes through the client's own retries.
+    fs_client.collection(collection).document("warm-up").get()
     rec = reconciler(api, fs_client, collection)
     entries = Entries(api, namespace)
     kinds = ["kpi", "seo", "budget", "maybes", "firearms"]
@@ -89,7 +98,7 @@ def test_a_paged_sweep_finds_exactly_the_drifted_entry_and_the_orphan(
     # an orphan: a document whose entry no longer exists
     gone = RoutingRecord.from_spec(
         parse_spec(entry("gone", kind="video_timeline")["spec"]),
-        source=Source(namespace=namespace, name="gone", uid=str(uuid.uuid4())),
+        source=Source(cluster=CLUSTER, namespace=namespace, name="gone", uid=str(uuid.uuid4())),
     )
     rec.firestore.ensure(gone, rec.owner_alive)
 
@@ -166,3 +175,137 @@ def test_a_replica_yields_to_a_live_peer_of_higher_or_equal_priority() -> None:
     assert me.yields_to({"pod-b": peer(100)}) == "pod-b"  # a tie pauses both, as kopf does
     assert me.yields_to({"pod-b": peer(200, seen_ago=120)}) is None  # dead
     assert me.yields_to({"pod-b": {"priority": "x"}, "pod-c": "garbage"}) is None
+
+
+def test_a_document_is_written_only_when_free_this_clusters_or_adopted(
+    firestore_emulator: Any,
+) -> None:
+    """The ownership table of one document id shared by two clusters: the entry's own document
+    from before cluster identities is taken over silently, an orphan of this cluster is taken
+    back, a live entry's is a Conflict, another cluster's is a Conflict naming that cluster and
+    its owner, and adopting it on purpose replaces it."""
+    collection = f"routing_{uuid.uuid4().hex[:8]}"
+    fs_client = firestore_emulator.client()
+    mine = FirestoreProjection(fs_client, collection, CLUSTER)
+    theirs = FirestoreProjection(fs_client, collection, "cluster-b")
+    spec = parse_spec(entry("x", kind="kpi")["spec"])
+
+    def record(cluster: str, name: str, uid: str) -> RoutingRecord:
+        source = Source(cluster=cluster, namespace="ns", name=name, uid=uid)
+        return RoutingRecord.from_spec(spec, source=source)
+
+    ref = fs_client.collection(collection).document(spec.key.document_id)
+    me = record(CLUSTER, "me", str(uuid.uuid4()))
+    legacy = me.to_document()
+    legacy["source"] = {k: v for k, v in legacy["source"].items() if k != "cluster"}
+    ref.set(legacy)
+    assert mine.ensure(me, lambda _: True) == (Outcome.MIGRATED, None)
+    assert ref.get().to_dict()["source"]["cluster"] == CLUSTER
+    assert mine.ensure(me, lambda _: True) == (Outcome.UNCHANGED, None)
+
+    # another cluster may not write it, adopt or not, unless it adopts on purpose
+    other = record("cluster-b", "other", str(uuid.uuid4()))
+    with pytest.raises(OwnershipConflict) as refused:
+        theirs.ensure(other, lambda _: False)
+    assert f"belongs to cluster {CLUSTER} (RoutingEntry ns/me there); nothing written" in str(
+        refused.value
+    )
+    assert 'routing.engines.io/adopt="true"' in str(refused.value)
+    assert ref.get().to_dict()["source"]["name"] == "me"
+    outcome, replaced = theirs.ensure(other, lambda _: False, adopt=True)
+    assert outcome is Outcome.ADOPTED and replaced is not None and replaced.name == "me"
+    assert ref.get().to_dict()["source"] == other.to_document()["source"]
+
+    # back in this cluster: that document is another's now, whether its owner lives or not
+    with pytest.raises(OwnershipConflict, match="belongs to cluster cluster-b"):
+        mine.ensure(me, lambda _: False)
+    assert mine.remove(spec.key, other.source.uid) is False  # type: ignore[union-attr]
+    assert ref.get().exists
+
+    # this cluster's own: a live owner is a Conflict, a gone one an orphan to take back
+    ref.set(me.to_document())
+    successor = record(CLUSTER, "successor", str(uuid.uuid4()))
+    with pytest.raises(OwnershipConflict, match="owned by RoutingEntry ns/me"):
+        mine.ensure(successor, lambda _: True)
+    outcome, replaced = mine.ensure(successor, lambda _: False)
+    assert outcome is Outcome.RECLAIMED and replaced is not None and replaced.name == "me"
+
+    # no cluster recorded and an owner that is not here: its cluster is unknown, so not ours
+    unknown = me.to_document()
+    unknown["source"] = {"namespace": "ns", "name": "elsewhere", "uid": str(uuid.uuid4())}
+    ref.set(unknown)
+    with pytest.raises(OwnershipConflict, match="records no cluster"):
+        mine.ensure(successor, lambda _: False)
+
+
+def test_a_sweep_judges_only_its_own_clusters_documents(
+    api: client.ApiClient, firestore_emulator: Any, namespace: str
+) -> None:
+    """Two clusters share the collection (the other one's entries are not on this API server):
+    the other cluster's documents and those of no recorded cluster are never orphans here; an
+    entry whose document the other cluster adopted is requeued while it reports Ready (so it
+    turns to Conflict), then no more (no take-back); this cluster's orphans are kept in env
+    prod and counted, removed in env test."""
+    from prometheus_client import REGISTRY
+
+    collection = f"routing_{uuid.uuid4().hex[:8]}"
+    fs_client = firestore_emulator.client()
+    rec = reconciler(api, fs_client, collection)
+    theirs = FirestoreProjection(fs_client, collection, "cluster-b")
+    entries = Entries(api, namespace)
+
+    def elsewhere(kind: str, cluster: str | None, env: str = "prod") -> RoutingRecord:
+        record = RoutingRecord.from_spec(
+            parse_spec(entry("x", kind=kind, env=env)["spec"]),
+            source=Source(cluster=cluster, namespace=namespace, name=kind, uid=str(uuid.uuid4())),
+        )
+        document = record.to_document()
+        if cluster is None:
+            del document["source"]["cluster"]
+        fs_client.collection(collection).document(record.key.document_id).set(document)
+        return record
+
+    their_doc = elsewhere("seo", "cluster-b")
+    unmarked = elsewhere("budget", None)
+    my_orphan = elsewhere("maybes", CLUSTER)
+    my_test_orphan = elsewhere("firearms", CLUSTER, env="test")
+
+    adopted = synced(entries, entries.create(entry("e-kpi", kind="kpi")))
+    rec.firestore.ensure(adopted, rec.owner_alive)
+    rec.configmaps.ensure_many(namespace, adopted.key.configmap_name, [adopted], rec.owner_alive)
+    other = RoutingRecord.from_spec(
+        parse_spec(entry("x", kind="kpi")["spec"]),
+        source=Source(cluster="cluster-b", namespace="far", name="kpi", uid=str(uuid.uuid4())),
+    )
+    assert theirs.ensure(other, lambda _: True, adopt=True)[0] is Outcome.ADOPTED
+
+    sweeper = DriftSweeper(rec, [namespace])
+    sweep = sweeper.find_stale()
+    assert [c.name for c in sweep.stale] == ["e-kpi"]  # Ready, but its document is gone
+    assert sorted(key.document_id for key, _ in sweep.orphan_docs) == sorted(
+        [my_orphan.key.document_id, my_test_orphan.key.document_id]
+    )
+
+    # once it reports Conflict, it stays so: no requeue while the other cluster holds it
+    conflict = {"type": "Ready", "status": "False", "reason": "Conflict", "message": "held",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
+    entries.api.patch_namespaced_custom_object_status(
+        "routing.engines.io", "v1alpha1", namespace, "routingentries", "e-kpi",
+        {"status": {"conditions": [conflict]}},
+    )  # fmt: skip
+    sweep = sweeper.find_stale()
+    assert sweep.stale == []
+    asyncio.run(sweeper._handle_orphans(sweep))
+
+    stored = {s.id: s.to_dict() for s in fs_client.collection(collection).stream()}
+    assert stored[their_doc.key.document_id]["source"]["cluster"] == "cluster-b"
+    assert unmarked.key.document_id in stored
+    assert stored[adopted.key.document_id]["source"]["cluster"] == "cluster-b"
+    assert my_orphan.key.document_id in stored, "an orphan of env prod is kept"
+    assert my_test_orphan.key.document_id not in stored, "an orphan of env test is removed"
+    assert REGISTRY.get_sample_value("routing_operator_orphans", {"env": "prod"}) == 1
+
+    # the orphan gone (pruned), the gauge says so at the next sweep
+    fs_client.collection(collection).document(my_orphan.key.document_id).delete()
+    asyncio.run(sweeper._handle_orphans(sweeper.find_stale()))
+    assert REGISTRY.get_sample_value("routing_operator_orphans", {"env": "prod"}) == 0

@@ -430,6 +430,7 @@ NEEDED = [
 CLUSTER_NEEDED = [
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("get", "namespaces/kube-system"),  # the default cluster identity is its uid
 ]
 FORBIDDEN = [
     ("get", "secrets"),
@@ -455,6 +456,7 @@ CLUSTER_FORBIDDEN = [
     ("create", "customresourcedefinitions.apiextensions.k8s.io"),
     ("update", "customresourcedefinitions.apiextensions.k8s.io"),
     ("delete", "namespaces"),
+    ("get", "namespaces/default"),
     ("impersonate", "serviceaccounts"),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
     ("patch", "validatingadmissionpolicies.admissionregistration.k8s.io"),

@@ -1,8 +1,11 @@
 """The operator against the real stack (kube-apiserver + etcd, Firestore emulator).
 
-Covers: create → Firestore document + ConfigMap key + Ready=True; a backend change moves the
-projections and the revision with observedGeneration == generation; delete → projections gone
-and finalizer released (an emptied ConfigMap is deleted); conflicts (oldest wins, the loser takes
+Covers: create → Firestore document (recording this cluster: kube-system's uid) + ConfigMap key +
+Ready=True; a backend change moves the projections and the revision with observedGeneration ==
+generation; delete with allow-delete → projections gone and finalizer released (an emptied
+ConfigMap is deleted); delete without it → projections kept, a Warning Event, counted, and the
+same identity takes them back; orphans kept in prod, removed in test; no cluster identity → the
+operator refuses to start; conflicts (oldest wins, the loser takes
 over on its own when the winner goes); drift repair of both projections; an entry the CRD could
 not catch → InvalidConfig and nothing written; the paused annotation; a Firestore outage →
 BackendUnavailable then recovery with nothing lost; SIGKILL mid-way then restart → convergence;
@@ -56,13 +59,23 @@ def operator(
     print(f"--- operator log ({op.log_path}) ---\n{op.log()[-6000:]}")
 
 
+@pytest.fixture(scope="module")
+def cluster_uid(kube_cluster: Any) -> str:
+    """This cluster's default identity: the uid of namespace kube-system."""
+    with kube_cluster.api_client() as api:
+        return str(client.CoreV1Api(api).read_namespace("kube-system").metadata.uid)
+
+
+ALLOW_DELETE = {"routing.engines.io/allow-delete": "true"}
+
+
 def doc(fs: Any, collection: str, doc_id: str) -> dict[str, Any] | None:
     snap = fs.collection(collection).document(doc_id).get()
     return snap.to_dict() if snap.exists else None
 
 
 def test_create_writes_both_projections_and_reports_ready(
-    operator: OperatorProcess, entries: Entries, fs: Any, collection: str
+    operator: OperatorProcess, entries: Entries, fs: Any, collection: str, cluster_uid: str
 ) -> None:
     created = entries.create(entry("acme-kpi"))
     ready = entries.wait_reason("acme-kpi", "Synced", "True")
@@ -84,6 +97,7 @@ def test_create_writes_both_projections_and_reports_ready(
     stored = doc(fs, collection, "prod:acme:*:kpi")
     assert stored is not None
     assert stored["source"] == {
+        "cluster": cluster_uid,
         "namespace": entries.ns,
         "name": "acme-kpi",
         "uid": obj["metadata"]["uid"],
@@ -162,8 +176,8 @@ def test_backend_change_moves_projections_and_revision(
 def test_delete_removes_only_its_projections_and_releases_the_finalizer(
     operator: OperatorProcess, entries: Entries, fs: Any, collection: str
 ) -> None:
-    entries.create(entry("acme-kpi"))
-    entries.create(entry("acme-seo", kind="seo"))
+    entries.create(entry("acme-kpi", annotations=ALLOW_DELETE))
+    entries.create(entry("acme-seo", kind="seo", annotations=ALLOW_DELETE))
     entries.wait_reason("acme-kpi", "Synced", "True")
     entries.wait_reason("acme-seo", "Synced", "True")
 
@@ -747,41 +761,169 @@ def _get_ok(url: str) -> bool:
         return False
 
 
-def test_orphaned_projections_are_removed(
+def test_orphans_are_removed_in_env_test_and_kept_elsewhere(
     kube_cluster: Any, firestore_emulator: Any, entries: Entries, collection: str, tmp_path: Path
 ) -> None:
-    """An entry that vanished without its finalizer running (force-removed while no operator
-    ran) leaves projections behind; the next sweep removes them, and nothing else."""
+    """Entries that vanished without their finalizer running (force-removed while no operator
+    ran) leave projections behind: the sweep removes those of env test, keeps the others (they
+    may still be served), counts them by env and logs each once; nothing else is touched."""
     fs = firestore_emulator.client()
     op = OperatorProcess(
-        kube_cluster.kubeconfig, entries.ns, collection, tmp_path, "--drift-period", "2"
+        kube_cluster.kubeconfig,
+        entries.ns,
+        collection,
+        tmp_path,
+        "--drift-period",
+        "2",
+        metrics_port=free_port(),
     ).start()
     try:
-        entries.create(entry("gone"))
-        entries.create(entry("kept", kind="seo"))
-        entries.wait_reason("gone", "Synced", "True")
-        entries.wait_reason("kept", "Synced", "True")
+        entries.create(entry("gone", env="test"))
+        entries.create(entry("gone-prod", kind="seo"))
+        entries.create(entry("kept", env="test", kind="seo"))
+        for name in ("gone", "gone-prod", "kept"):
+            entries.wait_reason(name, "Synced", "True")
         op.kill()
-        entries.patch("gone", {"metadata": {"finalizers": None}})
-        entries.delete("gone")
-        wait_for(lambda: entries.get("gone") is None, timeout=60, what="force-deleted entry")
+        for name in ("gone", "gone-prod"):
+            entries.patch(name, {"metadata": {"finalizers": None}})
+            entries.delete(name)
+            wait_for(lambda n=name: entries.get(n) is None, timeout=60, what=f"{name} removed")
         # a document nobody owns (no source) is not ours to remove
         fs.collection(collection).document("prod:hand:*:kpi").set({"tenant": "hand"})
-        assert doc(fs, collection, "prod:acme:*:kpi") is not None
         op.start()
         wait_for(
-            lambda: doc(fs, collection, "prod:acme:*:kpi") is None,
+            lambda: doc(fs, collection, "test:acme:*:kpi") is None,
             timeout=60,
-            what="orphaned document removed",
+            what="orphaned test document removed",
         )
         wait_for(
-            lambda: "acme._.kpi.json" not in (entries.configmap_data("routing.prod.acme") or {}),
+            lambda: "acme._.kpi.json" not in (entries.configmap_data("routing.test.acme") or {}),
             timeout=60,
-            what="orphaned key removed",
+            what="orphaned test key removed",
+        )
+        wait_for(
+            lambda: op.metric("routing_operator_orphans", {"env": "prod"}) == 2,
+            timeout=60,
+            what="the prod document and key counted as orphans",
         )
         assert doc(fs, collection, "prod:acme:*:seo") is not None
         assert "acme._.seo.json" in (entries.configmap_data("routing.prod.acme") or {})
+        assert doc(fs, collection, "test:acme:*:seo") is not None
+        assert "acme._.seo.json" in (entries.configmap_data("routing.test.acme") or {})
         assert doc(fs, collection, "prod:hand:*:kpi") == {"tenant": "hand"}
-        assert "removed orphaned Firestore document prod:acme:*:kpi" in op.log()
+        log = op.log()
+        assert "removed orphaned Firestore document " + f"{collection}/test:acme:*:kpi" in log
+        kept = f"orphan kept: Firestore document {collection}/prod:acme:*:seo"
+        wait_for(lambda: kept in op.log(), timeout=30, what="the kept orphan logged")
+        assert op.metric("routing_operator_orphans_removed_total") == 2
+        # a later sweep (the one that repairs this) does not log the kept orphans again
+        fs.collection(collection).document("test:acme:*:seo").delete()
+        wait_for(
+            lambda: doc(fs, collection, "test:acme:*:seo") is not None,
+            timeout=60,
+            what="a later sweep repairing a deleted document",
+        )
+        assert op.log().count("orphan kept") == 2  # the prod document and key, once each
     finally:
         op.stop()
+
+
+def events_of(entries: Entries, name: str, reason: str) -> list[Any]:
+    found = entries.core.list_namespaced_event(
+        entries.ns, field_selector=f"involvedObject.name={name},reason={reason}"
+    )
+    return list(found.items)
+
+
+def test_a_plain_delete_keeps_what_is_served_and_the_same_identity_takes_it_back(
+    kube_cluster: Any, firestore_emulator: Any, entries: Entries, collection: str, tmp_path: Path
+) -> None:
+    """A prod entry deleted without routing.engines.io/allow-delete (here a plain delete: the
+    chart's policy is not installed on this API server) keeps its document and ConfigMap key,
+    with a Warning Event and the projections_kept counter; a new entry with the same identity
+    takes them back with no Conflict on the way."""
+    fs = firestore_emulator.client()
+    op = OperatorProcess(
+        kube_cluster.kubeconfig,
+        entries.ns,
+        collection,
+        tmp_path,
+        "--drift-period",
+        "2",
+        metrics_port=free_port(),
+    ).start()
+    try:
+        entries.create(entry("acme-kpi", settings={"collection": "first"}))
+        entries.wait_reason("acme-kpi", "Synced", "True")
+        entries.delete("acme-kpi")
+        wait_for(lambda: entries.get("acme-kpi") is None, timeout=60, what="finalizer released")
+        stored = doc(fs, collection, "prod:acme:*:kpi")
+        assert stored is not None and stored["source"]["name"] == "acme-kpi"
+        value = (entries.configmap_data("routing.prod.acme") or {}).get("acme._.kpi.json")
+        assert value is not None and json.loads(value)["source"]["name"] == "acme-kpi"
+        kept = wait_for(
+            lambda: events_of(entries, "acme-kpi", "ProjectionsKept"),
+            timeout=30,
+            what="the ProjectionsKept Event",
+        )
+        assert kept[0].type == "Warning" and "allow-delete" in kept[0].message
+        assert op.metric("routing_operator_projections_kept_total") == 1
+
+        entries.create(entry("acme-kpi-again", settings={"collection": "second"}))
+        entries.wait_reason("acme-kpi-again", "Synced", "True")
+        stored = doc(fs, collection, "prod:acme:*:kpi")
+        assert stored is not None and stored["source"]["name"] == "acme-kpi-again"
+        assert stored["config"]["collection"] == "second"
+        value = (entries.configmap_data("routing.prod.acme") or {})["acme._.kpi.json"]
+        assert json.loads(value)["source"]["name"] == "acme-kpi-again"
+        assert not events_of(entries, "acme-kpi-again", "Conflict")
+        assert events_of(entries, "acme-kpi-again", "Reclaimed")
+    finally:
+        op.stop()
+
+
+def test_an_operator_without_a_cluster_identity_refuses_to_start(
+    kube_cluster: Any, entries: Entries, collection: str, tmp_path: Path
+) -> None:
+    """Without --cluster-id and without the right to read namespace kube-system (a real
+    ServiceAccount token with no role), the operator stops at once and names the fix, instead of
+    writing documents no cluster can be told apart by. A malformed --cluster-id is refused."""
+    account = f"nobody-{uuid.uuid4().hex[:6]}"
+    assert (
+        kube_cluster.kubectl("create", "serviceaccount", account, "-n", entries.ns).returncode == 0
+    )
+    token = kube_cluster.kubectl("create", "token", account, "-n", entries.ns, "--duration=10m")
+    assert token.returncode == 0, token.stderr
+    admin = json.loads(kube_cluster.kubeconfig.read_text())
+    kubeconfig = tmp_path / "nobody.kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": admin["clusters"],
+                "users": [{"name": account, "user": {"token": token.stdout.strip()}}],
+                "contexts": [
+                    {
+                        "name": "sa",
+                        "context": {"cluster": admin["clusters"][0]["name"], "user": account},
+                    }
+                ],
+                "current-context": "sa",
+            }
+        )
+    )
+    for extra, expected in (
+        ((), "cannot determine this cluster's identity: reading namespace kube-system failed "
+             "(HTTP 403"),
+        (("--cluster-id", "not a valid id"), "--cluster-id 'not a valid id' is not a valid"),
+    ):  # fmt: skip
+        op = OperatorProcess(kubeconfig, entries.ns, collection, tmp_path, *extra).start()
+        assert op.proc is not None
+        try:
+            assert op.proc.wait(60) != 0
+        finally:
+            op.stop()
+        assert expected in op.log(), op.log()[-3000:]
+        if not extra:
+            assert "pass --cluster-id (chart value operator.clusterId)" in op.log()

@@ -2,16 +2,22 @@
 
 For each RoutingEntry that wins its identity (§3), the expected projection is exactly what the
 operator writes (§5): ``RoutingRecord.from_spec(...).to_document()`` with the entry's generation
-and source, stored in Firestore at ``routing_entries/{document_id}`` (plus the server field
-``updated_at``, ignored) and in the ConfigMap ``routing.{env}[.{tenant}]`` of the entry's
-namespace under ``configmap_key``. Each finding is one of:
+and source (this cluster's identity in ``source.cluster``), stored in Firestore at
+``routing_entries/{document_id}`` (plus the server field ``updated_at``, ignored) and in the
+ConfigMap ``routing.{env}[.{tenant}]`` of the entry's namespace under ``configmap_key``.
+Each finding is one of:
 
 - ``in-sync``      both projections equal the expectation;
 - ``drifted``      a projection is missing or differs; the finding names the projection and field;
-- ``orphaned``     a Firestore document or ConfigMap key no winning RoutingEntry accounts for;
-- ``conflicting``  a RoutingEntry that loses its identity to an older one (written nowhere);
+- ``orphaned``     a Firestore document of this cluster (or recording no cluster) or a ConfigMap
+                   key no winning RoutingEntry accounts for (``routingctl prune`` deletes them);
+- ``conflicting``  a RoutingEntry that loses its identity to an older one, or whose document
+                   another cluster holds (written nowhere);
 - ``invalid``      a RoutingEntry the model rejects (the operator reports InvalidConfig);
 - ``paused``       a RoutingEntry with ``routing.engines.io/paused: "true"`` (not compared).
+
+Documents of other clusters sharing the collection are none of this cluster's business and
+are not reported, except where they hold the identity of one of its entries.
 
 Exit code 1 when anything but ``in-sync`` / ``paused`` is found, like ``kubectl diff``.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any, TextIO
 
 from engines.routing import InvalidRouting
@@ -86,6 +93,7 @@ def _describe(diffs: Iterable[dict[str, Any]]) -> str:
 def diff(
     client: ClusterClient,
     *,
+    cluster_id: str,
     namespace: str | None,
     env: str | None,
     projections: set[str],
@@ -108,7 +116,7 @@ def diff(
         name = f"{meta.get('namespace')}/{meta.get('name')}"
         uids[meta.get("uid", "")] = name
         try:
-            entries.append(parse_object(obj))
+            entries.append(_in_cluster(parse_object(obj), cluster_id))
         except InvalidRouting as exc:
             findings.append(_finding("invalid", name, None, detail=str(exc)))
 
@@ -152,6 +160,21 @@ def diff(
             continue
         want = entry.record.to_document()
         drifts: list[dict[str, Any] | None] = []
+        holder = (have_doc or {}).get("source")
+        if isinstance(holder, dict) and holder.get("cluster") not in (None, cluster_id):
+            findings.append(
+                _finding(
+                    "conflicting",
+                    entry.name,
+                    doc_id,
+                    "firestore",
+                    f"{collection}/{doc_id}",
+                    detail=f"held by cluster {holder.get('cluster')} (RoutingEntry "
+                    f"{holder.get('namespace')}/{holder.get('name')} there); written nowhere "
+                    "until adopted (annotation routing.engines.io/adopt)",
+                )
+            )
+            continue
         if "firestore" in projections:
             where = f"{collection}/{doc_id}"
             have = (
@@ -173,6 +196,8 @@ def diff(
         source = source if isinstance(source, dict) else {}
         if namespace and source.get("namespace") != namespace:
             continue
+        if source.get("cluster") not in (None, cluster_id):
+            continue  # another cluster's
         findings.append(
             _finding(
                 "orphaned",
@@ -197,7 +222,8 @@ def diff(
                 doc_id,
                 "configmap",
                 f"{ns}/{cm_name}[{key}]",
-                detail=_orphan_detail(source, uids),
+                # a ConfigMap is this cluster's, whatever cluster its value records
+                detail=_orphan_detail({**source, "cluster": cluster_id} if source else {}, uids),
             )
         )
 
@@ -238,6 +264,17 @@ def _compare(
     return _finding("drifted", entry.name, doc_id, projection, where, fields, _describe(fields))
 
 
+def _in_cluster(entry: Entry, cluster_id: str) -> Entry:
+    """The entry with the projection the operator of ``cluster_id`` writes for it."""
+    source = entry.record.source
+    if source is None:
+        return entry
+    record = entry.record.model_copy(
+        update={"source": source.model_copy(update={"cluster": cluster_id})}
+    )
+    return replace(entry, record=record)
+
+
 def _orphan_detail(source: dict[str, Any], uids: dict[str, str]) -> str:
     owner = f"{source.get('namespace')}/{source.get('name')}" if source else "unknown"
     uid = source.get("uid") if source else None
@@ -245,7 +282,12 @@ def _orphan_detail(source: dict[str, Any], uids: dict[str, str]) -> str:
         return (
             f"owner {uids[uid]} exists but does not account for it (invalid, or identity changed)"
         )
-    return f"written for RoutingEntry {owner}, which no longer exists"
+    if source and source.get("cluster") is None and "uid" in source:
+        return (
+            f"written for RoutingEntry {owner}, not in this cluster; it records no cluster "
+            "(written before cluster identities), so it may be another cluster's"
+        )
+    return f"written for RoutingEntry {owner}, which no longer exists; routingctl prune deletes it"
 
 
 def _finding(

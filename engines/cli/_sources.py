@@ -181,6 +181,15 @@ def firestore_documents(
     env: str | None, collection: str, gcp_project: str | None, database: str | None
 ) -> list[tuple[str, dict[str, Any]]]:
     """(document id, fields) of the routing collection, optionally only one env."""
+    _, snaps = firestore_snapshots(env, collection, gcp_project, database)
+    return [(snap.id, snap.to_dict() or {}) for snap in snaps]
+
+
+def firestore_snapshots(
+    env: str | None, collection: str, gcp_project: str | None, database: str | None
+) -> tuple[Any, list[Any]]:
+    """The Firestore client and the snapshots of the routing collection (optionally one env):
+    a snapshot's ``update_time`` is what a later write can be made conditional on."""
     try:
         from google.api_core import exceptions as gexc
         from google.auth import exceptions as auth_exc
@@ -196,7 +205,7 @@ def firestore_documents(
         if env is not None:
             query = query.where(filter=FieldFilter("env", "==", env))
         snaps = query.get(timeout=60, retry=single_attempt())
-        return [(snap.id, snap.to_dict() or {}) for snap in snaps]
+        return client, list(snaps)
     except (gexc.GoogleAPIError, auth_exc.GoogleAuthError, OSError) as exc:
         where = os.environ.get("FIRESTORE_EMULATOR_HOST") or "Firestore"
         raise SourceError(
@@ -249,6 +258,25 @@ class ClusterClient:
                 f"{exc}; set KUBECONFIG or pass --kubeconfig"
             ) from exc
         self._client = client
+
+    def cluster_identity(self, explicit: str | None) -> str:
+        """The identity of this cluster as the operator records it (``source.cluster``): the
+        same rule, so the same documents count as this cluster's."""
+        from engines.routing.cluster import ClusterIdentityError, cluster_identity
+
+        try:
+            return cluster_identity(
+                self._client.CoreV1Api(self.api_client),
+                explicit,
+                hint="the operator's --cluster-id, when it runs with one",
+            )
+        except ClusterIdentityError as exc:
+            raise SourceError(str(exc)) from exc
+
+    @property
+    def core(self) -> Any:
+        """A ``CoreV1Api`` on this cluster (for the writes of ``prune``)."""
+        return self._client.CoreV1Api(self.api_client)
 
     def describe(self, namespace: str | None) -> str:
         host = self.api_client.configuration.host

@@ -5,7 +5,7 @@ errors into exit codes, so the contract a CI job relies on is in one place:
 
 - ``0`` clean (valid / resolved / complete / in sync);
 - ``1`` problems found (invalid manifests, a kind that does not resolve, a missing matrix cell,
-  drift, orphans or conflicts);
+  drift, orphans or conflicts; an orphan ``prune`` could not delete);
 - ``2`` usage or I/O error (bad flags, unreadable path, unreachable cluster or Firestore).
 """
 
@@ -191,8 +191,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma list of projections to compare: firestore, configmaps (default: both)",
     )
     _add_source_args(d, source=False)
+    _add_cluster_id(d)
     d.add_argument("--output", "-o", choices=("text", "json"), default="text")
+
+    pr = sub.add_parser(
+        "prune",
+        help="delete this cluster's orphaned Firestore documents and ConfigMap keys",
+        formatter_class=raw,
+        description="Delete the projections of this cluster whose RoutingEntry is gone (the "
+        "operator keeps them outside env test: an entry may vanish by accident while pods "
+        "still read them). Prints each thing it deletes. Never touches another cluster's "
+        "documents, nor documents that record no cluster. Each deletion is conditional on the "
+        "projection being unchanged since it was read.",
+        epilog="exit codes:\n  0  pruned (or listed, with --dry-run)\n  1  an orphan changed "
+        "while pruning and was left alone\n  2  usage error, or the cluster/Firestore cannot "
+        "be read or the cluster identity determined\n",
+    )
+    pr.add_argument("--env", help="only this environment (default: all)")
+    pr.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    _add_source_args(pr, source=False)
+    _add_cluster_id(pr)
     return parser
+
+
+def _add_cluster_id(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cluster-id",
+        help="this cluster's identity as the operator records it in source.cluster (default: "
+        "the uid of namespace kube-system, as the operator's default)",
+    )
 
 
 def _snapshot(args: argparse.Namespace, env: str | None) -> object:
@@ -303,8 +330,10 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise _UsageError("--projections: comma list of firestore, configmaps")
         if args.env:
             _label(args.env, "env")
+        cluster = ClusterClient(kubeconfig=args.kubeconfig, context=args.context)
         return diff(
-            ClusterClient(kubeconfig=args.kubeconfig, context=args.context),
+            cluster,
+            cluster_id=cluster.cluster_identity(args.cluster_id),
             namespace=args.namespace,
             env=args.env,
             projections=projections,
@@ -313,6 +342,24 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             database=args.database,
             output=args.output,
             out=out,
+        )
+    if args.command == "prune":
+        from ._prune import prune
+        from ._sources import ClusterClient
+
+        if args.env:
+            _label(args.env, "env")
+        return prune(
+            ClusterClient(kubeconfig=args.kubeconfig, context=args.context),
+            cluster_id=args.cluster_id,
+            namespace=args.namespace,
+            env=args.env,
+            collection=args.collection,
+            gcp_project=args.gcp_project,
+            database=args.database,
+            dry_run=args.dry_run,
+            out=out,
+            err=err,
         )
     raise _UsageError(f"unknown command {args.command}")  # pragma: no cover - argparse refuses
 

@@ -371,10 +371,16 @@ def parse_spec(spec: Mapping[str, Any]) -> RoutingEntrySpec:
 
 
 class Source(BaseModel):
-    """Which RoutingEntry a projection came from."""
+    """Which RoutingEntry a projection came from, and in which cluster (§5).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Unknown keys are ignored, not refused: readers run older code than the operator during an
+    upgrade, and a field a newer operator adds must not make every document unreadable."""
 
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    cluster: str | None = None
+    """The writing operator's cluster identity (``--cluster-id``); None in documents written
+    before clusters were told apart."""
     namespace: str
     name: str
     uid: str

@@ -34,6 +34,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--firestore-database", default=None, help="Firestore database id")
     p.add_argument(
+        "--cluster-id",
+        default=None,
+        help="this cluster's identity, recorded as source.cluster in every document; the "
+        "operator writes, repairs and deletes only its own cluster's documents (default: the "
+        "uid of namespace kube-system)",
+    )
+    p.add_argument(
         "--drift-period",
         type=float,
         default=60.0,
@@ -156,6 +163,12 @@ def main(argv: list[str] | None = None) -> None:
     if not project:
         sys.exit("routing-operator: set GOOGLE_CLOUD_PROJECT or pass --firestore-project")
     client = firestore.Client(project=project, database=args.firestore_database)
+    from engines.routing.cluster import ClusterIdentityError, cluster_identity
+
+    try:
+        cluster = cluster_identity(kubernetes.client.CoreV1Api(api), args.cluster_id)
+    except ClusterIdentityError as exc:
+        sys.exit(f"routing-operator: {exc}")
     priority = args.priority if args.priority is not None else random.randint(1, 32767)
     identity = _identity()
     config = OperatorConfig(
@@ -169,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         namespaces=None if args.all_namespaces else list(args.namespace),
     )
     reconciler = Reconciler(
-        firestore=FirestoreProjection(client, args.collection),
+        firestore=FirestoreProjection(client, args.collection, cluster),
         configmaps=ConfigMapProjection(kubernetes.client.CoreV1Api(api)),
         custom_api=kubernetes.client.CustomObjectsApi(api),
         collection=args.collection,
@@ -182,9 +195,10 @@ def main(argv: list[str] | None = None) -> None:
         start_http_server(args.metrics_port)
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
     logging.getLogger(__name__).info(
-        "starting: namespaces=%s collection=%s drift=%ss peering=%s priority=%s",
+        "starting: namespaces=%s collection=%s cluster=%s drift=%ss peering=%s priority=%s",
         "*" if args.all_namespaces else ",".join(args.namespace),
         args.collection,
+        cluster,
         args.drift_period,
         "standalone" if args.standalone else args.peering,
         priority,

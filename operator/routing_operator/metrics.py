@@ -8,9 +8,12 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "DRIFT_REPAIRS",
+    "DRIFT_SWEEPS",
     "ENTRIES",
     "LIST_PAGES_HELD",
+    "ORPHANS",
     "ORPHANS_REMOVED",
+    "PROJECTIONS_KEPT",
     "RECONCILES",
     "RECONCILE_SECONDS",
     "forget_entry",
@@ -32,10 +35,25 @@ DRIFT_REPAIRS = Counter(
     "Out-of-band changes to a projection that were repaired.",
     ["projection"],
 )
+DRIFT_SWEEPS = Counter(
+    "routing_operator_drift_sweeps_total",
+    "Drift sweeps completed by this replica (a standby does not sweep).",
+)
 ORPHANS_REMOVED = Counter(
     "routing_operator_orphans_removed_total",
-    "Projections removed because their RoutingEntry no longer exists.",
+    "Orphans of env test removed (projections of this cluster whose RoutingEntry is gone).",
     ["projection"],
+)
+ORPHANS = Gauge(
+    "routing_operator_orphans",
+    "Projections of this cluster (Firestore documents and ConfigMap keys) whose RoutingEntry "
+    "is gone, kept as they were served, at the last drift sweep; routingctl prune deletes them.",
+    ["env"],
+)
+PROJECTIONS_KEPT = Counter(
+    "routing_operator_projections_kept_total",
+    "RoutingEntries of an env other than test deleted without routing.engines.io/allow-delete "
+    '"true" whose projections were kept.',
 )
 LIST_PAGES_HELD = Counter(
     "routing_operator_list_pages_held_total",

@@ -1,9 +1,15 @@
 """The two projections of a RoutingEntry: its Firestore document and its ConfigMap key.
 
-Both writers are idempotent and report what they did (``unchanged``/``written``), so the
-reconciler can tell a first sync from a drift repair. Both check ownership: a projection whose
-``source.uid`` names another RoutingEntry is only taken over when that entry no longer exists
-(``owner_alive`` answers that), and deletion removes only what the deleting entry owns.
+Both writers are idempotent and report what they did (``unchanged``, ``written``, or a
+takeover: ``migrated``, ``reclaimed``, ``adopted``), so the reconciler can tell a first sync from
+a drift repair. Both check ownership, and deletion removes only what the deleting entry owns.
+
+Ownership of a Firestore document (several clusters may share the collection, §5): a document
+of this cluster (``source.cluster``) whose RoutingEntry is gone is an orphan and the entry with
+its identity takes it back; one whose entry lives is a Conflict. A document of another cluster is
+a Conflict unless the entry asks to adopt it. A document written before cluster identities (no
+``source.cluster``) is this cluster's when its owner is the writing entry itself (taken over
+silently) or lives here; otherwise its cluster is unknown and it is treated as another's.
 
 A new Firestore document is written with ``create()`` (atomic: it fails if the id exists);
 replacing an existing one runs in a transaction (read owner, then write). Calls carry short
@@ -22,6 +28,7 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
+from engines.routing.cluster import ADOPT_ANNOTATION
 from engines.routing.errors import BackendUnavailable, OwnershipConflict, RoutingKey
 from engines.routing.model import RoutingRecord, Source
 
@@ -31,6 +38,7 @@ __all__ = [
     "FirestoreProjection",
     "Outcome",
     "configmap_value",
+    "foreign",
     "owner_of",
     "strip_server_fields",
 ]
@@ -53,6 +61,18 @@ def _vendor_errors() -> tuple[type[Exception], ...]:
 class Outcome(StrEnum):
     UNCHANGED = "unchanged"
     WRITTEN = "written"
+    MIGRATED = "migrated"
+    """Rewritten only to record this cluster: the entry's own projection from before cluster
+    identities."""
+    RECLAIMED = "reclaimed"
+    """An orphan of this cluster (its entry is gone) taken by the entry with the same identity."""
+    ADOPTED = "adopted"
+    """Another cluster's document taken over on purpose (the adopt annotation)."""
+
+
+def foreign(owner: Source, cluster: str) -> bool:
+    """Is ``owner`` recorded as another cluster's? (False when no cluster is recorded.)"""
+    return owner.cluster is not None and owner.cluster != cluster
 
 
 def canonical_json(document: Mapping[str, Any]) -> str:
@@ -89,9 +109,12 @@ def strip_server_fields(data: dict[str, Any]) -> dict[str, Any]:
 class FirestoreProjection:
     """``{collection}/{env}:{tenant}:{project}:{resource_kind}`` documents."""
 
-    def __init__(self, client: Any, collection: str) -> None:
+    def __init__(self, client: Any, collection: str, cluster: str) -> None:
         self.client = client
         self.collection = collection
+        self.cluster = cluster
+        """This operator's cluster identity: it writes and deletes only that cluster's
+        documents."""
 
     def _ref(self, key: RoutingKey) -> Any:
         return self.client.collection(self.collection).document(key.document_id)
@@ -104,25 +127,80 @@ class FirestoreProjection:
             raise BackendUnavailable(f"Firestore read of {key.document_id} failed: {exc}") from exc
         return snap.to_dict() if snap.exists else None
 
+    def _decide(
+        self,
+        document_id: str,
+        current: dict[str, Any],
+        wanted: dict[str, Any],
+        mine: Source,
+        owner_alive: OwnerAlive,
+        adopt: bool,
+    ) -> tuple[Outcome, Source | None]:
+        """What writing ``wanted`` over the existing ``current`` document would be, and the
+        owner it replaces; raises ``OwnershipConflict`` when it must not be written."""
+        if strip_server_fields(current) == wanted:
+            return Outcome.UNCHANGED, None
+        owner = owner_of(current)
+        if owner is None:
+            return Outcome.WRITTEN, None  # nobody's: ours to write
+        if owner.uid == mine.uid and not foreign(owner, self.cluster):
+            if owner.cluster is None:
+                return Outcome.MIGRATED, None
+            return Outcome.WRITTEN, None
+        if not foreign(owner, self.cluster):
+            if owner_alive(owner):
+                raise OwnershipConflict(
+                    f"Firestore document {document_id} is owned by RoutingEntry "
+                    f"{owner.namespace}/{owner.name}",
+                    owner_uid=owner.uid,
+                )
+            if owner.cluster is not None:
+                return Outcome.RECLAIMED, owner
+        if adopt:
+            return Outcome.ADOPTED, owner
+        if owner.cluster is None:
+            where = (
+                f"belongs to RoutingEntry {owner.namespace}/{owner.name}, which is not in this "
+                "cluster (the document records no cluster: written before cluster identities, "
+                "maybe by another cluster sharing the collection)"
+            )
+        else:
+            where = (
+                f"belongs to cluster {owner.cluster} (RoutingEntry "
+                f"{owner.namespace}/{owner.name} there)"
+            )
+        raise OwnershipConflict(
+            f"Firestore document {document_id} {where}; nothing written. To take it over on "
+            f'purpose, annotate this entry {ADOPT_ANNOTATION}="true"',
+            owner_uid=owner.uid,
+        )
+
     def ensure(
-        self, record: RoutingRecord, owner_alive: OwnerAlive, fresh: bool = False
-    ) -> Outcome:
-        """Write the record's document unless it is already there. ``fresh``: the entry was
-        never synced, so the document most likely does not exist: try ``create()`` first (one
-        RPC) and read only if it does exist."""
+        self,
+        record: RoutingRecord,
+        owner_alive: OwnerAlive,
+        fresh: bool = False,
+        adopt: bool = False,
+    ) -> tuple[Outcome, Source | None]:
+        """Write the record's document unless it is already there; returns what was done and
+        the owner a takeover replaced. ``fresh``: the entry was never synced, so the document
+        most likely does not exist: try ``create()`` first (one RPC) and read only if it does
+        exist. ``adopt``: take over another cluster's document."""
         from google.api_core import exceptions as gexc
         from google.cloud import firestore
 
         ref = self._ref(record.key)
         wanted = record.to_document()
         mine = record.source
+        if mine is None or mine.cluster != self.cluster:
+            raise ValueError(f"{record.key.document_id}: a record to write names this cluster")
         current: dict[str, Any] | None = None
         if not fresh:
             # Fast probe outside the transaction: BeginTransaction retries for a long time on an
             # unreachable service, a bare read with retry=None fails within the timeout.
             current = self.read(record.key)
             if current is not None and strip_server_fields(current) == wanted:
-                return Outcome.UNCHANGED
+                return Outcome.UNCHANGED, None
         if current is None:
             # The common first sync: create() is atomic (fails if the id exists), one RPC.
             try:
@@ -131,7 +209,7 @@ class FirestoreProjection:
                     timeout=_TIMEOUT,
                     retry=None,
                 )
-                return Outcome.WRITTEN
+                return Outcome.WRITTEN, None
             except gexc.AlreadyExists:
                 # It exists (written meanwhile, or by an earlier attempt of ours): decide
                 # ownership and equality in the transaction below.
@@ -142,22 +220,18 @@ class FirestoreProjection:
                 ) from exc
 
         @firestore.transactional
-        def write(txn: Any) -> Outcome:
+        def write(txn: Any) -> tuple[Outcome, Source | None]:
             snap = ref.get(transaction=txn, timeout=_TIMEOUT, retry=None)
             current = snap.to_dict() if snap.exists else None
+            decided: tuple[Outcome, Source | None] = (Outcome.WRITTEN, None)
             if current is not None:
-                owner = owner_of(current)
-                if owner is not None and mine is not None and owner.uid != mine.uid:
-                    if owner_alive(owner):
-                        raise OwnershipConflict(
-                            f"Firestore document {record.key.document_id} is owned by "
-                            f"RoutingEntry {owner.namespace}/{owner.name}",
-                            owner_uid=owner.uid,
-                        )
-                elif strip_server_fields(current) == wanted:
-                    return Outcome.UNCHANGED
+                decided = self._decide(
+                    record.key.document_id, current, wanted, mine, owner_alive, adopt
+                )
+                if decided[0] is Outcome.UNCHANGED:
+                    return decided
             txn.set(ref, {**wanted, "updated_at": firestore.SERVER_TIMESTAMP})
-            return Outcome.WRITTEN
+            return decided
 
         try:
             return write(self.client.transaction(max_attempts=3))  # type: ignore[no-any-return]
@@ -169,7 +243,7 @@ class FirestoreProjection:
             raise BackendUnavailable(f"Firestore transaction failed: {exc}") from exc
 
     def remove(self, key: RoutingKey, owner_uid: str) -> bool:
-        """Delete the document if ``owner_uid`` owns it; True if deleted."""
+        """Delete the document if ``owner_uid`` of this cluster owns it; True if deleted."""
         from google.cloud import firestore
 
         ref = self._ref(key)
@@ -180,8 +254,8 @@ class FirestoreProjection:
             if not snap.exists:
                 return False
             owner = owner_of(snap.to_dict())
-            if owner is None or owner.uid != owner_uid:  # only what this entry owns
-                return False
+            if owner is None or owner.uid != owner_uid or foreign(owner, self.cluster):
+                return False  # only what this entry, in this cluster, owns
             txn.delete(ref)
             return True
 
@@ -236,12 +310,14 @@ class ConfigMapProjection:
                 if current == value:
                     results[key] = Outcome.UNCHANGED
                     continue
+                outcome = Outcome.WRITTEN
                 if current is not None and record.source is not None:
                     try:
                         owner = owner_of(json.loads(current))
                     except ValueError:
                         owner = None  # garbage in our key: ours to overwrite
                     if owner is not None and owner.uid != record.source.uid:
+                        # A ConfigMap is this cluster's by nature: only "is its entry alive".
                         if owner_alive(owner):
                             results[key] = OwnershipConflict(
                                 f"ConfigMap {namespace}/{name} key {key} is owned by "
@@ -250,8 +326,11 @@ class ConfigMapProjection:
                             )
                             continue
                         takeover = True
+                        outcome = Outcome.RECLAIMED
+                    elif owner is not None and owner.cluster is None:
+                        outcome = Outcome.MIGRATED
                 writes[key] = data[key] = value
-                results[key] = Outcome.WRITTEN
+                results[key] = outcome
             try:
                 if cm is None:
                     if writes:

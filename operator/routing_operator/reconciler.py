@@ -1,7 +1,9 @@
 """One reconciliation of a RoutingEntry, shared by the create/update/resume handlers and the
 drift timer (so drift repair and first sync are the same code path).
 
-Decision order: paused → invalid → conflict → write both projections → status. Failures are
+Decision order: paused → invalid → conflict → write both projections → status. The ConfigMap
+key of an entry is written only once its Firestore document is not someone else's, so an entry in
+Conflict is written nowhere. Failures are
 mapped deliberately: an invalid spec is permanent (status says why, nothing is written, no retry
 until the spec changes); an unreachable Firestore or API server is temporary (status says
 ``BackendUnavailable``, the handler raises ``kopf.TemporaryError`` with a growing delay).
@@ -21,6 +23,7 @@ from typing import Any, TypeVar
 import kopf
 import urllib3
 
+from engines.routing.cluster import ADOPT_ANNOTATION, ALLOW_DELETE_ANNOTATION
 from engines.routing.errors import BackendUnavailable, InvalidRouting, OwnershipConflict, RoutingKey
 from engines.routing.model import RoutingRecord, Source, parse_spec
 from engines.routing.registry.firestore import single_attempt
@@ -62,6 +65,8 @@ class Reconciler:
         collection: str,
         workers: int = 32,
     ) -> None:
+        self.cluster = firestore.cluster
+        """This operator's cluster identity (``source.cluster`` of what it writes)."""
         self.firestore = firestore
         self.configmaps = configmaps
         self.custom_api = custom_api
@@ -78,8 +83,13 @@ class Reconciler:
 
     # -- helpers -----------------------------------------------------------------------------
 
+    def source(self, namespace: str, name: str, uid: str) -> Source:
+        """The ``source`` of a projection this operator writes for an entry."""
+        return Source(cluster=self.cluster, namespace=namespace, name=name, uid=uid)
+
     def owner_alive(self, source: Source) -> bool:
-        """Does the RoutingEntry named by a projection's ``source`` still exist (same uid)?"""
+        """Does the RoutingEntry named by a projection's ``source`` still exist (same uid) in
+        this cluster?"""
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -236,28 +246,63 @@ class Reconciler:
             )
 
         record = RoutingRecord.from_spec(
-            parsed, generation=int(generation or 0), source=Source(namespace=ns, name=name, uid=uid)
+            parsed, generation=int(generation or 0), source=self.source(ns, name, uid)
         )
+        adopt = (meta.annotations or {}).get(ADOPT_ANNOTATION) == "true"
         was_synced = (
             status.get("revision") == record.revision
             and self._previous(status, FIRESTORE_SYNCED).get("status") == "True"
             and self._previous(status, CONFIGMAP_SYNCED).get("status") == "True"
             and status.get("observedGeneration") == generation
         )
+        replaced: list[Source] = []
+
+        def write_document() -> Outcome:
+            outcome, previous = self.firestore.ensure(
+                record, self.owner_alive, not status.get("revision"), adopt
+            )
+            if previous is not None:
+                replaced.append(previous)
+            return outcome
+
+        document = asyncio.ensure_future(self._run(write_document))
         (fs_cond, fs_out), (cm_cond, cm_out) = await asyncio.gather(
             self._sync(
                 FIRESTORE_SYNCED,
-                self._run(
-                    self.firestore.ensure, record, self.owner_alive, not status.get("revision")
-                ),
+                document,
                 f"written to Firestore {self.collection}/{key.document_id}",
             ),
             self._sync(
                 CONFIGMAP_SYNCED,
-                self.cm_batcher.ensure(ns, record),
+                self.cm_batcher.ensure(ns, record, after=document),
                 f"written to ConfigMap {ns}/{key.configmap_name} key {key.configmap_key}",
             ),
         )
+        if fs_out in (Outcome.ADOPTED, Outcome.RECLAIMED) and replaced:
+            before = replaced[0]
+            if fs_out is Outcome.ADOPTED:
+                kopf.event(
+                    body,
+                    type="Normal",
+                    reason="Adopted",
+                    message=f"took over Firestore document {self.collection}/{key.document_id} "
+                    f"from cluster {before.cluster or '(not recorded)'} (RoutingEntry "
+                    f"{before.namespace}/{before.name} there) on purpose ({ADOPT_ANNOTATION}); "
+                    "that entry now reports Conflict",
+                )
+            else:
+                kopf.event(
+                    body,
+                    type="Normal",
+                    reason="Reclaimed",
+                    message=f"took back Firestore document {self.collection}/{key.document_id}, "
+                    f"kept after RoutingEntry {before.namespace}/{before.name} (same identity) "
+                    "was deleted",
+                )
+        if adopt and fs_cond.status == "True":
+            # One-shot: the document is this entry's now. Kept, the annotation would take it
+            # back whenever someone else adopted it, and two such entries would fight forever.
+            patch.metadata.annotations[ADOPT_ANNOTATION] = None
         failed = [c for c in (fs_cond, cm_cond) if c.status != "True"]
         if failed:
             ready = Wanted(READY, "False", failed[0].reason, failed[0].message)
@@ -282,7 +327,7 @@ class Reconciler:
             fields["configMap"] = {"name": key.configmap_name, "key": key.configmap_key}
 
         for projection, outcome in (("firestore", fs_out), ("configmap", cm_out)):
-            if was_synced and outcome is Outcome.WRITTEN:
+            if was_synced and outcome is Outcome.WRITTEN:  # not a takeover: a repair
                 metrics.DRIFT_REPAIRS.labels(projection).inc()
                 kopf.event(
                     body,
@@ -346,7 +391,30 @@ class Reconciler:
         uid, ns = str(meta.uid), str(meta.namespace)
         key = identity_of(body.spec)
         self.losers.pop(uid, None)
-        if key is not None:
+        allowed = (meta.annotations or {}).get(ALLOW_DELETE_ANNOTATION) == "true"
+        if key is not None and key.env != "test" and not allowed:
+            # Whatever removed it (a namespace or the CRD deleted, a plain delete where the
+            # admission policy is not installed), what it serves stays served.
+            if self._owned_something(body.status):
+                metrics.PROJECTIONS_KEPT.inc()
+                kopf.event(
+                    body,
+                    type="Warning",
+                    reason="ProjectionsKept",
+                    message=f'deleted without {ALLOW_DELETE_ANNOTATION}="true": its Firestore '
+                    f"document {self.collection}/{key.document_id} and ConfigMap "
+                    f"{ns}/{key.configmap_name} key {key.configmap_key} are kept and keep "
+                    "serving; an entry with the same identity takes them back, `routingctl "
+                    "prune` deletes them",
+                )
+                log.warning(
+                    "%s/%s deleted without %s: projections of %s kept",
+                    ns,
+                    meta.name,
+                    ALLOW_DELETE_ANNOTATION,
+                    key.document_id,
+                )
+        elif key is not None:
             try:
                 await self._run(self.firestore.remove, key, uid)
                 await self._run(self.configmaps.remove, ns, key, uid)
@@ -360,12 +428,21 @@ class Reconciler:
                     [Wanted(READY, "False", Reason.BACKEND_UNAVAILABLE, message)],
                 )
                 raise kopf.TemporaryError(message, delay=backoff(retry)) from exc
-            # Hand the identity over: wake every other claimant so the next oldest takes it.
+        if key is not None:
+            # Hand the identity over: wake every other claimant so the next oldest takes it
+            # (a kept projection included: it is an orphan now, and the same identity's).
             self.claims.forget(uid)
             for other in self.claims.of(key.document_id):
                 if other.uid != uid and not other.deleting:
                     await self._run(self._requeue, other)
         metrics.forget_entry(uid)
+
+    def _owned_something(self, status: Mapping[str, Any]) -> bool:
+        """Did this entry write its projections (and not lose its identity since)?"""
+        ready = self._previous(status, READY)
+        return bool(status.get("firestore") or status.get("configMap")) and ready.get(
+            "reason"
+        ) not in (Reason.CONFLICT, Reason.INVALID_CONFIG)
 
     async def watch_takeovers(self, period: float) -> None:
         """Requeue a Conflict loser as soon as the claims say its winner is gone. The winner's
@@ -408,6 +485,15 @@ class Reconciler:
                 raise
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A ConfigMap key waiting for its batch."""
+
+    record: RoutingRecord
+    future: asyncio.Future[Outcome]
+    after: asyncio.Future[Any] | None
+
+
 @dataclass(slots=True)
 class Sweep:
     """What one drift sweep found."""
@@ -416,7 +502,9 @@ class Sweep:
     listed: set[str] = field(default_factory=set)
     """uids of every entry the sweep listed."""
     orphan_docs: list[tuple[RoutingKey, Source]] = field(default_factory=list)
+    """Firestore documents of this cluster whose entry (in a watched namespace) is gone."""
     orphan_keys: list[tuple[str, RoutingKey, Source]] = field(default_factory=list)
+    """(namespace, identity, owner) of ConfigMap keys whose entry is gone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,6 +555,10 @@ class DriftSweeper:
         self.peering = peering
         """This replica in kopf's peering (None: standalone, it always works)."""
         self._yielding_to: str | None = None
+        self._orphan_envs: set[str] = set()
+        """Envs the orphans gauge has a sample for (set to 0 when their orphans are gone)."""
+        self._reported: set[tuple[str, ...]] = set()
+        """Kept orphans already logged (each is logged once, not at every sweep)."""
 
     def standing_by(self) -> str | None:
         """The peer this replica yields to, as kopf decides it from the peering object (a live
@@ -519,7 +611,10 @@ class DriftSweeper:
 
     def find_stale(self) -> Sweep:
         """Entries to requeue (drifted projections, or a lost conflict whose winner is gone) and
-        orphans (projections whose owning entry, in a watched namespace, no longer exists).
+        orphans (projections of this cluster whose owning entry, in a watched namespace, no
+        longer exists). Another cluster's documents are never orphans here, and a Conflict
+        entry whose document another cluster holds is not requeued (it never takes the document
+        back by itself).
 
         Documents are kept as digests and owners; entries are read a page at a time and
         compared as they come."""
@@ -544,6 +639,7 @@ class DriftSweeper:
             data = strip_server_fields(snap.to_dict() or {})
             docs[snap.id] = (digest(canonical_json(data)), owner_of(data))
         cms = self._configmaps()
+        cluster = self.reconciler.cluster
         live = sweep.listed
         claims = Claims()  # as listed now, for the Conflict losers below
         losers: list[tuple[Contender, str]] = []
@@ -560,7 +656,7 @@ class DriftSweeper:
             record = RoutingRecord.from_spec(
                 spec,
                 generation=int(meta.get("generation") or 0),
-                source=Source(namespace=me.namespace, name=me.name, uid=me.uid),
+                source=self.reconciler.source(me.namespace, me.name, me.uid),
             )
             conditions = (obj.get("status") or {}).get("conditions") or []
             ready: dict[str, Any] = next((c for c in conditions if c.get("type") == READY), {})
@@ -580,11 +676,18 @@ class DriftSweeper:
             if not (doc_ok and cm_ok):
                 sweep.stale.append(me)
         for me, document_id in losers:
-            if claims.winner(document_id) == me:
-                sweep.stale.append(me)
+            if claims.winner(document_id) != me:
+                continue  # an older entry of this cluster still holds the identity
+            holder = docs.get(document_id, (b"", None))[1]
+            theirs = holder is not None and holder.uid != me.uid and holder.uid not in live
+            if theirs and holder is not None and holder.cluster != cluster:
+                continue  # another cluster's (or of none): it stays theirs until adopted
+            sweep.stale.append(me)
         for doc_id, (_, owner) in docs.items():
             if owner is None or owner.uid in live or not self._watched(owner.namespace):
                 continue
+            if owner.cluster != cluster:
+                continue  # another cluster's, or of no recorded cluster: never ours to judge
             parts = doc_id.split(":")
             if len(parts) == 4:
                 sweep.orphan_docs.append((RoutingKey(*parts), owner))
@@ -597,6 +700,59 @@ class DriftSweeper:
                 if orphan.source and orphan.source.uid not in live:
                     sweep.orphan_keys.append((ns, orphan.key, orphan.source))
         return sweep
+
+    async def _handle_orphans(self, sweep: Sweep) -> None:
+        """Orphans of env ``test`` are removed; any other is kept (it may still be served: its
+        entry may have vanished by accident), counted by env and reported once."""
+        rec = self.reconciler
+        kept: dict[str, int] = {}
+        seen: set[tuple[str, ...]] = set()
+        for key, owner in sweep.orphan_docs:
+            where = f"Firestore document {rec.collection}/{key.document_id}"
+            if key.env != "test":
+                kept[key.env] = kept.get(key.env, 0) + 1
+                seen.add(("firestore", key.document_id, owner.uid))
+                self._report_kept(("firestore", key.document_id, owner.uid), where, owner)
+            elif await rec._run(rec.firestore.remove, key, owner.uid):
+                metrics.ORPHANS_REMOVED.labels("firestore").inc()
+                log.warning(
+                    "removed orphaned %s (env test; its RoutingEntry %s/%s is gone)",
+                    where,
+                    owner.namespace,
+                    owner.name,
+                )
+        for ns, key, owner in sweep.orphan_keys:
+            where = f"ConfigMap key {ns}/{key.configmap_name} {key.configmap_key}"
+            if key.env != "test":
+                kept[key.env] = kept.get(key.env, 0) + 1
+                seen.add(("configmap", ns, key.configmap_key, owner.uid))
+                self._report_kept(("configmap", ns, key.configmap_key, owner.uid), where, owner)
+            elif await rec._run(rec.configmaps.remove, ns, key, owner.uid):
+                metrics.ORPHANS_REMOVED.labels("configmap").inc()
+                log.warning(
+                    "removed orphaned %s (env test; its RoutingEntry %s/%s is gone)",
+                    where,
+                    owner.namespace,
+                    owner.name,
+                )
+        for env in self._orphan_envs - kept.keys():
+            metrics.ORPHANS.labels(env).set(0)
+        for env, count in kept.items():
+            metrics.ORPHANS.labels(env).set(count)
+        self._orphan_envs |= kept.keys()
+        self._reported &= seen
+
+    def _report_kept(self, ident: tuple[str, ...], where: str, owner: Source) -> None:
+        if ident in self._reported:
+            return
+        self._reported.add(ident)
+        log.warning(
+            "orphan kept: %s (its RoutingEntry %s/%s is gone); an entry with the same identity "
+            "takes it back, `routingctl prune` deletes it",
+            where,
+            owner.namespace,
+            owner.name,
+        )
 
     async def run(self, period: float) -> None:
         while True:
@@ -618,30 +774,8 @@ class DriftSweeper:
                 for entry in sweep.stale:
                     log.info("drift or takeover: requeueing %s/%s", entry.namespace, entry.name)
                     await self.reconciler._run(self.reconciler._requeue, entry)
-                for key, owner in sweep.orphan_docs:
-                    fs = self.reconciler.firestore
-                    if await self.reconciler._run(fs.remove, key, owner.uid):
-                        metrics.ORPHANS_REMOVED.labels("firestore").inc()
-                        log.warning(
-                            "removed orphaned Firestore document %s (its RoutingEntry "
-                            "%s/%s is gone)",
-                            key.document_id,
-                            owner.namespace,
-                            owner.name,
-                        )
-                for ns, key, owner in sweep.orphan_keys:
-                    cms = self.reconciler.configmaps
-                    if await self.reconciler._run(cms.remove, ns, key, owner.uid):
-                        metrics.ORPHANS_REMOVED.labels("configmap").inc()
-                        log.warning(
-                            "removed orphaned ConfigMap key %s/%s %s (its RoutingEntry "
-                            "%s/%s is gone)",
-                            ns,
-                            key.configmap_name,
-                            key.configmap_key,
-                            owner.namespace,
-                            owner.name,
-                        )
+                await self._handle_orphans(sweep)
+                metrics.DRIFT_SWEEPS.inc()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep sweeping; say what failed
@@ -650,13 +784,17 @@ class DriftSweeper:
 
 class ConfigMapBatcher:
     """Coalesces ConfigMap writes: entries of one ConfigMap reconciled within ``window`` seconds
-    share one read and one write (a tenant's entries are usually applied together)."""
+    share one read and one write (a tenant's entries are usually applied together).
+
+    A record may wait on another write (``after``: its Firestore document, written meanwhile):
+    the batch is flushed once those are done, and a record whose document turned out to be
+    someone else's (``OwnershipConflict``) is not written, so an entry in Conflict is written
+    nowhere. The document's write normally ends within the batching window."""
 
     def __init__(self, reconciler: Reconciler, window: float = 0.05) -> None:
         self.reconciler = reconciler
         self.window = window
-        self._pending: dict[tuple[str, str], list[tuple[RoutingRecord, asyncio.Future[Outcome]]]]
-        self._pending = {}
+        self._pending: dict[tuple[str, str], list[_Pending]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, slot: tuple[str, str]) -> None:
@@ -667,29 +805,47 @@ class ConfigMapBatcher:
 
         loop.call_later(self.window, start)
 
-    async def ensure(self, namespace: str, record: RoutingRecord) -> Outcome:
+    async def ensure(
+        self, namespace: str, record: RoutingRecord, after: asyncio.Future[Any] | None = None
+    ) -> Outcome:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         slot = (namespace, record.key.configmap_name)
         batch = self._pending.setdefault(slot, [])
-        batch.append((record, future))
+        batch.append(_Pending(record, future, after))
         if len(batch) == 1:
             self._schedule(loop, slot)
         return await future
 
     async def _flush(self, slot: tuple[str, str]) -> None:
         batch = self._pending.pop(slot, [])
+        gates = [p.after for p in batch if p.after is not None and not p.after.done()]
+        if gates:
+            await asyncio.wait(gates)
         # One record per key per write; a second claim of the same key waits for the next batch
         # and then meets the first one's ownership.
         first: dict[str, tuple[RoutingRecord, asyncio.Future[Outcome]]] = {}
-        for record, future in batch:
+        later: list[_Pending] = []
+        for pending in batch:
+            record, future, after = pending.record, pending.future, pending.after
+            if after is not None and not after.cancelled():
+                refused = after.exception()
+                if isinstance(refused, OwnershipConflict):
+                    if not future.done():
+                        future.set_exception(OwnershipConflict(str(refused)))
+                    continue
             if record.key.configmap_key in first:
-                self._pending.setdefault(slot, []).append((record, future))
+                later.append(pending)
             else:
                 first[record.key.configmap_key] = (record, future)
-        if slot in self._pending:
-            loop = asyncio.get_running_loop()
-            self._schedule(loop, slot)
+        if later:
+            # Records that arrived while the gates were awaited started a batch of their own.
+            waiting = self._pending.setdefault(slot, [])
+            if not waiting:
+                self._schedule(asyncio.get_running_loop(), slot)
+            waiting.extend(later)
+        if not first:
+            return
         records = [r for r, _ in first.values()]
         try:
             results = await self.reconciler._run(

@@ -79,6 +79,8 @@ class Cluster:
         self.api = kube.api_client()
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
+        self.uid = str(self.core.read_namespace("kube-system").metadata.uid)
+        """The cluster identity the operator records by default."""
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         obj = {**obj, "metadata": {**obj["metadata"], "namespace": self.ns}}
@@ -89,7 +91,7 @@ class Cluster:
         return RoutingRecord.from_spec(
             parse_spec(obj["spec"]),
             generation=int(meta["generation"]),
-            source=Source(namespace=self.ns, name=meta["name"], uid=meta["uid"]),
+            source=Source(cluster=self.uid, namespace=self.ns, name=meta["name"], uid=meta["uid"]),
         )
 
     def project_configmap(self, records: list[RoutingRecord]) -> None:
@@ -314,7 +316,9 @@ def test_diff_in_sync_then_hand_made_drift_then_repaired(
     # orphans: a document and a key whose RoutingEntry is gone
     gone = RoutingRecord.from_spec(
         parse_spec(body("gone", "acme", "budget", "budget")["spec"]),
-        source=Source(namespace=cluster.ns, name="gone", uid=str(uuid.uuid4())),
+        source=Source(
+            cluster=cluster.uid, namespace=cluster.ns, name="gone", uid=str(uuid.uuid4())
+        ),
     )
     fs.document(gone.key.document_id).set(gone.to_document())
     cluster.core.patch_namespaced_config_map(
@@ -383,6 +387,35 @@ def test_diff_in_sync_then_hand_made_drift_then_repaired(
     code, report, _ = diff(cluster, collection)
     assert code == 0, report
     assert report["summary"]["in-sync"] == 2
+
+
+def test_diff_ignores_other_clusters_documents_except_one_holding_an_entrys_identity(
+    cluster: Cluster, firestore_emulator: FirestoreEmulator
+) -> None:
+    collection = f"routing_{uuid.uuid4().hex[:8]}"
+    fs = firestore_emulator.client().collection(collection)
+    record = cluster.record(cluster.create(body("acme-kpi", "acme", "kpi", "kpi")))
+    for kind in ("kpi", "budget"):  # the first holds acme-kpi's identity
+        theirs = RoutingRecord.from_spec(
+            parse_spec(body("far", "acme", kind, kind)["spec"]),
+            source=Source(cluster="other", namespace=cluster.ns, name="far", uid="u-" + kind),
+        )
+        fs.document(theirs.key.document_id).set(theirs.to_document())
+    cluster.project_configmap([record])
+
+    code, report, _ = diff(cluster, collection)
+
+    assert code == 1
+    assert [(f["state"], f["key"], f["detail"]) for f in report["findings"]] == [
+        (
+            "conflicting",
+            "prod:acme:*:kpi",
+            f"held by cluster other (RoutingEntry {cluster.ns}/far there); written nowhere "
+            "until adopted (annotation routing.engines.io/adopt)",
+        )
+    ]
+    code, _, err = run("diff", "--kubeconfig", str(cluster.kube.kubeconfig), "--cluster-id", "a b")
+    assert code == 2 and "--cluster-id 'a b' is not a valid cluster identity" in err
 
 
 def test_diff_paused_entries_are_not_compared(

@@ -1,0 +1,76 @@
+"""Which cluster a projection belongs to: the identity the operator writes as ``source.cluster``.
+
+Several clusters may share one Firestore collection (§5). Each operator writes, repairs and
+deletes only the documents of its own cluster, and ``routingctl diff``/``prune`` judge documents
+by the same rule, so both resolve the identity here: ``--cluster-id`` when given, else the uid of
+namespace ``kube-system`` (stable for a cluster's lifetime, distinct between clusters, readable
+with one narrow RBAC rule). A process that can have neither refuses to work: guessing would let
+it take another cluster's documents for its own.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = [
+    "ADOPT_ANNOTATION",
+    "ALLOW_DELETE_ANNOTATION",
+    "ClusterIdentityError",
+    "cluster_identity",
+]
+
+ADOPT_ANNOTATION = "routing.engines.io/adopt"
+"""``"true"`` on an entry: take over a document another cluster owns (once; then removed)."""
+ALLOW_DELETE_ANNOTATION = "routing.engines.io/allow-delete"
+"""``"true"`` on an entry: its deletion removes its projections (else they are kept)."""
+KUBE_SYSTEM = "kube-system"
+_VALID = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.:]{0,251}[A-Za-z0-9])?$")
+
+
+class ClusterIdentityError(Exception):
+    """The cluster identity can be neither taken from the flag nor read from the cluster."""
+
+
+def cluster_identity(
+    core_api: Any,
+    explicit: str | None,
+    *,
+    flag: str = "--cluster-id",
+    hint: str = "chart value operator.clusterId",
+) -> str:
+    """``explicit`` when given (checked), else the uid of namespace ``kube-system`` read through
+    ``core_api`` (a ``kubernetes.client.CoreV1Api``). Raises ``ClusterIdentityError`` naming the
+    fix (``flag``, and ``hint`` on where its value comes from)."""
+    if explicit is not None:
+        if not _VALID.match(explicit):
+            raise ClusterIdentityError(
+                f"{flag} {explicit!r} is not a valid cluster identity: 1-253 letters, digits, "
+                "'-', '_', '.' or ':', starting and ending with a letter or digit"
+            )
+        return explicit
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    fix = (
+        f"pass {flag} ({hint}), or allow get on namespace "
+        f"{KUBE_SYSTEM} (its uid is the default identity)"
+    )
+    try:
+        ns = core_api.read_namespace(KUBE_SYSTEM, _request_timeout=15)
+    except ApiException as exc:
+        raise ClusterIdentityError(
+            f"cannot determine this cluster's identity: reading namespace {KUBE_SYSTEM} "
+            f"failed (HTTP {exc.status} {exc.reason}); {fix}"
+        ) from exc
+    except (HTTPError, OSError) as exc:
+        raise ClusterIdentityError(
+            f"cannot determine this cluster's identity: the API server did not answer "
+            f"({exc.__class__.__name__}: {exc}); check the kubeconfig, or {fix}"
+        ) from exc
+    uid = getattr(getattr(ns, "metadata", None), "uid", None)
+    if not uid:
+        raise ClusterIdentityError(
+            f"cannot determine this cluster's identity: namespace {KUBE_SYSTEM} has no uid; {fix}"
+        )
+    return str(uid)
