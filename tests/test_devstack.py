@@ -4,7 +4,9 @@ Covers: `up` brings every component up and writes env.sh; the API server answers
 the generated kubeconfig; each service serves its client; a second `up` reuses every running
 process (same pids) and restarts only what died; `down` leaves no process behind (recorded pids,
 the state dir on any command line, the ownership marker in any environment); a component that
-dies while starting fails with its name and log; the Firestore fixture restarts on the same port.
+dies while starting fails with its name and log; the Firestore fixture restarts on the same port;
+a second control plane (`up --share-emulators-with`) runs its own etcd + kube-apiserver (its own
+kube-system uid) on the first stack's emulators, remembers it, and its `down` stops only itself.
 """
 
 from __future__ import annotations
@@ -165,6 +167,47 @@ def test_up_twice_reuses_and_restarts_only_what_died(state_dir: Path) -> None:
         k: v for k, v in before.items() if k != "redis"
     }
     assert read_env(state_dir / "env.sh")["REDIS_URL"] == LocalStack(state_dir).env()["REDIS_URL"]
+
+
+def kube_system_uid(kubeconfig: Path) -> str:
+    done = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), "get", "namespace", "kube-system",
+         "-o", "jsonpath={.metadata.uid}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout, done.stderr
+    return done.stdout
+
+
+def test_a_second_control_plane_shares_the_first_stacks_emulators(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    first = LocalStack(state_dir).pids()
+    second = tmp_path / "second"
+    up = routing_dev("up", "--state-dir", str(second), "--share-emulators-with", str(state_dir))
+    assert up.returncode == 0, up.stderr
+    try:
+        env, theirs = read_env(second / "env.sh"), read_env(state_dir / "env.sh")
+        assert env["KUBECONFIG"] == str(second.resolve() / "kubeconfig")
+        for name in EXPORTS[1:]:
+            assert env[name] == theirs[name], name
+        assert set(LocalStack(second).pids()) == {"etcd", "kube-apiserver"}
+        assert LocalStack(state_dir).pids() == first
+        assert kube_system_uid(second / "kubeconfig") != kube_system_uid(state_dir / "kubeconfig")
+
+        again = routing_dev("up", "--state-dir", str(second))  # remembered, no flag needed
+        assert again.returncode == 0 and again.stderr.count("reused") == 5, again.stderr
+        other = routing_dev("up", "--state-dir", str(second), "--share-emulators-with", "/nope")
+        assert other.returncode == 1 and f"shares the emulators of {state_dir}" in other.stderr
+        theirs_only = routing_dev("down", "--state-dir", str(second), "--only", "redis")
+        assert theirs_only.returncode == 1 and "stop them there" in theirs_only.stderr
+        status = routing_dev("status", "--state-dir", str(second))
+        assert f"(emulators shared with {state_dir})" in status.stdout
+    finally:
+        down = routing_dev("down", "--state-dir", str(second))
+    assert down.returncode == 0, down.stderr
+    assert processes_mentioning(second.resolve()) == []
+    assert LocalStack(state_dir).pids() == first, "the shared emulators keep running"
 
 
 def test_down_leaves_no_process_behind(state_dir: Path) -> None:

@@ -2,6 +2,12 @@
 
 ``up`` prints only the path of ``env.sh`` on stdout, so ``. "$(routing-dev up)"`` works;
 progress and errors go to stderr.
+
+A second control plane beside a first stack, on the first one's emulators (two clusters sharing
+one Firestore collection):
+
+    routing-dev up --state-dir .routing-dev
+    routing-dev up --state-dir .routing-dev-b --share-emulators-with .routing-dev
 """
 
 from __future__ import annotations
@@ -21,7 +27,13 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="routing-dev", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="routing-dev",
+        description=__doc__.splitlines()[0],
+        epilog="A second control plane (its own etcd + kube-apiserver) sharing a first stack's "
+        "Firestore, Redis and GCS emulators, as two clusters sharing one Firestore collection: "
+        "routing-dev up --state-dir DIR2 --share-emulators-with DIR1",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     state = argparse.ArgumentParser(add_help=False)
     state.add_argument(
@@ -38,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     up = sub.add_parser("up", parents=[state, only], help="start or reuse the local stack")
     up.add_argument("--project", default=None, help="GOOGLE_CLOUD_PROJECT for the emulators")
+    up.add_argument(
+        "--share-emulators-with",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run only etcd + kube-apiserver here, and use the emulators of the stack in DIR "
+        "(started or reused there): a second cluster on the same Firestore; remembered in this "
+        "state directory, so later `up`/`down` need not repeat it. `down` here stops only this "
+        "control plane",
+    )
     down = sub.add_parser("down", parents=[state, only], help="stop what `up` started")
     down.add_argument("--purge", action="store_true", help="also delete the state directory")
     sub.add_parser("status", parents=[state], help="list running components")
@@ -59,8 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from engines.devstack.demo import run_demo
 
         return run_demo(args.state_dir)
-    stack = LocalStack(args.state_dir, project=getattr(args, "project", None))
     try:
+        stack = LocalStack(
+            args.state_dir,
+            project=getattr(args, "project", None),
+            emulators_from=getattr(args, "share_emulators_with", None),
+        )
         if args.command == "up":
             started = time.monotonic()
             for status in stack.up(_components(args.only)).values():
@@ -79,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             for name, pid in stack.pids().items():
                 print(f"{name}\t{pid}\t{stack.log_path(name)}")
+            if stack.shared is not None:
+                print(f"(emulators shared with {stack.shared.state_dir})")
     except StackError as exc:
         print(f"routing-dev {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -15,6 +15,12 @@ answers its health probe; anything else is (re)started with the ports it had bef
 are free, so ``env.sh`` stays valid across restarts. Independent components start in parallel.
 ``down`` stops each recorded process group and then sweeps any process still marked with this
 directory, so nothing is left behind even if a record was lost.
+
+A second control plane can share the emulators of a first stack (``emulators_from``, recorded in
+its ``state.json``): its own etcd + kube-apiserver, and the first stack's Firestore, Redis and GCS
+in its ``env.sh``. That is the topology of several clusters sharing one Firestore collection.
+Its ``up`` starts or reuses the first stack's emulators; its ``down`` stops only its own control
+plane.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ __all__ = [
 ]
 
 DEFAULT_PROJECT = "routing-dev"
+CONTROL_PLANE = ("etcd", "kube-apiserver")
+"""The components a stack sharing another's emulators runs itself."""
 _REUSE_PROBE_SECONDS = 10.0
 
 
@@ -90,11 +98,38 @@ class LocalStack:
         *,
         project: str | None = None,
         crds_dir: Path | str | None = None,
+        emulators_from: Path | str | None = None,
     ) -> None:
         self.state_dir = Path(state_dir or default_state_dir()).resolve()
-        stored = self._read_json(self._state_file).get("project")
-        self.project: str = project or stored or DEFAULT_PROJECT
+        state = self._read_json(self._state_file)
         self.crds_dir = Path(crds_dir) if crds_dir is not None else default_crds_dir()
+        recorded = state.get("emulators_from")
+        wanted = Path(emulators_from).resolve() if emulators_from is not None else None
+        if wanted is not None and recorded is not None and Path(recorded) != wanted:
+            raise StackError(
+                f"{self.state_dir} shares the emulators of {recorded}, not {wanted}: "
+                f"`routing-dev down --purge --state-dir {self.state_dir}` first to change it"
+            )
+        source = wanted or (Path(recorded) if recorded else None)
+        self.shared: LocalStack | None = None
+        """The stack whose emulators this one uses (None: it runs its own)."""
+        if source is not None:
+            if source == self.state_dir:
+                raise StackError(f"{self.state_dir} cannot share its own emulators")
+            if not (source / "state.json").is_file():
+                raise StackError(
+                    f"{source} is not a routing-dev state directory: "
+                    f"`routing-dev up --state-dir {source}` first"
+                )
+            if wanted is not None and recorded is None and self._own_emulators_running():
+                raise StackError(
+                    f"{self.state_dir} runs emulators of its own: `routing-dev down --state-dir "
+                    f"{self.state_dir}` first, then share {source}'s"
+                )
+            self.shared = LocalStack(source, crds_dir=crds_dir)
+        self.project: str = (
+            self.shared.project if self.shared else project or state.get("project")
+        ) or DEFAULT_PROJECT
 
     # ---- paths -------------------------------------------------------------------------------
 
@@ -119,16 +154,31 @@ class LocalStack:
     # ---- public API --------------------------------------------------------------------------
 
     def up(self, components: Iterable[str] | None = None) -> dict[str, ComponentStatus]:
-        """Start (or reuse) the named components and their dependencies; write ``env.sh``."""
+        """Start (or reuse) the named components and their dependencies; write ``env.sh``.
+        Sharing another stack's emulators, those are started or reused there."""
         names = _with_dependencies(components)
+        statuses: dict[str, ComponentStatus] = {}
+        if self.shared is not None:
+            elsewhere = names - set(CONTROL_PLANE)
+            if elsewhere:
+                statuses.update(self.shared.up(elsewhere))
+            names -= elsewhere
         with self._locked():
-            ctx = self._context(names)
-            statuses = self._start_all(ctx, names)
+            ctx = self._context(names, record=True)
+            statuses.update(self._start_all(ctx, names))
             self._write_env(ctx)
         return statuses
 
     def down(self, components: Iterable[str] | None = None) -> None:
-        """Stop the named components and whatever depends on them (all when None)."""
+        """Stop the named components and whatever depends on them (all when None). A stack
+        sharing another's emulators stops only its own control plane."""
+        if self.shared is not None and components is not None:
+            theirs = set(components) - set(CONTROL_PLANE)
+            if theirs:
+                raise StackError(
+                    f"{', '.join(sorted(theirs))}: run by {self.shared.state_dir}, whose "
+                    "emulators this stack shares; stop them there"
+                )
         with self._locked():
             names = _with_dependents(components)
             for name in reversed(list(COMPONENTS)):
@@ -139,7 +189,7 @@ class LocalStack:
             self._write_env(self._context(set()))
 
     def pids(self) -> dict[str, int]:
-        """Pid of each component that is running now."""
+        """Pid of each component this stack runs now (not those of a stack it shares)."""
         found = {}
         for name in COMPONENTS:
             pid = self._recorded_pid(name)
@@ -153,7 +203,10 @@ class LocalStack:
 
     # ---- starting ----------------------------------------------------------------------------
 
-    def _context(self, starting: set[str]) -> Context:
+    def _own_emulators_running(self) -> bool:
+        return any(name not in CONTROL_PLANE for name in self.pids())
+
+    def _context(self, starting: set[str], record: bool = False) -> Context:
         state = self._read_json(self._state_file)
         ports: dict[str, dict[str, int]] = state.get("ports", {})
         running = set(self.pids())
@@ -168,8 +221,11 @@ class LocalStack:
                 taken.add(port)
                 chosen[port_name] = port
             ports[name] = chosen
-        if starting:
-            self._write_json(self._state_file, {"project": self.project, "ports": ports})
+        if starting or record:
+            written: dict[str, Any] = {"project": self.project, "ports": ports}
+            if self.shared is not None:
+                written["emulators_from"] = str(self.shared.state_dir)
+            self._write_json(self._state_file, written)
         return Context(self.state_dir, self.project, self.crds_dir, ports=ports)
 
     def _start_all(self, ctx: Context, names: set[str]) -> dict[str, ComponentStatus]:
@@ -267,6 +323,10 @@ class LocalStack:
         for name, comp in COMPONENTS.items():
             if name in running:
                 exports.update(comp.exports(ctx))
+        if self.shared is not None and running:
+            theirs = self.shared.env()
+            theirs.pop("KUBECONFIG", None)  # their control plane is not this one
+            exports.update(theirs)
         return exports
 
     def _write_env(self, ctx: Context) -> None:
