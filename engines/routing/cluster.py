@@ -10,7 +10,9 @@ it take another cluster's documents for its own.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from typing import Any
 
 __all__ = [
@@ -24,6 +26,7 @@ ADOPT_ANNOTATION = "routing.engines.io/adopt"
 """``"true"`` on an entry: take over a document another cluster owns (once; then removed)."""
 ALLOW_DELETE_ANNOTATION = "routing.engines.io/allow-delete"
 """``"true"`` on an entry: its deletion removes its projections (else they are kept)."""
+log = logging.getLogger(__name__)
 KUBE_SYSTEM = "kube-system"
 _VALID = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.:]{0,251}[A-Za-z0-9])?$")
 
@@ -38,10 +41,12 @@ def cluster_identity(
     *,
     flag: str = "--cluster-id",
     hint: str = "chart value operator.clusterId",
+    wait: float = 0.0,
 ) -> str:
     """``explicit`` when given (checked), else the uid of namespace ``kube-system`` read through
     ``core_api`` (a ``kubernetes.client.CoreV1Api``). Raises ``ClusterIdentityError`` naming the
-    fix (``flag``, and ``hint`` on where its value comes from)."""
+    fix (``flag``, and ``hint`` on where its value comes from). An API server that does not
+    answer is asked again for up to ``wait`` seconds (a refusal is final at once)."""
     if explicit is not None:
         if not _VALID.match(explicit):
             raise ClusterIdentityError(
@@ -56,18 +61,27 @@ def cluster_identity(
         f"pass {flag} ({hint}), or allow get on namespace "
         f"{KUBE_SYSTEM} (its uid is the default identity)"
     )
-    try:
-        ns = core_api.read_namespace(KUBE_SYSTEM, _request_timeout=15)
-    except ApiException as exc:
-        raise ClusterIdentityError(
-            f"cannot determine this cluster's identity: reading namespace {KUBE_SYSTEM} "
-            f"failed (HTTP {exc.status} {exc.reason}); {fix}"
-        ) from exc
-    except (HTTPError, OSError) as exc:
-        raise ClusterIdentityError(
-            f"cannot determine this cluster's identity: the API server did not answer "
-            f"({exc.__class__.__name__}: {exc}); check the kubeconfig, or {fix}"
-        ) from exc
+    deadline = time.monotonic() + wait
+    pause = 1.0
+    while True:
+        try:
+            ns = core_api.read_namespace(KUBE_SYSTEM, _request_timeout=15)
+            break
+        except ApiException as exc:
+            raise ClusterIdentityError(
+                f"cannot determine this cluster's identity: reading namespace {KUBE_SYSTEM} "
+                f"failed (HTTP {exc.status} {exc.reason}); {fix}"
+            ) from exc
+        except (HTTPError, OSError) as exc:
+            problem = f"the API server did not answer ({exc.__class__.__name__}: {exc})"
+            if time.monotonic() + pause > deadline:
+                raise ClusterIdentityError(
+                    f"cannot determine this cluster's identity: {problem}; check the "
+                    f"kubeconfig, or {fix}"
+                ) from exc
+            log.warning("reading the cluster identity: %s; asking again in %.0f s", problem, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 8.0)
     uid = getattr(getattr(ns, "metadata", None), "uid", None)
     if not uid:
         raise ClusterIdentityError(

@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     from engines.routing.cluster import ClusterIdentityError, cluster_identity
 
     try:
-        cluster = cluster_identity(kubernetes.client.CoreV1Api(api), args.cluster_id)
+        cluster = cluster_identity(kubernetes.client.CoreV1Api(api), args.cluster_id, wait=60)
     except ClusterIdentityError as exc:
         sys.exit(f"routing-operator: {exc}")
     priority = args.priority if args.priority is not None else random.randint(1, 32767)
