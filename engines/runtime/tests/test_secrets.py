@@ -8,7 +8,8 @@ production factory refuses another tenant's entry and a test-only backend before
 Secret. And rotation against a real ``redis-server --requirepass``: the password is changed in
 redis and in the mounted file, the slot rebuilds and swaps without a restart; a wrong new
 password keeps the backend built with the previous one serving and is reported in ``/routing``,
-the metrics and the log; putting the right value back clears the report.
+the metrics and the log; putting the right value back clears the report. Pointing secretRef at
+another key changes the revision and rebuilds with that key's value.
 """
 
 from __future__ import annotations
@@ -314,3 +315,47 @@ def _async(check: object) -> object:
         return bool(check())  # type: ignore[operator]
 
     return run
+
+
+async def test_pointing_secret_ref_at_another_key_rebuilds_with_that_value(tmp_path: Path) -> None:
+    """The key is part of the revision: the backend is rebuilt and reads the new key's value."""
+    mount(tmp_path, "redis-auth", {"password": "first", "password2": "second"})
+    first = redis_record("redis://127.0.0.1:1/0")
+    second = RoutingRecord.from_spec(
+        parse_spec(
+            {
+                "tenant": "*",
+                "env": "prod",
+                "resourceKind": "memory",
+                "backend": "redis",
+                "redis": {"url": "redis://127.0.0.1:1/0", "key_prefix": "rot:"},
+                "secretRef": {"name": "redis-auth", "key": "password2"},
+            }
+        )
+    )
+    assert first.revision != second.revision
+    registry = InMemoryRoutingRegistry()
+    registry.create(first)
+    slots = BackendSlots(
+        registry,
+        env="prod",
+        tenants=["acme"],
+        kinds=[ResourceKind.MEMORY],
+        factory=adapter_factory(allow_test_backends=False, secrets=MountedSecrets(tmp_path)),
+        verify=False,  # nothing listens on port 1: this test is about what is built, not reached
+    )
+    await slots.start()
+    slot = slots.slot("acme", ResourceKind.MEMORY)
+    try:
+        held = slot.current
+        assert held is not None
+        assert held.secret_digest == hashlib.sha256(b"first").hexdigest()
+        registry.update(second)
+        await async_wait_for(
+            _async(lambda: slot.current is not held), timeout=20, what="a rebuild for the new key"
+        )
+        assert slot.current is not None
+        assert slot.current.record.revision == second.revision
+        assert slot.current.secret_digest == hashlib.sha256(b"second").hexdigest()
+    finally:
+        await slots.aclose()
