@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Annotated
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
@@ -124,7 +124,7 @@ def url_credential_violation(url: str) -> str | None:
         if re.search(pattern, url):
             return rule
     # Belt and braces: the names redis-py would see after decoding the query.
-    query = urlsplit(url).query if "?" in url else ""
+    query = url.partition("?")[2].partition("#")[0]
     names = {name.lower() for name, _ in parse_qsl(query, keep_blank_values=True)}
     if names & {"password", "username"}:
         return URL_CREDENTIAL_RULES[1][1]
