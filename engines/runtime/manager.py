@@ -519,18 +519,22 @@ class BackendSlots:
         marked = 0
         if self.secrets is None or self._closed:
             return marked
+        seen: dict[SecretRef, str | None] = {}  # one read per Secret key per look, not per slot
         for slot in self._slots.values():
             held = slot.current
-            if held is None or held.secret_digest is None or held.record.secret_ref is None:
+            ref = held.record.secret_ref if held is not None else None
+            if held is None or held.secret_digest is None or ref is None:
                 continue
-            now = self.secrets.current_digest(held.record.secret_ref)
+            if ref not in seen:
+                seen[ref] = self.secrets.current_digest(ref)
+            now = seen[ref]
             if now is None or now == held.secret_digest or now == slot.secret_seen:
                 continue  # unreadable (keep serving), unchanged, or already tried
             slot.secret_seen = now
             log.info(
                 "secret %s/%s changed for tenant=%s resource_kind=%s: rebuilding its backend",
-                held.record.secret_ref.name,
-                held.record.secret_ref.key,
+                ref.name,
+                ref.key,
                 slot.tenant,
                 slot.kind.value,
             )

@@ -224,7 +224,7 @@ async def test_rotated_password_is_picked_up_and_a_wrong_one_keeps_the_old_backe
     slots = BackendSlots(
         registry,
         env="prod",
-        tenants=["acme"],
+        tenants=["acme", "globex"],  # two slots built from the one Secret key
         kinds=[kind],
         factory=adapter_factory(allow_test_backends=False, secrets=MountedSecrets(root)),
         secret_check_interval=0.05,
@@ -236,7 +236,9 @@ async def test_rotated_password_is_picked_up_and_a_wrong_one_keeps_the_old_backe
     try:
         assert slot.status is SlotStatus.READY, slot.error()
         first = slot.current
-        assert first is not None
+        other = slots.slot("globex", kind)
+        other_first = other.current
+        assert first is not None and other_first is not None
         async with slots.lease("acme", kind) as store:
             assert isinstance(store, DocumentStore)
             await store.put("notes", "n1", {"v": 1})
@@ -246,9 +248,15 @@ async def test_rotated_password_is_picked_up_and_a_wrong_one_keeps_the_old_backe
         admin = redis.Redis(host=host, port=port, password="new-pass")
         mount(root, "redis-auth", {"password": "new-pass"}, version=2)
         await async_wait_for(
-            _async(lambda: slot.current is not first and slot.current is not None),
+            _async(
+                lambda: (
+                    None not in (slot.current, other.current)
+                    and slot.current is not first
+                    and other.current is not other_first
+                )
+            ),
             timeout=20,
-            what="the slot to rebuild with the rotated password",
+            what="both slots to rebuild with the rotated password",
         )
         second = slot.current
         assert second is not None and second.record.revision == first.record.revision
@@ -281,7 +289,7 @@ async def test_rotated_password_is_picked_up_and_a_wrong_one_keeps_the_old_backe
             assert isinstance(store, DocumentStore)
             assert await store.get("notes", "n1") == {"v": 1}
         table = routing_table(slots, registry, source="memory")
-        entry = table["entries"][0]
+        entry = next(e for e in table["entries"] if e["tenant"] == "acme")
         assert entry["serving"]["revision"] == record.revision
         assert "redis-auth/password" in entry["last_error"]["message"]
         assert _metric("engines_backend_slot_stale", tenant="acme", resource_kind=kind.value) == 1
