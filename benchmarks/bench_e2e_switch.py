@@ -17,7 +17,8 @@ The breakdown per hop comes from what the components already expose, on one wall
 * watch event reaching the operator: the operator's first log line about the entry after the
   PATCH (kopf's debug line as it invokes the first handler; needs the operator's ``-v``, which
   this benchmark passes unless ``--quiet-operator``; without it this hop is merged into the
-  next);
+  next). With ``-v`` the operator hop is split once more at kopf's last "Handler ... is
+  invoked." line before the commit: kopf's own path, then the handler up to the commit;
 * Firestore write committed: the document's ``updated_at`` (the emulator's commit time);
 * snapshot reaching the app: a listener subscribed to the app's registry, called on the
   listener thread right after the app's own;
@@ -29,7 +30,7 @@ or after the Firestore write) is not split further without instrumenting it; the
 commit until kopf reports the handler done is printed beside the breakdown, as it is off the
 switch's path.
 
-    python benchmarks/bench_e2e_switch.py [--iterations 30] [--quiet-operator]
+    python benchmarks/bench_e2e_switch.py [--iterations 30] [--quiet-operator] [--operator-log F]
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -133,6 +135,8 @@ class Hops:
 
     switch: list[float] = field(default_factory=list)
     to_operator: list[float] = field(default_factory=list)
+    to_handler: list[float] = field(default_factory=list)
+    """Within the operator hop: the event -> kopf invokes the handler that writes (-v only)."""
     to_commit: list[float] = field(default_factory=list)
     to_snapshot: list[float] = field(default_factory=list)
     build_ping: list[float] = field(default_factory=list)
@@ -236,9 +240,13 @@ async def run(
                 if verbose and mentions and not hops.first_line:
                     hops.first_line = mentions[0][1]
                 t_op = mentions[0][0] if verbose and mentions else nan
+                # kopf's last "Handler '...' is invoked." before the commit: the writing one.
+                invoked = [t for t, m in mentions if m.endswith("is invoked.") and t <= t_commit]
+                t_handler = max(invoked) if verbose and invoked else nan
                 done = [t for t, m in mentions if "succeeded" in m or "processed" in m]
                 hops.switch.append((t_seen - t0) * 1000)
                 hops.to_operator.append((t_op - t0) * 1000)
+                hops.to_handler.append((t_handler - t_op) * 1000)
                 hops.to_commit.append((t_commit - (t0 if math.isnan(t_op) else t_op)) * 1000)
                 hops.to_snapshot.append((t_snapshot - t_commit) * 1000)
                 hops.build_ping.append((slot.switched_at - t_snapshot) * 1000)
@@ -301,6 +309,14 @@ def report(hops: Hops, verbose: bool) -> None:
         print(
             f"  {line(label, samples)}  ({100 * statistics.median(samples) / total:4.1f}% of p50)"
         )
+    split = [s for s in hops.to_handler if not math.isnan(s)]
+    if split:
+        print("  within the operator hop:")
+        print(line("    event -> kopf invokes the handler that writes", split))
+        rest = [
+            c - h for c, h in zip(hops.to_commit, hops.to_handler, strict=True) if not math.isnan(h)
+        ]
+        print(line("    handler invoked -> Firestore write committed", rest))
     if hops.first_line:
         print(f"  (the operator's first line about the entry after a PATCH: {hops.first_line!r})")
     done = [s for s in hops.handler_done if not math.isnan(s)]
@@ -318,6 +334,12 @@ def main() -> None:
         action="store_false",
         help="run the operator without -v: its debug logging no longer costs anything, and the "
         "moment the watch event reaches it is no longer observed",
+    )
+    parser.add_argument(
+        "--operator-log",
+        type=Path,
+        default=None,
+        help="copy the operator's JSON log here at the end (to read its steps in between)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)  # the app's per-switch info lines stay quiet
@@ -366,6 +388,8 @@ def main() -> None:
             if op is not None:
                 stop_group(op.pid, what="routing-operator", grace=20)
                 op.wait()
+                if args.operator_log is not None:
+                    shutil.copyfile(log_path, args.operator_log)
             stack.down()
     print(f"operator: {'-v (debug log)' if args.verbose else 'info log'}; ", end="")
     print(f"{args.iterations} switches after {args.warmup} unmeasured")
