@@ -390,3 +390,54 @@ def test_the_stack_peering_name_is_the_operator_default() -> None:
     from routing_operator.cli import parse_args
 
     assert parse_args(["--all-namespaces"]).peering == PEERING_NAME
+
+
+# -- the engines app -----------------------------------------------------------------------------
+
+
+def test_the_engines_app_says_within_seconds_that_firestore_is_unreachable(tmp_path: Path) -> None:
+    """``uvicorn --factory engines.chat.service.server:create_app`` (DESIGN §9) with
+    ``FIRESTORE_EMULATOR_HOST`` on a port nothing listens on: ``/readyz`` answers 503 within 5 s
+    of the app's startup, its registry item naming the refusal and the emulator, and the log
+    says the same. (The app used to wait 30 s for a registry that had already failed before it
+    served anything.)"""
+    port, closed = free_port(), free_port()
+    env = {
+        **os.environ,
+        "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{closed}",
+        "GOOGLE_CLOUD_PROJECT": "routing-test",
+        "ENGINES_ENV": "prod",
+        "ENGINES_TENANTS": "acme",
+    }
+    env.pop("ENGINES_ROUTING_SOURCE", None)
+    log_path = tmp_path / "engines.log"
+    argv = [str(BIN / "uvicorn"), "--factory", "engines.chat.service.server:create_app"]
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [*argv, "--port", str(port)], env=env, cwd=ROOT, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def registry_item() -> dict[str, Any] | None:
+        try:
+            resp = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        except httpx.TransportError:
+            return None
+        items = [i for i in resp.json().get("unavailable", []) if i["source"] == "registry"]
+        return items[0] if resp.status_code == 503 and items else None
+
+    try:
+        wait_for(
+            lambda: "Waiting for application startup" in log_path.read_text(),
+            timeout=60,
+            what=lambda: f"the app's startup:\n{log_path.read_text()[-3000:]}",
+        )
+        item = wait_for(registry_item, timeout=FIRST_WORDS_S, what="/readyz 503 naming why")
+        assert item["reason"] == "not_loaded"
+        assert "Connection refused" in item["message"], item
+        assert f"emulator at 127.0.0.1:{closed}" in item["message"], item
+        said = [line for line in log_path.read_text().splitlines() if "has not loaded (" in line]
+        assert said and "Connection refused" in said[0], log_path.read_text()[-3000:]
+    finally:
+        stop_group(proc.pid, what="engines app")
+        proc.wait(10)
