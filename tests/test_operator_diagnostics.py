@@ -139,8 +139,13 @@ def assert_reported(op: TypedOperator, reason: str, ports: tuple[int, int]) -> d
 
 
 def ports_args() -> tuple[tuple[int, int], list[str]]:
+    """Free metrics and health ports, and a collection of this test's own (the session's
+    emulator is shared: another test's document for the same identity would be a Conflict)."""
     metrics, live = free_port(), free_port()
-    return (metrics, live), ["--metrics-port", str(metrics), "--liveness-port", str(live)]
+    return (metrics, live), [
+        "--metrics-port", str(metrics), "--liveness-port", str(live),
+        "--collection", f"routing_{uuid.uuid4().hex[:8]}",
+    ]  # fmt: skip
 
 
 # -- the documented commands ---------------------------------------------------------------------
