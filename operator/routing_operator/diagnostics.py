@@ -352,28 +352,33 @@ class Diagnostics:
         self.since: dict[str, float] = {}
         self._logged: dict[str, float] = {}
         self.checked_at: float | None = None
+        """When every check had reported at least once (None before)."""
+        self._results: dict[int, list[Blocker]] = {}
         for reason in REASONS:
             BLOCKED.labels(reason).set(0)
 
     async def check_once(self) -> None:
-        rounds = await asyncio.gather(
-            *(asyncio.to_thread(check) for check in self.checks), return_exceptions=True
-        )
-        found: list[Blocker] = []
-        for got in rounds:
-            if isinstance(got, BaseException):
-                # A check that breaks must not hide the others, nor end the loop.
-                log.warning("a readiness check failed: %s: %s", type(got).__name__, got)
-            else:
-                found.extend(got)
-        self.update(found, time.time())
+        """Run every check at once; each result counts as soon as it is in, so a slow one (a
+        Firestore read waits up to its timeout) does not hold back what the others found."""
+
+        async def one(index: int, check: Callable[[], list[Blocker]]) -> None:
+            try:
+                self._results[index] = await asyncio.to_thread(check)
+            except Exception as exc:  # a check that breaks must not hide the others
+                log.warning("a readiness check failed: %s: %s", type(exc).__name__, exc)
+                return
+            found = [b for result in self._results.values() for b in result]
+            self.update(found, time.time(), complete=len(self._results) == len(self.checks))
+
+        await asyncio.gather(*(one(i, check) for i, check in enumerate(self.checks)))
 
     async def run(self) -> None:
         while True:
             await self.check_once()
             await asyncio.sleep(self.period_blocked if self.blocked else self.period_ok)
 
-    def update(self, found: list[Blocker], now: float) -> None:
+    def update(self, found: list[Blocker], now: float, complete: bool = True) -> None:
+        """Take the reasons ``found`` at ``now``; ``complete``: every check has reported."""
         current = {b.reason: b for b in found}
         for reason, blocker in current.items():
             old = self.blocked.get(reason)
@@ -391,24 +396,25 @@ class Diagnostics:
         for reason in set(self.blocked) - set(current):
             log.info("%s resolved after %ds", reason, now - self.since.pop(reason))
             self._logged.pop(reason, None)
-        if self.checked_at is None and not current:
+        if complete and self.checked_at is None and not current:
             log.info("readiness checks passed: CRD served, access granted, peering, Firestore")
         self.blocked = current
-        self.checked_at = now
+        if complete or self.checked_at is not None:
+            self.checked_at = now
         for reason in REASONS:
             BLOCKED.labels(reason).set(1 if reason in current else 0)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """``/readyz``: 200 when every check passed, else 503 with the reasons and their fixes."""
-        if self.checked_at is None:
-            return 503, {"status": "starting", "blocked": []}
         blocked = [
             {**asdict(b), "since": _iso(self.since[b.reason])} for b in self.blocked.values()
         ]
+        if not blocked and self.checked_at is None:
+            return 503, {"status": "starting", "blocked": []}
         body = {
             "status": "blocked" if blocked else "working",
             "blocked": blocked,
-            "checked_at": _iso(self.checked_at),
+            "checked_at": _iso(self.checked_at or time.time()),
         }
         return (503 if blocked else 200), body
 
