@@ -86,6 +86,8 @@ def registry_unavailable(
         )
     else:
         return []
+    if cause := getattr(registry, "last_error", None):
+        message = f"{message}: {cause}"
     return [
         {
             **_no_key(),
