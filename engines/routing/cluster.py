@@ -32,7 +32,13 @@ _VALID = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.:]{0,251}[A-Za-z0-9])?$")
 
 
 class ClusterIdentityError(Exception):
-    """The cluster identity can be neither taken from the flag nor read from the cluster."""
+    """The cluster identity can be neither taken from the flag nor read from the cluster:
+    ``problem`` says why, ``fix`` what to do."""
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem}; {fix}" if fix else problem)
 
 
 def cluster_identity(
@@ -50,8 +56,9 @@ def cluster_identity(
     if explicit is not None:
         if not _VALID.match(explicit):
             raise ClusterIdentityError(
-                f"{flag} {explicit!r} is not a valid cluster identity: 1-253 letters, digits, "
-                "'-', '_', '.' or ':', starting and ending with a letter or digit"
+                f"{flag} {explicit!r} is not a valid cluster identity",
+                "use 1-253 letters, digits, '-', '_', '.' or ':', starting and ending with a "
+                "letter or digit",
             )
         return explicit
     from kubernetes.client.exceptions import ApiException
@@ -70,14 +77,15 @@ def cluster_identity(
         except ApiException as exc:
             raise ClusterIdentityError(
                 f"cannot determine this cluster's identity: reading namespace {KUBE_SYSTEM} "
-                f"failed (HTTP {exc.status} {exc.reason}); {fix}"
+                f"failed (HTTP {exc.status} {exc.reason})",
+                fix,
             ) from exc
         except (HTTPError, OSError) as exc:
             problem = f"the API server did not answer ({exc.__class__.__name__}: {exc})"
             if time.monotonic() + pause > deadline:
                 raise ClusterIdentityError(
-                    f"cannot determine this cluster's identity: {problem}; check the "
-                    f"kubeconfig, or {fix}"
+                    f"cannot determine this cluster's identity: {problem}",
+                    f"check the kubeconfig, or {fix}",
                 ) from exc
             log.warning("reading the cluster identity: %s; asking again in %.0f s", problem, pause)
             time.sleep(pause)
@@ -85,6 +93,6 @@ def cluster_identity(
     uid = getattr(getattr(ns, "metadata", None), "uid", None)
     if not uid:
         raise ClusterIdentityError(
-            f"cannot determine this cluster's identity: namespace {KUBE_SYSTEM} has no uid; {fix}"
+            f"cannot determine this cluster's identity: namespace {KUBE_SYSTEM} has no uid", fix
         )
     return str(uid)

@@ -169,10 +169,14 @@ def main(argv: list[str] | None = None) -> None:
     client = firestore.Client(project=project, database=args.firestore_database)
     from engines.routing.cluster import ClusterIdentityError, cluster_identity
 
-    try:
-        cluster = cluster_identity(kubernetes.client.CoreV1Api(api), args.cluster_id, wait=60)
-    except ClusterIdentityError as exc:
-        sys.exit(f"routing-operator: {exc}")
+    from .identity import ClusterIdentity
+
+    cluster = ""  # the uid of kube-system, read at start (identity.py)
+    if args.cluster_id is not None:
+        try:
+            cluster = cluster_identity(None, args.cluster_id)
+        except ClusterIdentityError as exc:
+            sys.exit(f"routing-operator: {exc}")
     priority = args.priority if args.priority is not None else random.randint(1, 32767)
     identity = _identity()
     config = OperatorConfig(
@@ -193,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers,
     )
     registry = build_registry(config, reconciler)
+    identity_check = ClusterIdentity(kubernetes.client.CoreV1Api(api), reconciler.firestore)
+    identity_check.register(registry)
     if args.metrics_port:
         from prometheus_client import start_http_server
 
@@ -201,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         "starting: namespaces=%s collection=%s cluster=%s drift=%ss peering=%s priority=%s",
         "*" if args.all_namespaces else ",".join(args.namespace),
         args.collection,
-        cluster,
+        cluster or "(kube-system's uid)",
         args.drift_period,
         "standalone" if args.standalone else args.peering,
         priority,
@@ -214,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         peering=None if args.standalone else args.peering,
         firestore_target=firestore_target(project, args.firestore_database),
     )
-    diagnostics = Diagnostics([checks.kubernetes, checks.firestore_check])
+    diagnostics = Diagnostics([checks.kubernetes, checks.firestore_check, identity_check.check])
     operator = kopf.operator(
         registry=registry,
         identity=identity,

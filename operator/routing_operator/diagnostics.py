@@ -57,6 +57,7 @@ REASONS = (
     "KubernetesUnavailable",
     "FirestoreUnreachable",
     "FirestoreDenied",
+    "ClusterIdentityUnknown",
 )
 """Every value of the ``reason`` label (each gauge is 0 while the reason does not apply)."""
 

@@ -114,7 +114,7 @@ class FirestoreProjection:
         self.collection = collection
         self.cluster = cluster
         """This operator's cluster identity: it writes and deletes only that cluster's
-        documents."""
+        documents (empty until known: then it writes nothing)."""
 
     def _ref(self, key: RoutingKey) -> Any:
         return self.client.collection(self.collection).document(key.document_id)
@@ -192,7 +192,7 @@ class FirestoreProjection:
         ref = self._ref(record.key)
         wanted = record.to_document()
         mine = record.source
-        if mine is None or mine.cluster != self.cluster:
+        if mine is None or not self.cluster or mine.cluster != self.cluster:
             raise ValueError(f"{record.key.document_id}: a record to write names this cluster")
         current: dict[str, Any] | None = None
         if not fresh:

@@ -65,8 +65,6 @@ class Reconciler:
         collection: str,
         workers: int = 32,
     ) -> None:
-        self.cluster = firestore.cluster
-        """This operator's cluster identity (``source.cluster`` of what it writes)."""
         self.firestore = firestore
         self.configmaps = configmaps
         self.custom_api = custom_api
@@ -82,6 +80,12 @@ class Reconciler:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     # -- helpers -----------------------------------------------------------------------------
+
+    @property
+    def cluster(self) -> str:
+        """This operator's cluster identity (``source.cluster`` of what it writes); empty until
+        it is known (nothing is written before: see identity.py)."""
+        return self.firestore.cluster
 
     def source(self, namespace: str, name: str, uid: str) -> Source:
         """The ``source`` of a projection this operator writes for an entry."""
@@ -765,8 +769,8 @@ class DriftSweeper:
                     else:
                         log.info("drift sweeps resumed: this replica works")
                     self._yielding_to = peer
-                if peer is not None:
-                    continue
+                if peer is not None or not self.reconciler.cluster:
+                    continue  # a standby, or the cluster identity is not known yet
                 self.reconciler.claims.begin_list()
                 sweep = await self.reconciler._run(self.find_stale)
                 for gone in self.reconciler.claims.prune(sweep.listed):
