@@ -535,7 +535,7 @@ def test_operator_killed_mid_way_converges_after_restart(
         "feature_flags",
     ]
     try:
-        entries.create(entry("acme-kpi", kind="kpi"))
+        entries.create(entry("acme-kpi", kind="kpi", annotations=ALLOW_DELETE))
         entries.wait_reason("acme-kpi", "Synced", "True")  # finalizer on, document written
         for k in kinds[1:]:
             entries.create(entry(f"acme-{k.replace('_', '-')}", kind=k))
