@@ -326,6 +326,17 @@ ACTIONS: dict[str, Action] = {
         "policy",
         "not routing.engines.io/adopt",
     ),
+    "remove-adopt-annotation-once-adopted": Action(
+        (*PATCH_ENTRY, *merge({"metadata": {"annotations": {"routing.engines.io/adopt": None}}})),
+        entry_meta={"annotations": {"routing.engines.io/adopt": "true", "team.example.com/o": "a"}},
+        then={"metadata.annotations": {"team.example.com/o": "a"}},
+    ),
+    "change-adopt-annotation": Action(
+        (*PATCH_ENTRY, *merge({"metadata": {"annotations": {"routing.engines.io/adopt": "no"}}})),
+        "policy",
+        "not routing.engines.io/adopt",
+        entry_meta={"annotations": {"routing.engines.io/adopt": "true"}},
+    ),
     "remove-others-annotation": Action(
         (*PATCH_ENTRY, *merge({"metadata": {"annotations": {"team.example.com/owner": None}}})),
         "policy",
@@ -453,6 +464,27 @@ def test_operator_service_account_may_do_only_its_job(
             kube_cluster, "get", "namespace", "kube-system", "-o", "jsonpath={.metadata.uid}"
         )
         assert done.stdout == uid and uid
+
+
+def test_the_operator_scope_names_what_the_operator_writes(helm: Path) -> None:
+    """The policy's owned names are the operator's own constants: renaming one in the operator
+    without the chart would make the policy refuse the operator's bookkeeping."""
+    from routing_operator.handlers import KOPF_PREFIX, PREFIX
+    from routing_operator.reconciler import REQUEUE_ANNOTATION
+
+    done = render(helm, "rr", "engines", {"operator": {"firestore": {"project": "p"}}})
+    assert done.returncode == 0, done.stderr
+    (policy,) = [
+        d
+        for d in yaml.safe_load_all(done.stdout)
+        if d
+        and d["kind"] == "ValidatingAdmissionPolicy"
+        and d["metadata"]["name"].endswith("-operator-scope")
+    ]
+    text = json.dumps(policy["spec"])
+    for owned in (f"{KOPF_PREFIX}/", f"{PREFIX}/finalizer", REQUEUE_ANNOTATION):
+        assert f"'{owned}'" in text, f"{owned} is not in the operator-scope policy"
+    assert "system:serviceaccount:engines:rr-routing-registry-operator" in text
 
 
 def test_the_operator_policy_does_not_bind_anyone_else(kube_cluster: Any, secured: Secured) -> None:

@@ -9,10 +9,14 @@ deletion guard lets `kubectl delete` take a prod service out of readiness. So:
 * ``helm lint`` is clean and ``values.schema.json`` / the templates refuse bad values;
 * RBAC: the chart's ServiceAccount (a real TokenRequest token — the API server authenticates and
   authorises it with RBAC on) runs the operator through its whole job (create, conflict event,
-  update, guarded delete, peering keep-alive) with no 403 in its log, and ``kubectl auth can-i``
-  shows it can do nothing more (no Secrets, no deletes of entries, no other namespaces);
+  update, guarded delete, peering keep-alive) under the chart's operator-scope admission policy
+  with no 403 in its log, and ``kubectl auth can-i`` shows it can do nothing more (no Secrets,
+  no deletes of entries, no other namespaces, no verb the operator never calls);
 * the ValidatingAdmissionPolicy refuses deleting a prod entry, allows it once annotated
   ``routing.engines.io/allow-delete: "true"``, and always allows a ``test`` entry;
+* the NetworkPolicies admit only the peers the values name, port by port, and the admin port
+  (``/routing``, ``/metrics``) is on the container and the admin Service, never on the public
+  Service (the other security policies: test_chart_security.py);
 * the Dockerfile passes hadolint and ``requirements.lock`` pins every runtime dependency.
 """
 
