@@ -313,8 +313,14 @@ def _ingress(policy: dict[str, Any]) -> dict[str, list[Any]]:
             [*MONITORING, {"podSelector": {"matchLabels": {"app": "routingctl"}}}],
         ),
         ({}, {"engines": {"from": []}, "monitoring": {"from": []}}, None, None),
+        (
+            {},
+            {"probesFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}]},
+            [{"podSelector": {}}, {"ipBlock": {"cidr": "10.0.0.0/16"}}],
+            MONITORING,
+        ),
     ],
-    ids=["defaults", "no-admin-port", "named-peers", "nobody"],
+    ids=["defaults", "no-admin-port", "named-peers", "nobody", "probes-from-nodes"],
 )
 def test_network_policies_admit_only_the_named_peers(
     helm: Path,
@@ -340,7 +346,11 @@ def test_network_policies_admit_only_the_named_peers(
     assert set(app) <= {"http", "admin"}
     operator = _ingress(policies["rr-routing-registry-operator"])
     monitoring = network.get("monitoring", {}).get("from", MONITORING)
-    assert operator == ({"metrics": monitoring} if monitoring else {})
+    probes = network.get("probesFrom")
+    assert operator == {
+        **({"metrics": monitoring} if monitoring else {}),
+        **({"healthz": probes} if probes else {}),
+    }
     selector = policies["rr-routing-registry-engines"]["spec"]["podSelector"]["matchLabels"]
     assert selector["app.kubernetes.io/component"] == "engines"
 
