@@ -146,7 +146,15 @@ def secured(helm: Path, kube_cluster: Any) -> Iterator[Secured]:
         yield Secured(rel, names)
     finally:
         uninstall(kube_cluster, rel)
+        # The local stack runs no namespace controller: remove the entries (and the finalizers
+        # some were given) so no later test, or an operator watching every namespace, sees them.
         for ns in (main, *names.values()):
+            listed = kube_cluster.kubectl("get", "rte", "-n", ns, "-o", "name")
+            for obj in listed.stdout.split():
+                kube_cluster.kubectl(
+                    "patch", obj, "-n", ns, *merge({"metadata": {"finalizers": None}})
+                )
+            kube_cluster.kubectl("delete", "rte", "--all", "-n", ns, "--wait=false")
             kube_cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 
