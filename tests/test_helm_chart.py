@@ -507,8 +507,7 @@ NEEDED = [
 CLUSTER_NEEDED = [
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
-    # the default cluster identity: the uid of namespace kube-system (by name only)
-    ("get", "namespaces/kube-system"),
+    ("get", "namespaces/kube-system"),  # the default cluster identity is its uid
 ]
 FORBIDDEN = [
     ("get", "secrets"),
@@ -538,15 +537,15 @@ CLUSTER_FORBIDDEN = [
     ("list", "configmaps", "--all-namespaces"),
     ("list", "routingentries.routing.engines.io", "--all-namespaces"),
     ("patch", "clusterkopfpeerings.kopf.dev"),
-    ("get", "customresourcedefinitions.apiextensions.k8s.io"),
     ("create", "customresourcedefinitions.apiextensions.k8s.io"),
     ("update", "customresourcedefinitions.apiextensions.k8s.io"),
-    ("get", "namespaces/default"),
-    ("patch", "namespaces/kube-system"),
     ("delete", "namespaces"),
+    ("get", "namespaces/default"),
     ("impersonate", "serviceaccounts"),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
     ("patch", "validatingadmissionpolicies.admissionregistration.k8s.io"),
+    ("get", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("patch", "namespaces/kube-system"),
 ]
 
 
