@@ -621,14 +621,14 @@ def test_an_annotated_crd_really_deletes_on_an_isolated_stack(helm: Path, tmp_pa
         stack.up(["kube-apiserver"])
         cluster = KubeCluster(kubeconfig=stack.kubeconfig, mode="local")
         apply_chart_crds(cluster)
-        kubectl_ok(cluster, "create", "namespace", "engines")
-        rel = install(helm, cluster, "engines", {"operator": {"firestore": {"project": "p"}}})
+        kubectl_ok(cluster, "create", "namespace", "crd-guard")
+        rel = install(helm, cluster, "crd-guard", {"operator": {"firestore": {"project": "p"}}})
         wait_enforced(
             lambda: cluster.kubectl("delete", "crd", CRD_NAME, "--dry-run=server"),
             "the CRD deletion guard to refuse",
         )
         kubectl_ok(
-            cluster, "create", "-n", "engines", "-f", "-", input=json.dumps(entry("acme-kpi"))
+            cluster, "create", "-n", "crd-guard", "-f", "-", input=json.dumps(entry("acme-kpi"))
         )
         kubectl_ok(cluster, "annotate", "crd", CRD_NAME, f"{ALLOW_DELETE}=true")
         kubectl_ok(cluster, "delete", "crd", CRD_NAME, "--timeout=60s")
