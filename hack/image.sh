@@ -77,7 +77,9 @@ qualified() {
 }
 
 is_standin() {
-  [[ "$("$1" image inspect --format '{{ index .Config.Labels "io.engines.routing-registry.standin-base" }}' "$2" 2>/dev/null)" == true ]]
+  local key
+  key="$("$1" image inspect --format '{{ index .Config.Labels "io.engines.routing-registry.standin-base" }}' "$2" 2>/dev/null)"
+  [[ -n "$key" && "$key" != "<no value>" ]]
 }
 
 ensure_base() {
@@ -93,12 +95,7 @@ ensure_base() {
     return
   fi
   log "base $ref: cannot be pulled ($(tail -n1 "$tmp/pull.err"))"
-  if is_standin "$eng" "$ref"; then
-    log "base $ref: reusing the stand-in already imported"
-    bash hack/standin-base.sh --banner-only "$eng" "$ref"
-  else
-    bash hack/standin-base.sh "$eng" "$ref"
-  fi
+  bash hack/standin-base.sh "$eng" "$ref"
 }
 
 # This machine's effective pip settings (files and PIP_* environment) that reach the index, as
@@ -163,7 +160,7 @@ deps() {
     return
   fi
   local missing=() cmd pkg
-  for cmd in podman:podman runc:runc debootstrap:debootstrap newuidmap:uidmap \
+  for cmd in podman:podman runc:runc catatonit:catatonit debootstrap:debootstrap newuidmap:uidmap \
     fuse-overlayfs:fuse-overlayfs slirp4netns:slirp4netns; do
     pkg="${cmd#*:}"
     command -v "${cmd%%:*}" >/dev/null 2>&1 || missing+=("$pkg")

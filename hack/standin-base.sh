@@ -11,7 +11,8 @@
 # with IMAGE_REF so the Dockerfile builds on it unchanged. It is NOT the official image: Debian's
 # python3.11 is the bookworm release (3.11.2 plus Debian's security patches), not the upstream
 # patch release the tag names. The rootfs tarball is cached under ~/.cache/routing-registry/,
-# keyed by the tag and this script's contents, so later builds only import it.
+# keyed by the tag, the package list and this script; the imported image carries that key in
+# its label io.engines.routing-registry.standin-base, so an unchanged stand-in is not re-imported.
 set -euo pipefail
 
 banner_only=0
@@ -68,6 +69,12 @@ safe_ref="$(printf '%s' "$ref" | tr -c 'A-Za-z0-9._-' '_')"
 tarball="$cache_dir/$safe_ref-$key.tar"
 
 banner
+label=io.engines.routing-registry.standin-base
+imported="$("$engine" image inspect --format "{{ index .Config.Labels \"$label\" }}" "$ref" 2>/dev/null || true)"
+if [[ "$imported" == "$key" ]]; then
+  log "reusing the stand-in $ref already imported ($key)"
+  exit 0
+fi
 if [[ ! -s "$tarball" ]]; then
   command -v debootstrap >/dev/null || { log "debootstrap is required (apt-get install debootstrap)"; exit 2; }
   [[ "$(id -u)" == 0 ]] || { log "debootstrap needs root to build the stand-in rootfs"; exit 2; }
@@ -85,6 +92,7 @@ if [[ ! -s "$tarball" ]]; then
   rm -rf "$work/rootfs/var/lib/apt/lists/"* "$work/rootfs/var/cache/apt/archives/"*.deb \
     "$work/rootfs/var/log/"*.log
   tar --numeric-owner -C "$work/rootfs" -cf "$tarball.part" .
+  find "$cache_dir" -maxdepth 1 -name "$safe_ref-*.tar" ! -name "${tarball##*/}" -delete
   mv "$tarball.part" "$tarball"
   log "cached $tarball"
 else
@@ -95,7 +103,7 @@ err="$(mktemp)"
 "$engine" import \
   --change 'ENV LANG=C.UTF-8' \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-  --change 'LABEL io.engines.routing-registry.standin-base=true' \
+  --change "LABEL $label=$key" \
   --change 'CMD ["python3"]' \
   "$tarball" "$ref" >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; exit 1; }
 rm -f "$err"
