@@ -13,9 +13,10 @@
 # hack/standin-base.sh builds a stand-in from Debian's packages, with a loud banner.
 #
 # pip inside the build reaches the package index through this machine's pip settings (index,
-# proxy, CA bundle). Podman lends them to the build as read-only bind mounts (`build -v`), so they
-# are in no layer (tests/image/test_image.py opens every layer to check). `docker build` has no
-# such mount for an unchanged Dockerfile: with Docker the build uses pip's defaults.
+# proxy, CA bundle). Podman lends them to the build as a read-only bind mount over /root
+# (`build -v`), so they are in no layer (tests/image/test_image.py opens every layer to check).
+# `docker build` has no such mount for an unchanged Dockerfile: with Docker the build uses pip's
+# defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
