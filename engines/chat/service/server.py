@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import make_asgi_app
 
 from engines.analytics_events import router as analytics_events
 from engines.budget import router as budget
@@ -36,7 +35,14 @@ from engines.page_content import router as page_content
 from engines.realtime import router as realtime
 from engines.routing.registry import RoutingRegistry
 from engines.runtime import BackendFactory, BackendSlots, SecretResolver, adapter_factory
-from engines.runtime.http import ServiceRouter, install_error_handlers, probes_router
+from engines.runtime.http import (
+    ServiceRouter,
+    document_served_tenants,
+    install_error_handlers,
+    probes_router,
+)
+from engines.runtime.http.admin import mount_admin_endpoints, with_admin_port
+from engines.runtime.http.limits import ContentLengthGuard, SubscriberCap
 from engines.runtime.startup import StartupRefused, build_registry, check_startup
 from engines.seo import router as seo
 from engines.strategy_lock import router as strategy_lock
@@ -127,17 +133,24 @@ def create_app(
     app = FastAPI(
         title="engines",
         summary="Tenant services whose backends come from the routing registry",
-        lifespan=lifespan,
+        lifespan=with_admin_port(lifespan, config.admin_port),
+        # Chunked bodies: FastAPI counts the bytes and stops reading past the limit (413).
+        max_body_size=config.max_body_bytes,
     )
     app.state.config = config
     app.state.registry = registry
     app.state.slots = slots
     app.state.routing_source = config.routing_source.value
+    app.state.sse_subscribers = SubscriberCap(config.max_sse_subscribers)
     install_error_handlers(app)
+    # Content-Length over the limit: 413 before the app runs, without reading the body.
+    app.add_middleware(ContentLengthGuard, max_body_bytes=config.max_body_bytes)
     app.include_router(probes_router())
     for router in routers:
         app.include_router(router)
-    app.mount("/metrics", make_asgi_app())
+    if config.admin_port is None:  # else only the admin port serves them
+        mount_admin_endpoints(app)
+    document_served_tenants(app, config.tenants)
     return app
 
 
