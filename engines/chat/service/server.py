@@ -42,7 +42,7 @@ from engines.runtime.http import (
     probes_router,
 )
 from engines.runtime.http.admin import mount_admin_endpoints, with_admin_port
-from engines.runtime.http.limits import ContentLengthGuard, SubscriberCap
+from engines.runtime.http.limits import BodyLimit, SubscriberCap
 from engines.runtime.startup import StartupRefused, build_registry, check_startup
 from engines.seo import router as seo
 from engines.strategy_lock import router as strategy_lock
@@ -134,8 +134,6 @@ def create_app(
         title="engines",
         summary="Tenant services whose backends come from the routing registry",
         lifespan=with_admin_port(lifespan, config.admin_port),
-        # Chunked bodies: FastAPI counts the bytes and stops reading past the limit (413).
-        max_body_size=config.max_body_bytes,
     )
     app.state.config = config
     app.state.registry = registry
@@ -143,8 +141,7 @@ def create_app(
     app.state.routing_source = config.routing_source.value
     app.state.sse_subscribers = SubscriberCap(config.max_sse_subscribers)
     install_error_handlers(app)
-    # Content-Length over the limit: 413 before the app runs, without reading the body.
-    app.add_middleware(ContentLengthGuard, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(BodyLimit, max_body_bytes=config.max_body_bytes)
     app.include_router(probes_router())
     for router in routers:
         app.include_router(router)

@@ -25,6 +25,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 from prometheus_client import make_asgi_app
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from .errors import install_error_handlers
 from .probes import routing_router
@@ -46,10 +48,24 @@ class AdminPortError(RuntimeError):
     """``ENGINES_ADMIN_PORT`` cannot be listened on; the message names the variable."""
 
 
+class _Metrics:
+    """The Prometheus exposition as a plain route: ``/metrics`` itself, not a redirect to
+    ``/metrics/`` as a mount would answer."""
+
+    def __init__(self) -> None:
+        self.app = make_asgi_app()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def mount_admin_endpoints(app: FastAPI) -> None:
     """``/routing`` and ``/metrics`` on ``app`` (its ``state`` holds the slots and registry)."""
     app.include_router(routing_router())
-    app.mount("/metrics", make_asgi_app())
+    # A Route whose endpoint is not a function serves it as an ASGI app.
+    app.router.routes.append(
+        Route("/metrics", _Metrics(), methods=["GET"], include_in_schema=False)
+    )
 
 
 def admin_app(main: FastAPI) -> FastAPI:
@@ -57,8 +73,7 @@ def admin_app(main: FastAPI) -> FastAPI:
     app = FastAPI(
         title="engines admin",
         summary="Routing table and metrics of an engines pod (not for the public Service)",
-        docs_url=None,
-        redoc_url=None,
+        openapi_url=None,  # two endpoints, documented in the app's own document when unmoved
     )
     app.state.config = main.state.config
     app.state.registry = main.state.registry

@@ -157,10 +157,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     if isinstance(exc, HTTPError):
         body = _body(exc.error, exc.detail, **exc.fields)
-    elif exc.status_code == 413:
-        # Starlette's body limit counted the streamed bytes past the limit and stopped reading.
-        limit = request.app.state.config.max_body_bytes
-        body = _body("ContentTooLarge", too_large_detail(limit), limit=limit)
     else:
         body = _body(_error_name(exc.status_code), str(exc.detail))
     headers = exc.headers
@@ -169,14 +165,17 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route of the path takes (Starlette lists only the first route's)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    ]
 
 
 def too_large_detail(limit: int) -> str:

@@ -4,10 +4,10 @@ A blob PUT reads its body into memory, and each server-sent-event stream holds a
 and a subscription for as long as the client stays. Without a bound, one client (or a handful)
 can exhaust a pod that serves every tenant. So:
 
-- a body over ``ENGINES_MAX_BODY_BYTES`` gets 413 ``ContentTooLarge``. A ``Content-Length`` over
-  the limit is refused by :class:`ContentLengthGuard` before the app runs (no byte is read); a
-  chunked body is counted by FastAPI's own ``max_body_size`` limiter, which stops reading at the
-  first chunk past the limit. Either way nothing past the limit is ever buffered.
+- a body over ``ENGINES_MAX_BODY_BYTES`` gets 413 ``ContentTooLarge`` from :class:`BodyLimit`:
+  a ``Content-Length`` over the limit before the app runs (no byte is read), a chunked body at
+  the first chunk past the limit. Nothing past the limit is ever buffered. (FastAPI's own
+  ``max_body_size`` answers a declared length in plain text, outside the app's error schema.)
 - :class:`SubscriberCap` counts the open streams; one beyond ``ENGINES_MAX_SSE_SUBSCRIBERS`` gets
   503 ``TooManySubscribers`` with ``Retry-After``, and a slot frees when its client disconnects.
 """
@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, StreamingResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ErrorBody, HTTPError, too_large_detail
 
@@ -29,7 +29,7 @@ __all__ = [
     "SSE_REFUSED",
     "SSE_RETRY_AFTER_S",
     "SSE_SUBSCRIBERS",
-    "ContentLengthGuard",
+    "BodyLimit",
     "SubscriberCap",
     "too_many_subscribers_response",
 ]
@@ -48,28 +48,51 @@ SSE_REFUSED = Counter(
 )
 
 
-class ContentLengthGuard:
-    """Answer 413 to a request whose ``Content-Length`` is over the limit, before reading it."""
+class BodyLimit:
+    """413 for a body over ``max_body_bytes``, never reading past the limit.
+
+    A ``Content-Length`` over the limit is answered before the app runs. Otherwise the bytes
+    the app receives are counted, and the read that passes the limit raises 413 instead of
+    returning them: the endpoint (or FastAPI's body parsing) stops there, and the rest of the
+    body is never read; the server then closes the connection.
+    """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
 
+    def _too_large(self) -> HTTPError:
+        BODIES_REFUSED.inc()
+        return HTTPError(
+            413,
+            "ContentTooLarge",
+            too_large_detail(self.max_body_bytes),
+            headers={"Connection": "close"},  # the unread rest of the body is still on the wire
+            limit=self.max_body_bytes,
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = Headers(scope=scope).get("content-length", "")
-            if length.isdigit() and int(length) > self.max_body_bytes:
-                BODIES_REFUSED.inc()
-                body = {
-                    "error": "ContentTooLarge",
-                    "detail": too_large_detail(self.max_body_bytes),
-                    "limit": self.max_body_bytes,
-                }
-                # The unread body stays on the wire: the connection cannot be reused.
-                response = JSONResponse(body, status_code=413, headers={"Connection": "close"})
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            error = self._too_large()
+            body = {"error": error.error, "detail": error.detail, **error.fields}
+            await JSONResponse(body, status_code=413, headers=error.headers)(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, receive_within_limit, send)
 
 
 class SubscriberCap:
