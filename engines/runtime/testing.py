@@ -149,8 +149,8 @@ def served_app(
     exited: check ``process.poll()``); stops the process with SIGTERM on exit.
     """
     routing, local = tmp_path / "routing", tmp_path / "local"
-    routing.mkdir()
-    local.mkdir()
+    routing.mkdir(parents=True)
+    local.mkdir(parents=True)
     for rec in test_records(str(local)):
         (routing / rec.key.configmap_key).write_text(json.dumps(rec.to_document()))
     log = tmp_path / "uvicorn.log"
