@@ -21,6 +21,8 @@ from ..manager import BackendSlots, TenantNotServed
 from .errors import error_responses
 
 __all__ = [
+    "BLOB_NAME_PATTERN",
+    "KEY_PATTERN",
     "TENANT_HEADER",
     "BlobName",
     "BlobPrefix",
@@ -41,7 +43,7 @@ TENANT_HEADER = "X-Tenant"
 
 
 _C = r"[^/\x00]"  # a key character: anything but '/' and NUL
-_KEY_PATTERN = (
+KEY_PATTERN = (
     # check_key's rule without lookarounds (JSON Schema and test generators lack them): not
     # '.', '..' or __x__ (a name wrapped in double underscores, reserved by Firestore).
     rf"^(?:[^/\x00_.]{_C}*|\.[^/\x00.]{_C}*|\.\.{_C}+|_|_[^/\x00_]{_C}*|__|___"
@@ -55,7 +57,7 @@ Key = Annotated[
     Path(
         min_length=1,
         max_length=MAX_KEY_CHARS,
-        pattern=_KEY_PATTERN,
+        pattern=KEY_PATTERN,
         description=f"1..{MAX_KEY_CHARS} characters, no '/' or NUL; not '.', '..' or __x__",
     ),
 ]
@@ -64,13 +66,15 @@ Key = Annotated[
 KeyQuery = Query(
     min_length=1,
     max_length=MAX_KEY_CHARS,
-    pattern=_KEY_PATTERN,
+    pattern=KEY_PATTERN,
     description=f"An id: 1..{MAX_KEY_CHARS} characters, no '/' or NUL; not '.', '..' or __x__",
 )
 """A document id in a query parameter (``start_after``): the rule of :data:`Key`."""
 
 _S = r"[^/\x00\r\n\\]"  # a blob name character inside a segment
 _SEGMENT = rf"(?:[^/\x00\r\n\\.]{_S}*|\.[^/\x00\r\n\\.]{_S}*|\.\.{_S}+)"
+BLOB_NAME_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+"""``check_blob_name``'s rule: '/'-separated segments, none empty, '.' or '..'."""
 MAX_BLOB_NAME_CHARS = 256
 """Blob names: 256 characters always fit the blob ports' 1024-byte name limit."""
 
@@ -79,7 +83,7 @@ BlobName = Annotated[
     Path(
         min_length=1,
         max_length=MAX_BLOB_NAME_CHARS,
-        pattern=rf"^{_SEGMENT}(?:/{_SEGMENT})*$",
+        pattern=BLOB_NAME_PATTERN,
         description="'/'-separated non-empty segments, none '.' or '..'; no backslash, CR, LF "
         f"or NUL; at most {MAX_BLOB_NAME_CHARS} characters",
     ),
