@@ -37,7 +37,7 @@ from engines.routing.registry import RoutingRegistry
 from engines.runtime import BackendFactory, BackendSlots, SecretResolver, adapter_factory
 from engines.runtime.http import (
     ServiceRouter,
-    document_served_tenants,
+    complete_openapi,
     install_error_handlers,
     probes_router,
 )
@@ -147,7 +147,7 @@ def create_app(
         app.include_router(router)
     if config.admin_port is None:  # else only the admin port serves them
         mount_admin_endpoints(app)
-    document_served_tenants(app, config.tenants)
+    complete_openapi(app, config.tenants)
     return app
 
 

@@ -1,7 +1,9 @@
 """The HTTP side of the runtime: service routers, the backend dependency, probes, error mapping.
 
 Services build on :class:`ServiceRouter` and :func:`backend`; the pure-document and blob kinds
-share :func:`document_router` / :func:`blob_router`.
+share :func:`document_router` / :func:`blob_router`. Every error answers the one schema of
+:mod:`.errors`; :mod:`.limits` bounds bodies and event streams; :mod:`.admin` moves ``/routing``
+and ``/metrics`` to ``ENGINES_ADMIN_PORT``.
 """
 
 from .blobs import blob_router
@@ -16,7 +18,7 @@ from .routers import (
     Tenant,
     TopicName,
     backend,
-    document_served_tenants,
+    complete_openapi,
     get_slots,
     json_integer,
     served_tenant,
@@ -32,8 +34,8 @@ __all__ = [
     "TopicName",
     "backend",
     "blob_router",
+    "complete_openapi",
     "document_router",
-    "document_served_tenants",
     "error_response",
     "error_responses",
     "get_slots",

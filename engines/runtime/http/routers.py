@@ -32,7 +32,7 @@ __all__ = [
     "Tenant",
     "TopicName",
     "backend",
-    "document_served_tenants",
+    "complete_openapi",
     "get_slots",
     "json_integer",
     "served_tenant",
@@ -170,7 +170,7 @@ async def served_tenant(
 Tenant = Annotated[str, Depends(served_tenant)]
 
 
-def document_served_tenants(app: FastAPI, tenants: Sequence[str]) -> None:
+def complete_openapi(app: FastAPI, tenants: Sequence[str]) -> None:
     """Make the OpenAPI document say which ``X-Tenant`` values this pod takes, and the 404s.
 
     The header's schema lists the served tenants (another gets 403) and is required unless the
