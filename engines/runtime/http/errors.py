@@ -113,7 +113,8 @@ _DESCRIPTIONS: dict[int, str] = {
     413: "ContentTooLarge: the body is over ENGINES_MAX_BODY_BYTES (never read past it)",
     422: "ValidationError (the request breaks the schema) or InvalidArgument (a port rule)",
     500: "ConfigMissing or InvalidRouting: no usable RoutingEntry for this kind; the "
-    "operator must fix the routing (the body names the key and the entries tried)",
+    "operator must fix the routing (the body names the key and the entries tried). "
+    "InternalError: an unexpected failure, logged by the pod",
     501: "NotSupported: the backend routed for this kind lacks an optional ability",
     503: "BackendUnavailable: the backend cannot be reached; retry later",
 }
