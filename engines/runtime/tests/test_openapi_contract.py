@@ -53,7 +53,7 @@ def test_schemathesis_with_every_check_finds_no_failure(tmp_path: Path) -> None:
                 "--suppress-health-check",
                 "filter_too_much",
                 "--max-examples",
-                "25",
+                "10",
                 "--seed",
                 "1",
                 "--request-timeout",
