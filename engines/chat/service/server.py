@@ -6,7 +6,10 @@ services own their endpoints, :mod:`engines.runtime` owns backends and readiness
 
 Start-up (the lifespan): start the registry and wait for its first load, build every
 (tenant, kind) slot, log each one that cannot serve; with ``ENGINES_STRICT_STARTUP=1`` refuse
-to start instead. Shutdown drains and closes every backend, then the registry.
+to start instead. Shutdown drains and closes every backend, then the registry. With
+``ENGINES_ADMIN_PORT`` the lifespan also runs the admin port (``/routing``, ``/metrics``) around
+all of that; bodies and event streams are bounded by ``ENGINES_MAX_BODY_BYTES`` and
+``ENGINES_MAX_SSE_SUBSCRIBERS`` (:mod:`engines.runtime.http`).
 """
 
 from __future__ import annotations
