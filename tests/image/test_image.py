@@ -15,8 +15,8 @@ emptyDir), every capability dropped, no-new-privileges. Covered:
 
 ``make image-test`` builds the image and runs this module. Without a container engine the tests
 skip, saying why; with ``ROUTING_IMAGE_REQUIRED=1`` (CI) they fail instead. The operator runs with
-``--standalone`` (the chart's ``operator.peering.enabled=false``): the local stack installs no
-kopf peering objects.
+its default peering, as the chart runs it: the test's namespace holds the KopfPeering the chart
+would create there.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import yaml
 from kubernetes import client
 
 from engines.devstack import free_port
+from engines.devstack._kube import PEERING_NAME as PEERING
 from engines.devstack.handles import FirestoreEmulator, GcsEmulator, KubeCluster, RedisServer
 from engines.routing.catalog import CATALOG, Backend
 from engines.testing import wait_for
@@ -173,6 +174,15 @@ def namespace(api: client.ApiClient) -> Iterator[str]:
     name = f"image-{secrets.token_hex(3)}"
     core = client.CoreV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    # The peering object the chart creates for a watched namespace (templates/peering.yaml): the
+    # operator runs with its default peering, as the chart runs it, not --standalone.
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "kopf.dev",
+        "v1",
+        name,
+        "kopfpeerings",
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING}},
+    )
     yield name
     core.delete_namespace(name)
 
@@ -197,7 +207,6 @@ def _operator(
         f"--collection={collection}",
         f"--metrics-port={metrics}",
         f"--liveness-port={live}",
-        "--standalone",
     ) as name:
         try:
             yield live
