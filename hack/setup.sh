@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the stack and the tests need, idempotently, on a fresh machine:
-#   redis-server (apt-get), a Python venv with the project and its test extras, and the Go-built
+#   redis-server (apt-get), a Python venv with the project and its test extras at exactly the
+#   versions of requirements.lock (what the image ships; `make lock` refreshes it), and the Go-built
 #   binaries (etcd, kube-apiserver, helm, fake-gcs-server) cached under ~/.cache/routing-registry.
 # The Firestore emulator comes with the machine's gcloud (`gcloud emulators firestore`).
 set -euo pipefail
@@ -23,11 +24,15 @@ if [[ ! -x .venv/bin/python ]]; then
   log "creating .venv"
   "$PY" -m venv .venv
 fi
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+stamp=".venv/.installed-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)"
 if [[ ! -f "$stamp" ]]; then
-  log "installing the project and its test dependencies"
+  log "installing the project and its test dependencies (constrained by requirements.lock)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
+  if ! .venv/bin/python -m pip install -q -c requirements.lock -e ".[test]"; then
+    log "pyproject.toml asks for versions requirements.lock does not pin: run 'make lock'"
+    exit 1
+  fi
+  rm -f .venv/.installed-*
   touch "$stamp"
 fi
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictFloat
 
 from engines.ports import DocumentStore
 from engines.routing.catalog import ResourceKind
-from engines.runtime.http import ServiceRouter, backend
+from engines.runtime.http import Key, ServiceRouter, backend, error_responses
 
 from .service import Budget, Budgets
 
@@ -27,28 +27,38 @@ BudgetService = Annotated[Budgets, Depends(_budgets)]
 
 
 class LimitRequest(BaseModel):
-    limit: Annotated[float, Field(ge=0)]
+    limit: Annotated[StrictFloat, Field(ge=0)]
     currency: Annotated[str, Field(min_length=3, max_length=3)] = "USD"
 
 
 class SpendRequest(BaseModel):
-    amount: Annotated[float, Field(gt=0)]
+    amount: Annotated[StrictFloat, Field(gt=0)]
 
 
 def _body(budget: Budget) -> dict[str, Any]:
     return {**budget.model_dump(), "remaining": budget.remaining}
 
 
-@router.put("/{name}", summary="Set the budget's limit (spent amount is kept)")
-async def set_limit(name: str, body: LimitRequest, budgets: BudgetService) -> dict[str, Any]:
+@router.put(
+    "/{name}",
+    summary="Set the budget's limit (spent amount is kept)",
+    responses=error_responses(400, 409, 413),
+)
+async def set_limit(name: Key, body: LimitRequest, budgets: BudgetService) -> dict[str, Any]:
     return _body(await budgets.set(name, body.limit, body.currency))
 
 
-@router.get("/{name}", summary="The budget: limit, spent, remaining")
-async def get_budget(name: str, budgets: BudgetService) -> dict[str, Any]:
+@router.get(
+    "/{name}", summary="The budget: limit, spent, remaining", responses=error_responses(404)
+)
+async def get_budget(name: Key, budgets: BudgetService) -> dict[str, Any]:
     return _body(await budgets.get(name))
 
 
-@router.post("/{name}/spend", summary="Spend from the budget; 409 when it does not fit")
-async def spend(name: str, body: SpendRequest, budgets: BudgetService) -> dict[str, Any]:
+@router.post(
+    "/{name}/spend",
+    summary="Spend from the budget; 409 when it does not fit",
+    responses=error_responses(400, 404, 409, 413),
+)
+async def spend(name: Key, body: SpendRequest, budgets: BudgetService) -> dict[str, Any]:
     return _body(await budgets.spend(name, body.amount))

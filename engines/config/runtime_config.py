@@ -62,6 +62,27 @@ class RuntimeConfig(BaseSettings):
 
     Same spelling as ``ENGINES_ALLOW_TEST_BACKENDS``: ``1`` or ``0``/unset, nothing else."""
 
+    admin_port: Annotated[int | None, Field(ge=1, le=65535)] = None
+    """``ENGINES_ADMIN_PORT``: serve ``/routing`` and ``/metrics`` on this port only.
+
+    Unset (the default), both stay on the app port. Set, the same process listens on this port
+    (all interfaces) for them, and the app port answers 404 for both: the routing table and the
+    metrics stay off the public Service, which exposes only the app port. A port that cannot be
+    bound stops start-up with an error naming this variable."""
+
+    max_body_bytes: Annotated[int, Field(ge=1)] = 8 * 1024 * 1024
+    """``ENGINES_MAX_BODY_BYTES``: the largest request body accepted (default 8388608, 8 MiB).
+
+    A larger body gets 413 ``ContentTooLarge`` naming the limit: refused from its
+    ``Content-Length`` before any byte is read, or, for a chunked body, as soon as the bytes
+    received pass the limit (the rest is never read)."""
+
+    max_sse_subscribers: Annotated[int, Field(ge=1)] = 256
+    """``ENGINES_MAX_SSE_SUBSCRIBERS``: server-sent-event streams open at once in this pod.
+
+    A stream beyond the cap gets 503 ``TooManySubscribers`` with ``Retry-After``; a slot frees
+    as soon as a subscriber disconnects (default 256)."""
+
     @field_validator("tenants", mode="before")
     @classmethod
     def _split_tenants(cls, value: object) -> object:

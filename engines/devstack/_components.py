@@ -18,7 +18,7 @@ from typing import ClassVar
 from engines.devstack._binaries import repo_root
 from engines.devstack._certs import Pki, ensure_pki
 from engines.devstack._errors import StackError
-from engines.devstack._health import http_ok, redis_ping
+from engines.devstack._health import firestore_serves, http_ok, redis_ping
 from engines.devstack._kube import apply_crds, install_peering
 
 __all__ = ["COMPONENTS", "LOOPBACK", "Component", "Context"]
@@ -218,7 +218,9 @@ class Firestore(Component):
         return f"{LOOPBACK}:{ctx.port(self.name)}"
 
     def healthy(self, ctx: Context) -> bool:
-        return http_ok(f"http://{self.host(ctx)}/")
+        return http_ok(f"http://{self.host(ctx)}/") and firestore_serves(
+            self.host(ctx), ctx.project
+        )
 
     def exports(self, ctx: Context) -> dict[str, str]:
         return {"FIRESTORE_EMULATOR_HOST": self.host(ctx), "GOOGLE_CLOUD_PROJECT": ctx.project}

@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-__all__ = ["http_ok", "redis_ping"]
+__all__ = ["firestore_serves", "http_ok", "redis_ping"]
 
 
 def http_ok(
@@ -32,6 +32,23 @@ def http_ok(
             body: bytes = response.read()
             return response.status == 200 and (body_ok is None or body_ok(body))
     except (OSError, urllib.error.URLError, ssl.SSLError):
+        return False
+
+
+def firestore_serves(host: str, project: str, timeout: float = 10.0) -> bool:
+    """True when the Firestore emulator answers a document read (found or not).
+
+    Its root URL answers as soon as the HTTP listener is up, while the first real read can still
+    take seconds (the JVM warming up); a client with a short deadline then fails. Reading one
+    document here makes "healthy" mean "serves reads" and pays that first read before any test.
+    """
+    url = f"http://{host}/v1/projects/{project}/databases/(default)/documents/_health/probe"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bool(response.status == 200)
+    except urllib.error.HTTPError as exc:
+        return exc.code == 404
+    except (OSError, urllib.error.URLError):
         return False
 
 

@@ -9,7 +9,7 @@ from fastapi import Depends, Query
 from engines.ports import DocumentStore
 from engines.ports.errors import NotFound
 from engines.routing.catalog import ResourceKind
-from engines.runtime.http import ServiceRouter, backend
+from engines.runtime.http import Key, ServiceRouter, backend, error_responses
 
 from .service import Evaluation, FeatureFlags, Flag
 
@@ -33,21 +33,21 @@ async def list_flags(
     return await flags.list(limit)
 
 
-@router.get("/{name}", summary="One flag")
-async def get_flag(name: str, flags: Flags) -> Flag:
+@router.get("/{name}", summary="One flag", responses=error_responses(404))
+async def get_flag(name: Key, flags: Flags) -> Flag:
     flag = await flags.get(name)
     if flag is None:
         raise NotFound(f"flag {name!r} does not exist")
     return flag
 
 
-@router.put("/{name}", summary="Create or replace a flag")
-async def set_flag(name: str, flag: Flag, flags: Flags) -> Flag:
+@router.put("/{name}", summary="Create or replace a flag", responses=error_responses(400, 413))
+async def set_flag(name: Key, flag: Flag, flags: Flags) -> Flag:
     return await flags.set(name, flag)
 
 
 @router.get("/{name}/evaluate", summary="Is the flag on for this subject?")
 async def evaluate_flag(
-    name: str, flags: Flags, subject: Annotated[str, Query(min_length=1)]
+    name: Key, flags: Flags, subject: Annotated[str, Query(min_length=1)]
 ) -> Evaluation:
     return await flags.evaluate(name, subject)

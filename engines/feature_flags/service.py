@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat
 
 from engines.ports import DocumentStore
 
@@ -17,8 +17,8 @@ COLLECTION = "flags"
 class Flag(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = False
-    rollout_percent: Annotated[float, Field(ge=0, le=100)] = 100.0
+    enabled: StrictBool = False
+    rollout_percent: Annotated[StrictFloat, Field(ge=0, le=100)] = 100.0
     """Share of subjects (by stable hash) the flag is on for, when enabled."""
     allow: list[str] = Field(default_factory=list)
     """Subjects always on (even when disabled)."""

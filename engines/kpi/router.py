@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictFloat
 
 from engines.ports import DocumentStore
 from engines.routing.catalog import ResourceKind
-from engines.runtime.http import ServiceRouter, backend
+from engines.runtime.http import Key, ServiceRouter, backend, error_responses
 
 from .service import Kpis, Point
 
@@ -27,7 +27,7 @@ KpiService = Annotated[Kpis, Depends(_kpis)]
 
 
 class RecordRequest(BaseModel):
-    value: float
+    value: StrictFloat
     labels: dict[str, str] = {}
 
 
@@ -35,18 +35,18 @@ def _summary_body(summary: Any) -> dict[str, Any]:
     return {**summary.model_dump(mode="json"), "mean": summary.mean}
 
 
-@router.post("/{metric}", summary="Record one data point")
-async def record(metric: str, body: RecordRequest, kpis: KpiService) -> dict[str, Any]:
+@router.post("/{metric}", summary="Record one data point", responses=error_responses(400, 413))
+async def record(metric: Key, body: RecordRequest, kpis: KpiService) -> dict[str, Any]:
     return _summary_body(await kpis.record(metric, body.value, labels=body.labels))
 
 
 @router.get("/{metric}", summary="The metric's summary (count, sum, min, max, mean, last)")
-async def summary(metric: str, kpis: KpiService) -> dict[str, Any]:
+async def summary(metric: Key, kpis: KpiService) -> dict[str, Any]:
     return _summary_body(await kpis.summary(metric))
 
 
 @router.get("/{metric}/points", summary="Recorded points of the metric, oldest first")
 async def points(
-    metric: str, kpis: KpiService, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    metric: Key, kpis: KpiService, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[Point]:
     return await kpis.points(metric, limit)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictFloat
 
 from engines.ports import PresenceRegistry
 from engines.routing.catalog import ResourceKind
-from engines.runtime.http import ServiceRouter, backend
+from engines.runtime.http import Key, ServiceRouter, backend, error_responses
 
 __all__ = ["Heartbeat", "router"]
 
@@ -20,17 +20,21 @@ Presence = Annotated[PresenceRegistry, backend(KIND, PresenceRegistry)]
 
 class Heartbeat(BaseModel):
     info: dict[str, Any] = Field(default_factory=dict)
-    ttl_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    ttl_s: Annotated[StrictFloat, Field(gt=0, le=3600)] = 30.0
 
 
-@router.put("/{member_id}", summary="Register or refresh a member for ttl_s seconds")
-async def register(member_id: str, body: Heartbeat, presence: Presence) -> dict[str, Any]:
+@router.put(
+    "/{member_id}",
+    summary="Register or refresh a member for ttl_s seconds",
+    responses=error_responses(400, 413),
+)
+async def register(member_id: Key, body: Heartbeat, presence: Presence) -> dict[str, Any]:
     await presence.register(member_id, body.info, body.ttl_s)
     return {"member_id": member_id, "ttl_s": body.ttl_s}
 
 
 @router.delete("/{member_id}", status_code=204, summary="Remove a member")
-async def unregister(member_id: str, presence: Presence) -> Response:
+async def unregister(member_id: Key, presence: Presence) -> Response:
     await presence.unregister(member_id)
     return Response(status_code=204)
 

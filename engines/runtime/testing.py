@@ -3,13 +3,23 @@
 ``record()`` builds a validated ``RoutingRecord`` the way the operator would; ``durable_records``
 gives one durable entry per catalog kind (what a production environment needs);
 ``SERVICE_PROBES`` is one harmless request per kind, to show which kinds a running app serves;
-``app_client`` runs the app's lifespan and hands back an httpx client bound to it in process.
+``app_client`` runs the app's lifespan and hands back an httpx client bound to it in process;
+``served_app`` runs it the way a pod does (``uvicorn --factory``, a real socket), for what only a
+real server shows: the admin port, bodies on the wire, clients that disconnect.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +28,15 @@ from fastapi import FastAPI
 from engines.routing.catalog import CATALOG, Backend, ResourceKind
 from engines.routing.model import RoutingRecord, parse_spec
 
-__all__ = ["SERVICE_PROBES", "app_client", "durable_records", "record", "test_records"]
+__all__ = [
+    "SERVICE_PROBES",
+    "ServedApp",
+    "app_client",
+    "durable_records",
+    "record",
+    "served_app",
+    "test_records",
+]
 
 K = ResourceKind
 
@@ -105,3 +123,82 @@ async def app_client(
             transport=transport, base_url="http://engines", headers=headers
         ) as client:
             yield client
+
+
+@dataclass
+class ServedApp:
+    """An engines app served by its own ``uvicorn --factory`` process."""
+
+    url: str
+    process: subprocess.Popen[str]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def served_app(
+    tmp_path: Path, *, port: int, env: Mapping[str, str] | None = None, tenants: str = "acme"
+) -> Iterator[ServedApp]:
+    """``uvicorn --factory engines.chat.service.server:create_app`` on ``port``, until exit.
+
+    Routing comes from files (as a mounted ConfigMap): one env=test entry per kind on its
+    test-only backend, with ``ENGINES_ALLOW_TEST_BACKENDS=1``, so the app is ready without any
+    emulator; ``env`` adds or overrides settings. Yields once ``/livez`` answers (or the process
+    exited: check ``process.poll()``); stops the process with SIGTERM on exit.
+    """
+    routing, local = tmp_path / "routing", tmp_path / "local"
+    routing.mkdir(parents=True)
+    local.mkdir(parents=True)
+    for rec in test_records(str(local)):
+        (routing / rec.key.configmap_key).write_text(json.dumps(rec.to_document()))
+    log = tmp_path / "uvicorn.log"
+    settings = {
+        "ENGINES_ENV": "test",
+        "ENGINES_TENANTS": tenants,
+        "ENGINES_ROUTING_SOURCE": "files",
+        "ENGINES_ROUTING_DIR": str(routing),
+        "ENGINES_ALLOW_TEST_BACKENDS": "1",
+        **(env or {}),
+    }
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "engines.chat.service.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env={**os.environ, **settings},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    served = ServedApp(url=f"http://127.0.0.1:{port}", process=process, log=log)
+    try:
+        deadline = time.monotonic() + 60
+        while process.poll() is None:
+            try:
+                if httpx.get(f"{served.url}/livez", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"uvicorn did not answer within 60s:\n{served.output()}")
+            time.sleep(0.05)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -1,5 +1,6 @@
 """HTTP: ``POST /chat/{topic}/messages`` publishes; ``GET /chat/{topic}/events`` streams (SSE).
 
+Streams per pod are capped (``ENGINES_MAX_SSE_SUBSCRIBERS``, :mod:`engines.runtime.http.limits`).
 A stream outlives single requests, so it holds its backend lease for as long as it runs; when the
 ``chat_bus`` entry switches backends the stream notices (``Lease.superseded``), re-subscribes on
 the new backend and carries on, so the old bus drains instead of being held open until timeout.
@@ -20,7 +21,15 @@ from engines.ports import MessageBus
 from engines.ports.message_bus import check_topic
 from engines.routing.catalog import ResourceKind
 from engines.routing.errors import RoutingError
-from engines.runtime.http import ServiceRouter, Tenant, backend, get_slots
+from engines.runtime.http import (
+    ServiceRouter,
+    Tenant,
+    TopicName,
+    backend,
+    error_responses,
+    get_slots,
+)
+from engines.runtime.http.limits import SubscriberCap, too_many_subscribers_response
 from engines.runtime.manager import BackendSlots
 
 __all__ = ["router"]
@@ -30,9 +39,14 @@ router = ServiceRouter(kinds=[KIND], prefix="/chat", tags=[KIND.value])
 Bus = Annotated[MessageBus, backend(KIND, MessageBus)]
 
 
-@router.post("/{topic}/messages", status_code=202, summary="Publish a JSON message to the topic")
+@router.post(
+    "/{topic}/messages",
+    status_code=202,
+    summary="Publish a JSON message to the topic",
+    responses=error_responses(400, 413),
+)
 async def publish(
-    topic: str, message: Annotated[dict[str, Any], Body()], bus: Bus
+    topic: TopicName, message: Annotated[dict[str, Any], Body()], bus: Bus
 ) -> dict[str, str]:
     await bus.publish(topic, message)
     return {"topic": topic, "status": "published"}
@@ -75,12 +89,25 @@ async def _follow(slots: BackendSlots, tenant: str, topic: str) -> AsyncIterator
             await lease.__aexit__(None, None, None)
 
 
-@router.get("/{topic}/events", summary="Follow the topic as server-sent events")
-async def events(topic: str, request: Request, tenant: Tenant) -> StreamingResponse:
+@router.get(
+    "/{topic}/events",
+    summary="Follow the topic as server-sent events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Events `subscribed`, then `message` (the JSON published), until the "
+            "client leaves; `error` (an ErrorBody) if the kind's routing breaks meanwhile",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **too_many_subscribers_response(),
+    },
+)
+async def events(topic: TopicName, request: Request, tenant: Tenant) -> StreamingResponse:
     slots = get_slots(request)
     check_topic(topic)  # refuse a bad topic with a status, not a broken stream
     slots.slot(tenant, KIND)
-    return StreamingResponse(
+    cap: SubscriberCap = request.app.state.sse_subscribers
+    return cap.stream(
         _follow(slots, tenant, topic),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store"},

@@ -6,7 +6,10 @@ services own their endpoints, :mod:`engines.runtime` owns backends and readiness
 
 Start-up (the lifespan): start the registry and wait for its first load, build every
 (tenant, kind) slot, log each one that cannot serve; with ``ENGINES_STRICT_STARTUP=1`` refuse
-to start instead. Shutdown drains and closes every backend, then the registry.
+to start instead. Shutdown drains and closes every backend, then the registry. With
+``ENGINES_ADMIN_PORT`` the lifespan also runs the admin port (``/routing``, ``/metrics``) around
+all of that; bodies and event streams are bounded by ``ENGINES_MAX_BODY_BYTES`` and
+``ENGINES_MAX_SSE_SUBSCRIBERS`` (:mod:`engines.runtime.http`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import make_asgi_app
 
 from engines.analytics_events import router as analytics_events
 from engines.budget import router as budget
@@ -36,7 +38,14 @@ from engines.page_content import router as page_content
 from engines.realtime import router as realtime
 from engines.routing.registry import RoutingRegistry
 from engines.runtime import BackendFactory, BackendSlots, SecretResolver, adapter_factory
-from engines.runtime.http import ServiceRouter, install_error_handlers, probes_router
+from engines.runtime.http import (
+    ServiceRouter,
+    complete_openapi,
+    install_error_handlers,
+    probes_router,
+)
+from engines.runtime.http.admin import mount_admin_endpoints, with_admin_port
+from engines.runtime.http.limits import BodyLimit, SubscriberCap
 from engines.runtime.startup import StartupRefused, build_registry, check_startup
 from engines.seo import router as seo
 from engines.strategy_lock import router as strategy_lock
@@ -127,17 +136,21 @@ def create_app(
     app = FastAPI(
         title="engines",
         summary="Tenant services whose backends come from the routing registry",
-        lifespan=lifespan,
+        lifespan=with_admin_port(lifespan, config.admin_port),
     )
     app.state.config = config
     app.state.registry = registry
     app.state.slots = slots
     app.state.routing_source = config.routing_source.value
+    app.state.sse_subscribers = SubscriberCap(config.max_sse_subscribers)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_body_bytes=config.max_body_bytes)
     app.include_router(probes_router())
     for router in routers:
         app.include_router(router)
-    app.mount("/metrics", make_asgi_app())
+    if config.admin_port is None:  # else only the admin port serves them
+        mount_admin_endpoints(app)
+    complete_openapi(app, config.tenants)
     return app
 
 

@@ -14,7 +14,8 @@ from engines.ports.document_store import MAX_LIMIT
 from engines.ports.errors import NotFound
 from engines.routing.catalog import ResourceKind
 
-from .routers import ServiceRouter, backend
+from .errors import error_responses
+from .routers import Key, KeyQuery, ServiceRouter, backend
 
 __all__ = ["document_router"]
 
@@ -30,28 +31,30 @@ def document_router(
     async def list_documents(
         store: Store,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-        start_after: str | None = None,
+        start_after: Annotated[str | None, KeyQuery] = None,
     ) -> dict[str, Any]:
         docs = await store.list(collection, limit=limit, start_after=start_after)
         items = [{"id": d.id, "data": d.data} for d in docs]
         return {"items": items, "next": docs[-1].id if len(docs) == limit else None}
 
-    @router.get("/{doc_id}", summary=f"Read one {noun}")
-    async def get_document(doc_id: str, store: Store) -> dict[str, Any]:
+    @router.get("/{doc_id}", summary=f"Read one {noun}", responses=error_responses(404))
+    async def get_document(doc_id: Key, store: Store) -> dict[str, Any]:
         data = await store.get(collection, doc_id)
         if data is None:
             raise NotFound(f"{noun} {doc_id!r} does not exist")
         return {"id": doc_id, "data": data}
 
-    @router.put("/{doc_id}", summary=f"Create or replace one {noun}")
+    @router.put(
+        "/{doc_id}", summary=f"Create or replace one {noun}", responses=error_responses(400, 413)
+    )
     async def put_document(
-        doc_id: str, data: Annotated[dict[str, Any], Body()], store: Store
+        doc_id: Key, data: Annotated[dict[str, Any], Body()], store: Store
     ) -> dict[str, Any]:
         await store.put(collection, doc_id, data)
         return {"id": doc_id, "data": data}
 
     @router.delete("/{doc_id}", status_code=204, summary=f"Delete one {noun}")
-    async def delete_document(doc_id: str, store: Store) -> Response:
+    async def delete_document(doc_id: Key, store: Store) -> Response:
         await store.delete(collection, doc_id)
         return Response(status_code=204)
 

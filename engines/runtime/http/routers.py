@@ -8,27 +8,136 @@ slot for the duration of the call, so a live switch never closes a backend under
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 
 from engines.ports import Port
 from engines.ports.errors import InvalidArgument
 from engines.routing.catalog import ResourceKind
 
 from ..manager import BackendSlots, TenantNotServed
+from .errors import error_responses
 
-__all__ = ["TENANT_HEADER", "ServiceRouter", "Tenant", "backend", "get_slots", "served_tenant"]
+__all__ = [
+    "BLOB_NAME_PATTERN",
+    "KEY_PATTERN",
+    "TENANT_HEADER",
+    "BlobName",
+    "BlobPrefix",
+    "Key",
+    "KeyQuery",
+    "ServiceRouter",
+    "Tenant",
+    "TopicName",
+    "backend",
+    "complete_openapi",
+    "get_slots",
+    "json_integer",
+    "served_tenant",
+]
 
 P = TypeVar("P", bound=Port)
 TENANT_HEADER = "X-Tenant"
 
 
+_C = r"[^/\x00]"  # a key character: anything but '/' and NUL
+KEY_PATTERN = (
+    # check_key's rule without lookarounds (JSON Schema and test generators lack them): not
+    # '.', '..' or __x__ (a name wrapped in double underscores, reserved by Firestore).
+    rf"^(?:[^/\x00_.]{_C}*|\.[^/\x00.]{_C}*|\.\.{_C}+|_|_[^/\x00_]{_C}*|__|___"
+    rf"|__{_C}*[^/\x00_]_?)$"
+)
+MAX_KEY_CHARS = 100
+"""Ids in paths: 100 characters fit the ports' 500-byte key limit with room for suffixes."""
+
+Key = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=MAX_KEY_CHARS,
+        pattern=KEY_PATTERN,
+        description=f"1..{MAX_KEY_CHARS} characters, no '/' or NUL; not '.', '..' or __x__",
+    ),
+]
+"""A document id, flag, metric, lock or member name in a path."""
+
+KeyQuery = Query(
+    min_length=1,
+    max_length=MAX_KEY_CHARS,
+    pattern=KEY_PATTERN,
+    description=f"An id: 1..{MAX_KEY_CHARS} characters, no '/' or NUL; not '.', '..' or __x__",
+)
+"""A document id in a query parameter (``start_after``): the rule of :data:`Key`."""
+
+_S = r"[^/\x00\r\n\\]"  # a blob name character inside a segment
+_SEGMENT = rf"(?:[^/\x00\r\n\\.]{_S}*|\.[^/\x00\r\n\\.]{_S}*|\.\.{_S}+)"
+BLOB_NAME_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+"""``check_blob_name``'s rule: '/'-separated segments, none empty, '.' or '..'."""
+MAX_BLOB_NAME_CHARS = 256
+"""Blob names: 256 characters always fit the blob ports' 1024-byte name limit."""
+
+BlobName = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=MAX_BLOB_NAME_CHARS,
+        pattern=BLOB_NAME_PATTERN,
+        description="'/'-separated non-empty segments, none '.' or '..'; no backslash, CR, LF "
+        f"or NUL; at most {MAX_BLOB_NAME_CHARS} characters",
+    ),
+]
+
+BlobPrefix = Annotated[
+    str,
+    Query(
+        max_length=MAX_BLOB_NAME_CHARS,
+        pattern=r"^[^\x00\r\n\\]*$",
+        description="Names starting with this; no backslash, CR, LF or NUL",
+    ),
+]
+
+TopicName = Annotated[
+    str,
+    Path(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        description="[A-Za-z0-9][A-Za-z0-9_.-]*, at most 128 characters",
+    ),
+]
+
+
+_UNROUTED = {
+    "description": "NotFound: the item does not exist, or a path parameter holds a character "
+    "no route takes ('/', a line break)",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
+
+
+def json_integer(value: object) -> object:
+    """``BeforeValidator`` of a JSON-body integer: 3 and 3.0 as JSON Schema's ``integer``.
+
+    Never ``true`` or ``"3"``, which pydantic's lax int accepts. Place it after the field's
+    constraints (``Annotated[int, Field(ge=1), BeforeValidator(json_integer)]``) so that the
+    schema keeps them.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON integer")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("must be a whole number")
+    return int(value)
+
+
 class ServiceRouter(APIRouter):
-    """An ``APIRouter`` with the resource kinds its endpoints resolve."""
+    """An ``APIRouter`` with the resource kinds its endpoints resolve.
+
+    Every endpoint of a service leases a backend, so each documents what that can answer besides
+    its own statuses: 403 (tenant not served), 422 (invalid request), 500 (routing missing or
+    invalid) and 503 (backend unreachable), all with the app's one error schema.
+    """
 
     def __init__(self, *, kinds: Iterable[ResourceKind], **kwargs: Any) -> None:
+        kwargs["responses"] = {**error_responses(403, 422, 500, 503), **kwargs.get("responses", {})}
         super().__init__(**kwargs)
         self.kinds: frozenset[ResourceKind] = frozenset(ResourceKind(k) for k in kinds)
 
@@ -59,6 +168,35 @@ async def served_tenant(
 
 
 Tenant = Annotated[str, Depends(served_tenant)]
+
+
+def complete_openapi(app: FastAPI, tenants: Sequence[str]) -> None:
+    """Make the OpenAPI document say which ``X-Tenant`` values this pod takes, and the 404s.
+
+    The header's schema lists the served tenants (another gets 403) and is required unless the
+    pod serves a single tenant, which is then the default. Every operation with a path
+    parameter documents 404: a value holding '/' (or a line break, in a blob name) makes the
+    path match no route.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            for operation in (op for path in build()["paths"].values() for op in path.values()):
+                params = operation.get("parameters", ())
+                if any(p["in"] == "path" for p in params):
+                    operation["responses"].setdefault("404", _UNROUTED)
+                for param in params:
+                    if param["in"] == "header" and param["name"].lower() == TENANT_HEADER.lower():
+                        param["required"] = len(tenants) > 1
+                        param["schema"] = {"type": "string", "enum": list(tenants)}
+                        param["description"] = (
+                            "The tenant of the request: one this pod serves (ENGINES_TENANTS); "
+                            "optional when the pod serves a single tenant"
+                        )
+        return app.openapi_schema or build()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def backend(kind: ResourceKind, port: type[P]) -> Any:
