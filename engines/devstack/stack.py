@@ -33,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from engines.devstack._binaries import repo_root, resolve_binaries
-from engines.devstack._components import COMPONENTS, LOOPBACK, Component, Context
+from engines.devstack._components import COMPONENTS as BASE_COMPONENTS
+from engines.devstack._components import LOOPBACK, Component, Context
 from engines.devstack._errors import StackError
+from engines.devstack._node import NODE_COMPONENTS
 from engines.devstack._procs import (
     group_members,
     is_alive,
@@ -55,6 +57,8 @@ __all__ = [
 ]
 
 DEFAULT_PROJECT = "routing-dev"
+COMPONENTS: dict[str, Component] = {**BASE_COMPONENTS, **NODE_COMPONENTS}
+"""Every component ``up``/``down`` know; the node's start only when asked for (``node=True``)."""
 _REUSE_PROBE_SECONDS = 10.0
 
 
@@ -118,8 +122,14 @@ class LocalStack:
 
     # ---- public API --------------------------------------------------------------------------
 
-    def up(self, components: Iterable[str] | None = None) -> dict[str, ComponentStatus]:
-        """Start (or reuse) the named components and their dependencies; write ``env.sh``."""
+    def up(
+        self, components: Iterable[str] | None = None, *, node: bool = False
+    ) -> dict[str, ComponentStatus]:
+        """Start (or reuse) the named components and their dependencies; write ``env.sh``.
+
+        ``components=None`` is the base stack, plus the node's components when ``node``."""
+        if components is None and node:
+            components = list(COMPONENTS)
         names = _with_dependencies(components)
         with self._locked():
             ctx = self._context(names)
@@ -236,11 +246,14 @@ class LocalStack:
 
     def _stop(self, comp: Component) -> None:
         pid = self._recorded_pid(comp.name)
+        ctx = self._context(set())
         if pid is not None and any(
             marker_of(p) == (str(self.state_dir), comp.name) for p in group_members(pid)
         ):
+            comp.before_stop(ctx)
             stop_group(pid, what=comp.name, grace=comp.grace)
         self._record_file(comp.name).unlink(missing_ok=True)
+        comp.after_stop(ctx)
 
     def _sweep(self) -> None:
         """Stop any process still marked with this state dir (a lost record, an escapee)."""
@@ -314,7 +327,7 @@ def _validate(components: Iterable[str]) -> set[str]:
 
 
 def _with_dependencies(components: Iterable[str] | None) -> set[str]:
-    names = set(COMPONENTS) if components is None else _validate(components)
+    names = set(BASE_COMPONENTS) if components is None else _validate(components)
     pending = list(names)
     while pending:
         for dep in COMPONENTS[pending.pop()].requires:
