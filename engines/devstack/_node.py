@@ -36,6 +36,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -74,7 +75,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 KUBELET_HOST_DIR = Path("/var/lib/kubelet")
 """kubelet's device-plugin socket lives here whatever --root-dir says."""
 KUBEPODS = "kubepods"
-_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "conntrack", "iptables")
+_PACKAGES = (
+    "containerd", "runc", "containernetworking-plugins", "conntrack", "iptables", "dnsmasq-base"
+)  # fmt: skip
 _NODE_SCRIPT = Path("hack") / "build-node-binaries.sh"
 _SOCKET_MAX = 100
 """sun_path holds 108 bytes; containerd appends suffixes (``.ttrpc``)."""
@@ -263,9 +266,8 @@ def _cache_dir() -> Path:
 
 def _ensure_packages() -> None:
     """apt-get install the node's system packages once (a no-op when they are present)."""
-    missing = [
-        exe for exe in ("containerd", "runc", "conntrack", "iptables") if shutil.which(exe) is None
-    ]
+    executables = ("containerd", "runc", "conntrack", "iptables", "dnsmasq")
+    missing = [exe for exe in executables if shutil.which(exe) is None]
     if not missing and (CNI_BIN_DIR / "bridge").is_file():
         return
     apt = shutil.which("apt-get")
@@ -508,10 +510,23 @@ def _unmount_all(root: Path) -> None:
         raise StackError(f"node: mounts left under {root}: {left}")
 
 
-def _remove_cgroups() -> None:
-    for directory in _kubepods_cgroups():
-        with contextlib.suppress(FileNotFoundError):
-            directory.rmdir()
+def _remove_cgroups(timeout: float = 15.0) -> None:
+    """rmdir kubelet's cgroups, deepest first; a killed container may take a moment to leave."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = []
+        for directory in _kubepods_cgroups():
+            try:
+                directory.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                busy.append(directory)
+        if not busy:
+            return
+        if time.monotonic() > deadline:
+            raise StackError(f"node: cgroups still in use: {[str(d) for d in busy]}")
+        time.sleep(0.2)
 
 
 # ---- components ---------------------------------------------------------------------------------
@@ -672,7 +687,9 @@ class KubeControllerManager(_ControlPlaneProcess):
             *self.common_args(ctx),
             "--cluster-name=routing-dev",
             "--controllers=*",
-            "--use-service-account-credentials=false",
+            # Each controller as its own ServiceAccount, as in a real cluster: admission policies
+            # (the chart's deletion guard) see system:serviceaccount:kube-system:<controller>.
+            "--use-service-account-credentials=true",
             f"--service-account-private-key-file={ctx.pki.sa_key}",
             f"--root-ca-file={ctx.pki.ca_crt}",
             f"--flex-volume-plugin-dir={NodePaths(ctx.state_dir).kubelet / 'volume-plugins'}",
@@ -731,6 +748,7 @@ class Kubelet(Component):
             "podLogsDir": str(paths.kubelet / "pod-logs"),
             "volumePluginDir": str(paths.kubelet / "volume-plugins"),
             "clusterDomain": "cluster.local",
+            "clusterDNS": [NODE_IP],
             "resolvConf": "/etc/resolv.conf",
             "registerNode": True,
             "maxPods": 50,
@@ -808,8 +826,47 @@ class Kubelet(Component):
         return {"ROUTING_DEV_NODE": NODE_NAME}
 
 
+class ClusterDns(Component):
+    """dnsmasq on the node address: the ``kubernetes`` Service's names, nothing else.
+
+    In-cluster clients (kopf among them) dial ``kubernetes.default.svc`` by name. There is no
+    kube-proxy behind other Services, so their names are deliberately not answered: a pod that
+    relies on one fails to resolve it rather than connecting nowhere. Other names go to the
+    host's resolvers.
+    """
+
+    name = "cluster-dns"
+    requires = ("kubelet",)  # the bridge, whose address it listens on, exists from then on
+    port_names = ()
+    timeout = 20.0
+
+    def argv(self, ctx: Context) -> list[str]:
+        exe = shutil.which("dnsmasq")
+        assert exe is not None  # the node's packages include it
+        names = ["kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+        return [
+            exe,
+            "--keep-in-foreground",
+            "--log-facility=-",
+            "--conf-file=/dev/null",
+            "--no-hosts",
+            f"--listen-address={NODE_IP}",
+            "--bind-interfaces",
+            "--user=nobody",
+            *(f"--address=/{n}/{SERVICE_IP}" for n in names),
+        ]
+
+    def healthy(self, ctx: Context) -> bool:
+        try:
+            with socket.create_connection((NODE_IP, 53), timeout=1):
+                return True
+        except OSError:
+            return False
+
+
 NODE_COMPONENTS: dict[str, Component] = {
-    c.name: c for c in (Containerd(), Kubelet(), KubeControllerManager(), KubeScheduler())
+    c.name: c
+    for c in (Containerd(), Kubelet(), ClusterDns(), KubeControllerManager(), KubeScheduler())
 }
 """The node's components by name, in start order (after the base stack's)."""
 
