@@ -541,6 +541,11 @@ class Containerd(Component):
     grace = 15.0
 
     def prepare(self, ctx: Context) -> None:
+        if os.geteuid() != 0:
+            raise StackError(
+                "containerd: the local node needs root (it runs containers, creates a bridge and "
+                "iptables rules); run `routing-dev up --node` as root, or leave out --node"
+            )
         _ensure_packages()
         paths = NodePaths(ctx.state_dir)
         if len(str(paths.socket)) > _SOCKET_MAX:

@@ -127,9 +127,10 @@ class LocalStack:
     ) -> dict[str, ComponentStatus]:
         """Start (or reuse) the named components and their dependencies; write ``env.sh``.
 
-        ``components=None`` is the base stack, plus the node's components when ``node``."""
-        if components is None and node:
-            components = list(COMPONENTS)
+        ``components=None`` is the base stack; ``node`` adds the node's components to it (or to
+        the named ones): containerd, kubelet, cluster-dns, the controller manager, the scheduler."""
+        if node:
+            components = [*(components or BASE_COMPONENTS), *NODE_COMPONENTS]
         names = _with_dependencies(components)
         with self._locked():
             ctx = self._context(names)
