@@ -3,9 +3,12 @@
 Covers DESIGN §2: a valid entry is accepted (defaults applied); the API server refuses, with the
 CRD's own CEL messages, a backend not allowed for its kind, two settings objects, a test-only
 backend outside env `test`, and a change of tenant/env/project/resourceKind; an unknown settings
-key is refused; backend + settings stay mutable (the switch); `kubectl get rte` shows the printer
-columns and `--field-selector spec.tenant=…` filters. Messages asserted here are substrings of
-the CRD's x-kubernetes-validations, checked against crds/ so a reworded rule fails loudly.
+key is refused; a credential in a URL (userinfo, a password/username query parameter in any
+case) and a path-unsafe secretRef (`..`, `/etc/hostname`) are refused without echoing the
+credential, their clean forms accepted; backend + settings stay mutable (the switch);
+`kubectl get rte` shows the printer columns and `--field-selector spec.tenant=…` filters.
+Messages asserted here are substrings of the CRD's x-kubernetes-validations, checked against
+crds/ so a reworded rule fails loudly.
 """
 
 from __future__ import annotations
@@ -91,24 +94,86 @@ def test_unknown_settings_key_is_refused(kube_cluster: KubeCluster, namespace: s
     refused(create(kube_cluster, namespace, body), "colection")
 
 
-def test_password_in_redis_url_is_refused(kube_cluster: KubeCluster, namespace: str) -> None:
-    body = entry(
-        "leak",
+SECRET = "hunter2"
+"""The credential planted in refused URLs: no refusal may repeat it."""
+CREDENTIAL_URLS = [
+    pytest.param(f"redis://app:{SECRET}@redis:6379/0", "must not carry userinfo", id="user-pass"),
+    pytest.param(f"redis://{SECRET}@redis:6379/0", "must not carry userinfo", id="user-only"),
+    pytest.param(f"redis://:{SECRET}@redis:6379/0", "must not carry userinfo", id="pass-only"),
+    pytest.param(f"unix://:{SECRET}@/run/redis.sock", "must not carry userinfo", id="unix"),
+    pytest.param(f"redis://redis:6379/0?password={SECRET}", "password or username", id="password"),
+    pytest.param(f"redis://redis:6379/0?PassWord={SECRET}", "password or username", id="PassWord"),
+    pytest.param(f"redis://redis/0?db=1&username={SECRET}", "password or username", id="username"),
+    pytest.param(f"redis://redis/0?pass%77ord={SECRET}", "percent-encode", id="encoded-name"),
+]
+
+
+def redis_entry(name: str, url: str, **spec: Any) -> dict[str, Any]:
+    return entry(
+        name,
         resourceKind="chat_bus",
         backend="redis",
         firestore=None,
-        redis={"url": "redis://:hunter2@redis:6379/0"},
+        redis={"url": url},
+        **spec,
     )
-    refused(create(kube_cluster, namespace, body), "url must not carry a password")
-    ok = entry(
-        "user-only",
-        resourceKind="chat_bus",
-        backend="redis",
-        firestore=None,
-        redis={"url": "redis://default@redis:6379/0"},
-        secretRef={"name": "redis-auth", "key": "password"},
-    )
-    done = create(kube_cluster, namespace, ok)
+
+
+@pytest.mark.parametrize(("url", "rule"), CREDENTIAL_URLS)
+def test_credential_in_redis_url_is_refused_without_echoing_it(
+    kube_cluster: KubeCluster, namespace: str, url: str, rule: str
+) -> None:
+    done = create(kube_cluster, namespace, redis_entry("leak", url))
+    fix = "write parameter names in plain letters" if "percent" in rule else "spec.secretRef"
+    refused(done, "spec.redis.url", rule, fix)
+    assert SECRET not in done.stderr, done.stderr
+    assert rule in CRD.read_text()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://redis:6379/0", "rediss://redis.example:6380/2?ssl_cert_reqs=none", "unix:///r.sock"],
+)
+def test_credential_free_redis_url_is_accepted(
+    kube_cluster: KubeCluster, namespace: str, url: str
+) -> None:
+    body = redis_entry("clean", url, secretRef={"name": "redis-auth", "key": "password"})
+    done = create(kube_cluster, namespace, body)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("ref", "field"),
+    [
+        pytest.param({"name": "..", "key": "password"}, "spec.secretRef.name", id="name-dotdot"),
+        pytest.param({"name": "a/b", "key": "password"}, "spec.secretRef.name", id="name-slash"),
+        pytest.param({"name": "auth", "key": "/etc/hostname"}, "spec.secretRef.key", id="abs"),
+        pytest.param({"name": "auth", "key": ".."}, "spec.secretRef.key", id="key-dotdot"),
+        pytest.param({"name": "auth", "key": "."}, "spec.secretRef.key", id="key-dot"),
+        pytest.param({"name": "auth", "key": "..data"}, "spec.secretRef.key", id="key-kubelet"),
+        pytest.param({"name": "auth", "key": "a/../b"}, "spec.secretRef.key", id="key-traversal"),
+    ],
+)
+def test_path_unsafe_secret_ref_is_refused(
+    kube_cluster: KubeCluster, namespace: str, ref: dict[str, str], field: str
+) -> None:
+    done = create(kube_cluster, namespace, redis_entry("escape", "redis://r:6379/0", secretRef=ref))
+    fix = "must be a Secret name" if field.endswith("name") else "must be a key of the Secret"
+    refused(done, field, fix)
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        {"name": "redis-auth", "key": "password"},
+        {"name": "team.redis-auth", "key": "REDIS_PASSWORD"},
+        {"name": "a", "key": ".hidden-ok_1"},
+    ],
+)
+def test_path_safe_secret_ref_is_accepted(
+    kube_cluster: KubeCluster, namespace: str, ref: dict[str, str]
+) -> None:
+    done = create(kube_cluster, namespace, redis_entry("safe", "redis://r:6379/0", secretRef=ref))
     assert done.returncode == 0, done.stderr
 
 

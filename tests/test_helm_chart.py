@@ -9,10 +9,14 @@ deletion guard lets `kubectl delete` take a prod service out of readiness. So:
 * ``helm lint`` is clean and ``values.schema.json`` / the templates refuse bad values;
 * RBAC: the chart's ServiceAccount (a real TokenRequest token — the API server authenticates and
   authorises it with RBAC on) runs the operator through its whole job (create, conflict event,
-  update, guarded delete, peering keep-alive) with no 403 in its log, and ``kubectl auth can-i``
-  shows it can do nothing more (no Secrets, no deletes of entries, no other namespaces);
+  update, guarded delete, peering keep-alive) under the chart's operator-scope admission policy
+  with no 403 in its log, and ``kubectl auth can-i`` shows it can do nothing more (no Secrets,
+  no deletes of entries, no other namespaces, no verb the operator never calls);
 * the ValidatingAdmissionPolicy refuses deleting a prod entry, allows it once annotated
   ``routing.engines.io/allow-delete: "true"``, and always allows a ``test`` entry;
+* the NetworkPolicies admit only the peers the values name, port by port, and the admin port
+  (``/routing``, ``/metrics``) is on the container and the admin Service, never on the public
+  Service (the other security policies: test_chart_security.py);
 * the Dockerfile passes hadolint and ``requirements.lock`` pins every runtime dependency.
 """
 
@@ -23,16 +27,29 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from chart_harness import (
+    ALLOW_DELETE,
+    CHART,
+    KUBE_VERSION,
+    ROOT,
+    Release,
+    apply_chart_crds,
+    confined_values,
+    docs_of,
+    install,
+    render,
+    run,
+    uninstall,
+    wait_enforced,
+)
 from operator_harness import Entries, entry, running_operator
 from packaging.requirements import Requirement
 
@@ -40,12 +57,8 @@ from engines.devstack._binaries import resolve_binaries
 from engines.routing.crd import CRD_PATH, render_crd
 from engines.testing import wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
-CHART = ROOT / "helm" / "routing-registry"
 CHART_CRD = CHART / "crds" / CRD_PATH.name
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
-KUBE_VERSION = "1.34.0"
-ALLOW_DELETE = "routing.engines.io/allow-delete"
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -56,51 +69,8 @@ def helm() -> Path:
     return resolve_binaries(["helm"])["helm"]
 
 
-def run(
-    *argv: str | Path, input: str | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(a) for a in argv], input=input, capture_output=True, text=True, timeout=timeout,
-        check=False,
-    )  # fmt: skip
-
-
-def render(
-    helm: Path,
-    release: str,
-    namespace: str,
-    values: dict[str, Any] | None = None,
-    values_files: tuple[Path, ...] = (),
-    *extra: str,
-) -> subprocess.CompletedProcess[str]:
-    """``helm template`` with values given as YAML on stdin (``-f -``) after the files."""
-    args: list[str | Path] = [helm, "template", release, CHART, "--namespace", namespace]
-    # The local kube-apiserver is built from source and reports v0.0.0; hack/build-binaries.sh
-    # pins it to 1.34, the version the chart is rendered for here.
-    args += ["--kube-version", KUBE_VERSION, *extra]
-    for f in values_files:
-        args += ["-f", f]
-    args += ["-f", "-"]
-    return run(*args, input=yaml.safe_dump(values or {}))
-
-
-def docs_of(manifest: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(manifest) if d]
-
-
 def base_values(project: str = "routing-ci") -> dict[str, Any]:
     return {"operator": {"firestore": {"project": project}}}
-
-
-def apply_chart_crds(kube_cluster: Any) -> None:
-    """Install the chart's crds/ for real (Helm does so before the templates) and wait."""
-    files = [f"--filename={f}" for f in sorted((CHART / "crds").glob("*.yaml"))]
-    for step in (
-        ("apply", "--server-side", "--force-conflicts", "--field-manager=helm-chart-test", *files),
-        ("wait", "--for=condition=Established", "--timeout=60s", *files),
-    ):
-        done = kube_cluster.kubectl(*step)
-        assert done.returncode == 0, f"kubectl {step[0]} of the chart CRDs: {done.stderr}"
 
 
 # -- the CRD, lint and schema: no cluster --------------------------------------------------------
@@ -146,6 +116,12 @@ def test_helm_lint_is_clean(helm: Path, values_file: Path) -> None:
         ({"operator": {"watchNamespaces": ["Not_A_Label"]}}, "watchNamespaces"),
         ({"engines": {"env": "*"}}, "env"),
         ({"admissionPolicy": {"validationActions": ["Allow"]}}, "validationActions"),
+        ({"tenancy": {"validationActions": []}}, "validationActions"),
+        ({"operatorPolicy": {"enable": False}}, "enable"),
+        ({"engines": {"adminPort": 70000}}, "adminPort"),
+        ({"engines": {"maxBodyBytes": 0}}, "maxBodyBytes"),
+        ({"engines": {"maxSseSubscribers": "many"}}, "maxSseSubscribers"),
+        ({"networkPolicy": {"engines": {"from": [{"pods": {}}]}}}, "pods"),
     ],
 )
 def test_values_schema_refuses_bad_values(
@@ -176,6 +152,13 @@ def test_values_schema_refuses_bad_values(
                 "engines": {"enabled": True, "env": "prod", "tenants": ["acme"]},
             },
             "does not watch",
+        ),
+        (
+            {
+                **base_values(),
+                "engines": {"enabled": True, "env": "prod", "tenants": ["acme"], "port": 9091},
+            },
+            "engines.adminPort (9091) must differ from engines.port",
         ),
     ],
 )
@@ -231,6 +214,145 @@ def test_engines_deployment_gates_readiness_on_routing(helm: Path) -> None:
     assert env["ENGINES_ROUTING_SOURCE"] == "firestore"
     assert "ENGINES_ROUTING_DIR" not in env
     assert all(v["name"] != "routing" for v in pod["volumes"])
+
+
+def _by_kind(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
+
+
+def test_admin_port_serves_routing_and_metrics_off_the_public_service(helm: Path) -> None:
+    """/routing and /metrics on the container port ``admin``: the public Service does not
+    expose it, the admin Service does (for scraping); body and SSE limits reach the app."""
+    values = {
+        **base_values(),
+        "engines": {
+            "enabled": True,
+            "env": "prod",
+            "tenants": ["acme"],
+            "maxBodyBytes": 1048576,
+            "maxSseSubscribers": 32,
+        },
+    }
+    done = render(helm, "rr", "engines", values)
+    assert done.returncode == 0, done.stderr
+    objs = docs_of(done.stdout)
+    pod = _by_kind(objs, "Deployment")["rr-routing-registry-engines"]["spec"]["template"]["spec"]
+    (app,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in app["ports"]}
+    assert ports == {"http": 8000, "admin": 9091}
+    env = {e["name"]: e.get("value") for e in app["env"]}
+    assert env["ENGINES_ADMIN_PORT"] == "9091"
+    assert env["ENGINES_MAX_BODY_BYTES"] == "1048576"
+    assert env["ENGINES_MAX_SSE_SUBSCRIBERS"] == "32"
+    services = _by_kind(objs, "Service")
+    public = services["rr-routing-registry-engines"]["spec"]["ports"]
+    assert [p["targetPort"] for p in public] == ["http"]
+    admin = services["rr-routing-registry-engines-admin"]["spec"]
+    assert admin["type"] == "ClusterIP"
+    assert [(p["port"], p["targetPort"]) for p in admin["ports"]] == [(9091, "admin")]
+
+    # The defaults: 8 MiB and 256, rendered as plain integers (never 8.388608e+06).
+    done = render(
+        helm,
+        "rr",
+        "engines",
+        {
+            **values,
+            "engines": {
+                **values["engines"],
+                "maxBodyBytes": 8388608,
+                "maxSseSubscribers": 256,
+                "adminPort": 0,
+            },
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    objs = docs_of(done.stdout)
+    (app,) = _by_kind(objs, "Deployment")["rr-routing-registry-engines"]["spec"]["template"][
+        "spec"
+    ]["containers"]
+    env = {e["name"]: e.get("value") for e in app["env"]}
+    assert "ENGINES_ADMIN_PORT" not in env, "adminPort 0: /routing and /metrics on the app port"
+    assert env["ENGINES_MAX_BODY_BYTES"] == "8388608"
+    assert env["ENGINES_MAX_SSE_SUBSCRIBERS"] == "256"
+    assert [p["name"] for p in app["ports"]] == ["http"]
+    assert "rr-routing-registry-engines-admin" not in _by_kind(objs, "Service")
+
+
+MONITORING = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+
+
+def _ingress(policy: dict[str, Any]) -> dict[str, list[Any]]:
+    """port name -> the peers admitted to it."""
+    return {
+        port["port"]: rule["from"]
+        for rule in policy["spec"]["ingress"]
+        for port in rule["ports"]
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("engines", "network", "app_port", "admin_port"),
+    [
+        ({}, {}, [{"podSelector": {}}], MONITORING),
+        (
+            {"adminPort": 0},
+            {},
+            [{"podSelector": {}}, *MONITORING],  # /metrics is on the app port then
+            None,
+        ),
+        (
+            {},
+            {
+                "engines": {
+                    "from": [{"namespaceSelector": {"matchLabels": {"team": "web"}}}],
+                    "adminFrom": [{"podSelector": {"matchLabels": {"app": "routingctl"}}}],
+                },
+            },
+            [{"namespaceSelector": {"matchLabels": {"team": "web"}}}],
+            [*MONITORING, {"podSelector": {"matchLabels": {"app": "routingctl"}}}],
+        ),
+        ({}, {"engines": {"from": []}, "monitoring": {"from": []}}, None, None),
+        (
+            {},
+            {"probesFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}]},
+            [{"podSelector": {}}, {"ipBlock": {"cidr": "10.0.0.0/16"}}],
+            MONITORING,
+        ),
+    ],
+    ids=["defaults", "no-admin-port", "named-peers", "nobody", "probes-from-nodes"],
+)
+def test_network_policies_admit_only_the_named_peers(
+    helm: Path,
+    engines: dict[str, Any],
+    network: dict[str, Any],
+    app_port: list[Any] | None,
+    admin_port: list[Any] | None,
+) -> None:
+    values = {
+        **base_values(),
+        "engines": {"enabled": True, "env": "prod", "tenants": ["acme"], **engines},
+        "networkPolicy": network,
+    }
+    done = render(helm, "rr", "engines", values)
+    assert done.returncode == 0, done.stderr
+    policies = _by_kind(docs_of(done.stdout), "NetworkPolicy")
+    assert set(policies) == {"rr-routing-registry-operator", "rr-routing-registry-engines"}
+    for policy in policies.values():
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+    app = _ingress(policies["rr-routing-registry-engines"])
+    assert app.get("http") == app_port
+    assert app.get("admin") == admin_port
+    assert set(app) <= {"http", "admin"}
+    operator = _ingress(policies["rr-routing-registry-operator"])
+    monitoring = network.get("monitoring", {}).get("from", MONITORING)
+    probes = network.get("probesFrom")
+    assert operator == {
+        **({"metrics": monitoring} if monitoring else {}),
+        **({"healthz": probes} if probes else {}),
+    }
+    selector = policies["rr-routing-registry-engines"]["spec"]["podSelector"]["matchLabels"]
+    assert selector["app.kubernetes.io/component"] == "engines"
 
 
 def test_operator_deployment_runs_peered_replicas_with_probes(helm: Path) -> None:
@@ -320,69 +442,28 @@ def test_rendered_chart_passes_server_side_dry_run(
 # -- an installed release: RBAC and the admission policy -----------------------------------------
 
 
-@dataclass
-class Release:
-    name: str
-    namespace: str
-    service_account: str
-    peering: str
-    objects: list[dict[str, Any]]
-
-    @property
-    def user(self) -> str:
-        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
-
-
-def install(helm: Path, kube_cluster: Any, namespace: str, values: dict[str, Any]) -> Release:
-    """Render and apply a release for real (what ``helm install`` does, minus its bookkeeping)."""
-    apply_chart_crds(kube_cluster)
-    release = f"rr-{secrets.token_hex(3)}"
-    done = render(helm, release, namespace, values)
-    assert done.returncode == 0, done.stderr
-    applied = kube_cluster.kubectl("apply", "-f", "-", input=done.stdout)
-    assert applied.returncode == 0, applied.stderr
-    objs = docs_of(done.stdout)
-    (sa,) = [d["metadata"]["name"] for d in objs if d["kind"] == "ServiceAccount"]
-    peering = next(
-        d["metadata"]["name"] for d in objs if d["kind"] in ("KopfPeering", "ClusterKopfPeering")
-    )
-    return Release(release, namespace, sa, peering, objs)
-
-
-def uninstall(kube_cluster: Any, rel: Release) -> None:
-    """Delete the cluster-scoped objects (namespaced ones go with the test namespace)."""
-    cluster_scoped = [o for o in rel.objects if "namespace" not in o["metadata"]]
-    manifest = "\n---\n".join(yaml.safe_dump(o) for o in cluster_scoped)
-    done = kube_cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest)
-    assert done.returncode == 0, f"uninstall of {rel.name}: {done.stderr}"
-
-
-def guarded_values(namespace: str, **operator: Any) -> dict[str, Any]:
-    """Defaults, with the deletion guard confined to this test's namespace.
-
-    Other test modules delete prod entries on purpose; a cluster-wide guard left behind by a
-    failed teardown must not break them.
-    """
-    return {
-        "operator": {"firestore": {"project": "routing-ci"}, **operator},
-        "admissionPolicy": {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
-        },
-    }
-
-
 @pytest.fixture
 def release(helm: Path, kube_cluster: Any, namespace: str) -> Iterator[Release]:
-    rel = install(helm, kube_cluster, namespace, guarded_values(namespace))
-    yield rel
-    uninstall(kube_cluster, rel)
+    rel = install(helm, kube_cluster, namespace, confined_values(namespace))
+    try:
+        # The operator's own policy in force before anything runs as its ServiceAccount.
+        wait_enforced(
+            lambda: kube_cluster.kubectl(
+                "create", "configmap", "probe", "-n", namespace, f"--as={rel.user}",
+                "--dry-run=server",
+            ),
+            "the operator-scope policy to refuse",
+        )  # fmt: skip
+        yield rel
+    finally:
+        uninstall(kube_cluster, rel)
 
 
 def test_helm_install_and_uninstall(helm: Path, kube_cluster: Any, namespace: str) -> None:
     """The real ``helm install``: CRDs first (skipped when present), then every template."""
     release = f"inst-{secrets.token_hex(3)}"
     base = (helm, "--kubeconfig", kube_cluster.kubeconfig, "--namespace", namespace)
-    values = yaml.safe_dump(guarded_values(namespace))
+    values = yaml.safe_dump(confined_values(namespace))
     done = run(*base, "install", release, CHART, "-f", "-", "--timeout", "60s", input=values)
     assert done.returncode == 0, done.stderr
     assert "Deletion guard" in done.stdout  # NOTES.txt rendered
@@ -411,18 +492,14 @@ NEEDED = [
     ("list", "routingentries.routing.engines.io"),
     ("watch", "routingentries.routing.engines.io"),
     ("patch", "routingentries.routing.engines.io"),
-    ("update", "routingentries.routing.engines.io"),
     ("patch", "routingentries.routing.engines.io", "--subresource=status"),
-    ("update", "routingentries.routing.engines.io", "--subresource=status"),
     ("get", "configmaps"),
-    ("watch", "configmaps"),
+    ("list", "configmaps"),
     ("create", "configmaps"),
     ("update", "configmaps"),
     ("patch", "configmaps"),
     ("delete", "configmaps"),
     ("create", "events"),
-    ("patch", "events"),
-    ("create", "events.events.k8s.io"),
     ("get", "kopfpeerings.kopf.dev"),
     ("watch", "kopfpeerings.kopf.dev"),
     ("patch", "kopfpeerings.kopf.dev"),
@@ -430,12 +507,17 @@ NEEDED = [
 CLUSTER_NEEDED = [
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("get", "namespaces/kube-system"),  # the default cluster identity is its uid
 ]
 FORBIDDEN = [
     ("get", "secrets"),
     ("list", "secrets"),
     ("delete", "routingentries.routing.engines.io"),
     ("create", "routingentries.routing.engines.io"),
+    # kopf merge-patches entries and their status; it never replaces them
+    ("update", "routingentries.routing.engines.io"),
+    ("update", "routingentries.routing.engines.io", "--subresource=status"),
+    ("watch", "configmaps"),
     ("deletecollection", "configmaps"),
     ("get", "pods"),
     ("create", "pods"),
@@ -444,7 +526,10 @@ FORBIDDEN = [
     ("create", "rolebindings.rbac.authorization.k8s.io"),
     ("update", "roles.rbac.authorization.k8s.io"),
     ("delete", "kopfpeerings.kopf.dev"),
+    # kopf posts core v1 Events and never edits them
+    ("patch", "events"),
     ("delete", "events"),
+    ("create", "events.events.k8s.io"),
     ("patch", "deployments.apps"),
 ]
 CLUSTER_FORBIDDEN = [
@@ -455,9 +540,12 @@ CLUSTER_FORBIDDEN = [
     ("create", "customresourcedefinitions.apiextensions.k8s.io"),
     ("update", "customresourcedefinitions.apiextensions.k8s.io"),
     ("delete", "namespaces"),
+    ("get", "namespaces/default"),
     ("impersonate", "serviceaccounts"),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
     ("patch", "validatingadmissionpolicies.admissionregistration.k8s.io"),
+    ("get", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("patch", "namespaces/kube-system"),
 ]
 
 
@@ -484,7 +572,7 @@ def test_operator_service_account_has_exactly_what_it_needs(
 def test_all_namespaces_mode_uses_cluster_roles(
     helm: Path, kube_cluster: Any, namespace: str
 ) -> None:
-    rel = install(helm, kube_cluster, namespace, guarded_values(namespace, allNamespaces=True))
+    rel = install(helm, kube_cluster, namespace, confined_values(namespace, allNamespaces=True))
     try:
         kinds = {d["kind"] for d in rel.objects}
         assert "Role" not in kinds and "ClusterKopfPeering" in kinds

@@ -14,6 +14,20 @@ modules (and their cloud SDKs) are imported only when a backend of that kind is 
 
 from __future__ import annotations
 
-from .factory import KIND_PORTS, DuplicateFactory, FactoryRegistry, build_backend, port_for
+from .factory import (
+    KIND_PORTS,
+    DuplicateFactory,
+    FactoryRegistry,
+    build_backend,
+    check_buildable,
+    port_for,
+)
 
-__all__ = ["KIND_PORTS", "DuplicateFactory", "FactoryRegistry", "build_backend", "port_for"]
+__all__ = [
+    "KIND_PORTS",
+    "DuplicateFactory",
+    "FactoryRegistry",
+    "build_backend",
+    "check_buildable",
+    "port_for",
+]

@@ -50,6 +50,7 @@ __all__ = [
     "DuplicateFactory",
     "FactoryRegistry",
     "build_backend",
+    "check_buildable",
     "port_for",
     "registry",
 ]
@@ -164,19 +165,13 @@ registry = FactoryRegistry()
 _register_defaults(registry)
 
 
-def build_backend(
-    record: RoutingRecord,
-    *,
-    tenant: str,
-    allow_test_backends: bool,
-    secret_value: str | None = None,
-) -> Port:
-    """Build the adapter ``record`` routes to, for the served ``tenant``.
+def check_buildable(
+    record: RoutingRecord, *, tenant: str, allow_test_backends: bool
+) -> AdapterFactory:
+    """The checks that come before anything is read or built; returns the pair's factory.
 
-    ``tenant`` is the tenant being served (the record's may be ``*``); ``secret_value`` is the
-    resolved ``secretRef`` (Redis password, service-account JSON). Raises ``InvalidRouting``
-    (naming the field), ``TestBackendNotAllowed``, or ``BackendUnavailable`` when credentials
-    cannot be loaded. Does no network I/O: call ``await port.ping()`` to check reachability.
+    Called before a ``secretRef`` is resolved, so a record this pod must not build (a test-only
+    backend without the flag, another tenant's entry) never makes it read a Secret.
     """
     kind, backend = ResourceKind(record.resource_kind), Backend(record.backend)
     if backend not in CATALOG[kind].allowed:
@@ -203,7 +198,25 @@ def build_backend(
     factory = registry.get(kind, backend)
     if factory is None:  # the catalog test makes this unreachable
         raise InvalidRouting(f"no adapter registered for {kind}/{backend}", field="backend")
+    return factory
+
+
+def build_backend(
+    record: RoutingRecord,
+    *,
+    tenant: str,
+    allow_test_backends: bool,
+    secret_value: str | None = None,
+) -> Port:
+    """Build the adapter ``record`` routes to, for the served ``tenant``.
+
+    ``tenant`` is the tenant being served (the record's may be ``*``); ``secret_value`` is the
+    resolved ``secretRef`` (Redis password, service-account JSON). Raises ``InvalidRouting``
+    (naming the field), ``TestBackendNotAllowed``, or ``BackendUnavailable`` when credentials
+    cannot be loaded. Does no network I/O: call ``await port.ping()`` to check reachability.
+    """
+    factory = check_buildable(record, tenant=tenant, allow_test_backends=allow_test_backends)
     port = factory(record.config, tenant=tenant, secret=secret_value)
-    expected = port_for(kind)
+    expected = port_for(record.resource_kind)
     assert isinstance(port, expected), (port, expected)
     return port

@@ -1,10 +1,11 @@
 """Read Kubernetes manifests (YAML or JSON, multi-document, ``kind: List``) into documents.
 
-Why not ``yaml.safe_load_all``: we need the position of every document (its index in the file
-and its first line) to point a user at the problem, and PyYAML silently keeps the *last* of two
-duplicate keys, which ``kubectl apply --validate=strict`` refuses. The loader here composes
-node by node, so each document keeps its node tree (for the line of a field) and a duplicate
-key is a syntax problem of that document.
+Why not ``yaml.safe_load_all``: we need the position of every field (the line of each node) to
+point a user at the problem the way a linter does (``file:LINE:``), and PyYAML silently keeps
+the *last* of two duplicate keys, which ``kubectl apply --validate=strict`` refuses. The loader
+here composes node by node, so each document keeps its node tree (for the line of a field) and a
+duplicate key is a syntax problem of that document. JSON files are composed by the same YAML
+reader for their lines (JSON being YAML's flow style), after ``json`` parsed them.
 
 A file that cannot be read raises :class:`ManifestIOError` (a usage/IO error, exit 2); a file
 that cannot be parsed yields a :class:`Problem` for the document where parsing stopped.
@@ -42,10 +43,14 @@ class ManifestIOError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One problem, rendered ``file:doc-index: field.path: message`` (the message says the fix)."""
+    """One problem, rendered ``file:LINE: field.path: message (document N)``.
+
+    The line is the 1-based line of the offending field (or of its nearest parent that exists),
+    where editors and CI annotations expect it; the message says the fix.
+    """
 
     location: str
-    """``file:doc-index`` for a document, or a free label (``require-complete:prod/acme``)."""
+    """``file:LINE`` for a document, or a free label (``require-complete:prod/acme``)."""
     field: str
     message: str
     rule: str
@@ -56,7 +61,8 @@ class Problem:
     extra: dict[str, Any] = dc_field(default_factory=dict)
 
     def __str__(self) -> str:
-        return f"{self.location}: {self.field}: {self.message}"
+        where = f" (document {self.document})" if self.document is not None else ""
+        return f"{self.location}: {self.field}: {self.message}{where}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -83,13 +89,17 @@ class Document:
 
     @property
     def location(self) -> str:
-        return f"{self.file}:{self.index}"
+        """``file:LINE`` of the document's first line (where an editor should open it)."""
+        return f"{self.file}:{self.line_of('')}"
 
-    def line_of(self, field_path: str) -> int | None:
-        """1-based line of ``field_path`` (``spec.redis.url``) or its nearest existing parent."""
+    def line_of(self, field_path: str) -> int:
+        """1-based line of ``field_path`` (``spec.redis.url``) or its nearest existing parent.
+
+        Line 1 when the document has no node tree (a JSON file YAML cannot compose).
+        """
         node = self.node
         if node is None:
-            return None
+            return 1
         best = node.start_mark.line + 1
         for part in field_path.split("."):
             if not part:
@@ -105,14 +115,15 @@ class Document:
         path = (
             f"{self.prefix}{field_path}" if field_path else self.prefix.rstrip(".") or "(document)"
         )
+        line = self.line_of(field_path)
         return Problem(
-            location=self.location,
+            location=f"{self.file}:{line}",
             field=path,
             message=message,
             rule=rule,
             file=self.file,
             document=self.index,
-            line=self.line_of(field_path),
+            line=line,
         )
 
 
@@ -199,7 +210,7 @@ def read_documents(display: str, path: Path | None) -> Iterator[Document | Probl
             body = json.loads(text)
         except json.JSONDecodeError as exc:
             yield Problem(
-                location=f"{display}:0",
+                location=f"{display}:{exc.lineno}",
                 field="(json)",
                 message=f"{exc.msg} at line {exc.lineno}, column {exc.colno}; fix the JSON syntax",
                 rule="syntax",
@@ -208,7 +219,7 @@ def read_documents(display: str, path: Path | None) -> Iterator[Document | Probl
                 line=exc.lineno,
             )
             return
-        yield from _expand(Document(display, 0, body))
+        yield from _expand(Document(display, 0, body, _json_node(text)))
         return
     loader = _StrictLoader(text)
     index = 0
@@ -227,7 +238,7 @@ def read_documents(display: str, path: Path | None) -> Iterator[Document | Probl
             else "fix the YAML syntax"
         )
         yield Problem(
-            location=f"{display}:{index}",
+            location=f"{display}:{line or 1}",
             field="(yaml)",
             message=f"{message}; {fix} (documents after this one were not read)",
             rule="syntax",
@@ -237,6 +248,14 @@ def read_documents(display: str, path: Path | None) -> Iterator[Document | Probl
         )
     finally:
         loader.dispose()
+
+
+def _json_node(text: str) -> yaml.Node | None:
+    """The node tree of a JSON document, for line numbers (JSON is YAML flow style, mostly)."""
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:  # e.g. a tab YAML refuses: lines fall back to 1
+        return None
 
 
 def _expand(doc: Document) -> Iterator[Document]:

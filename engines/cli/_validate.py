@@ -16,11 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from engines.routing import (
     ConfigMissing,
-    InvalidRouting,
     RoutingEntrySpec,
     RoutingKey,
     RoutingRecord,
@@ -28,7 +25,7 @@ from engines.routing import (
     Source,
     parse_spec,
 )
-from engines.routing.model import API_GROUP, API_VERSION, KIND
+from engines.routing.model import API_GROUP, API_VERSION, KIND, spec_problems
 
 from ._manifests import Document, Problem, expand_paths, read_documents
 
@@ -38,8 +35,6 @@ API = f"{API_GROUP}/{API_VERSION}"
 TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-# parse_spec joins one clause per problem with "; "; a clause always starts with "spec".
-_CLAUSE = re.compile(r"; (?=spec[.:])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,25 +169,13 @@ def _check_spec(doc: Document) -> tuple[RoutingEntrySpec | None, list[Problem]]:
         return None, [
             doc.problem("spec", f"expected a mapping, got {type(spec).__name__}", "schema")
         ]
-    try:
-        return parse_spec(spec), []
-    except InvalidRouting as exc:
-        clauses = _split_clauses(exc)
-    problems = []
-    for clause in clauses:
-        path, _, message = clause.partition(": ")
-        problems.append(doc.problem(path, message, "schema"))
-    return None, problems
-
-
-def _split_clauses(exc: InvalidRouting) -> list[str]:
-    """parse_spec's message, one clause per pydantic error (whole message if they disagree)."""
-    text = str(exc)
-    clauses = _CLAUSE.split(text)
-    cause = exc.__cause__
-    if isinstance(cause, ValidationError) and len(cause.errors()) != len(clauses):
-        return [text]
-    return clauses
+    problems = [
+        doc.problem(f"spec.{loc}" if loc else "spec", message, "schema")
+        for loc, message in spec_problems(spec)
+    ]
+    if problems:
+        return None, problems
+    return parse_spec(spec), []
 
 
 def validate_paths(paths: Sequence[str]) -> ValidationReport:
@@ -221,15 +204,15 @@ def validate_paths(paths: Sequence[str]) -> ValidationReport:
                 continue
             documents += 1
             found = _check_envelope(doc)
-            spec, spec_problems = _check_spec(doc)
-            found += spec_problems
+            spec, spec_found = _check_spec(doc)
+            found += spec_found
             problems += found
             if spec is not None and not found:
                 meta = doc.body["metadata"]
                 entries.append(ParsedEntry(doc, meta["name"], meta.get("namespace"), spec))
     problems += _check_duplicates(entries)
     order = {display: i for i, (display, _) in enumerate(files)}
-    problems.sort(key=lambda p: (order.get(p.file or "", len(order)), p.document or 0))
+    problems.sort(key=lambda p: (order.get(p.file or "", len(order)), p.line or 0))
     return ValidationReport(len(files), documents, skipped, entries, problems)
 
 
@@ -245,7 +228,8 @@ def _check_duplicates(entries: Iterable[ParsedEntry]) -> list[Problem]:
                 entry.doc.problem(
                     "metadata.name",
                     f"duplicate object {entry.object_name}, also defined at "
-                    f"{first.doc.location}; the later apply overwrites the earlier — rename one",
+                    f"{first.doc.location} (document {first.doc.index}); the later apply "
+                    "overwrites the earlier — rename one",
                     "duplicate-object",
                 )
             )
@@ -258,7 +242,8 @@ def _check_duplicates(entries: Iterable[ParsedEntry]) -> list[Problem]:
                 entry.doc.problem(
                     "spec",
                     f"duplicate identity {key.document_id} (tenant, env, project, resourceKind), "
-                    f"also defined by {first.object_name} at {first.doc.location}; only the "
+                    f"also defined by {first.object_name} at {first.doc.location} (document "
+                    f"{first.doc.index}); only the "
                     "oldest is applied and the others report Conflict — remove one or change "
                     "its identity",
                     "duplicate-identity",

@@ -119,10 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=raw,
         description=(
             "Check RoutingEntry manifests (files, directories, - for stdin; YAML or JSON, "
-            "multi-document, kind: List) with the model the CRD is generated from. Prints one "
-            "line per problem: FILE:DOC-INDEX: FIELD.PATH: MESSAGE (DOC-INDEX counts the "
-            "documents of the file from 0). Other kinds are skipped. Duplicate objects and "
-            "duplicate identities across files are problems."
+            "multi-document, kind: List) with the model the CRD is generated from. Prints every "
+            "problem, one line each: FILE:LINE: FIELD.PATH: MESSAGE (document N) -- LINE is the "
+            "1-based line of the offending field, N counts the documents of the file from 0. "
+            "Other kinds are skipped. Duplicate objects and duplicate identities across files "
+            "are problems."
         ),
         epilog="exit codes:\n"
         "  0  every RoutingEntry is valid (and complete, with --require-complete)\n"

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from engines.devstack._binaries import repo_root
 from engines.devstack._certs import Pki, ensure_pki
 from engines.devstack._errors import StackError
 from engines.devstack._health import http_ok, redis_ping
-from engines.devstack._kube import apply_crds
+from engines.devstack._kube import apply_crds, install_peering
 
 __all__ = ["COMPONENTS", "LOOPBACK", "Component", "Context"]
 
@@ -188,11 +189,18 @@ class KubeApiserver(Component):
     def after_healthy(self, ctx: Context) -> None:
         try:
             apply_crds(ctx.kubeconfig, ctx.crds_dir)
+            install_peering(ctx.kubeconfig, _peering_crds_dir())
         except StackError as exc:
             raise StackError(f"kube-apiserver: {exc}") from exc
 
     def exports(self, ctx: Context) -> dict[str, str]:
         return {"KUBECONFIG": str(ctx.kubeconfig)}
+
+
+def _peering_crds_dir() -> Path | None:
+    """kopf's peering CRDs as the chart ships them (None outside a checkout)."""
+    root = repo_root()
+    return root / "helm" / "routing-registry" / "crds" if root is not None else None
 
 
 class Firestore(Component):

@@ -1,4 +1,5 @@
-"""kubectl against a kubeconfig, and applying ``crds/`` until every CRD is Established.
+"""kubectl against a kubeconfig, applying ``crds/`` until every CRD is Established, and what
+kopf's peering needs for the operator's documented commands.
 
 The machine's ``kubectl`` is used (no client library round-trip to re-implement ``apply``);
 this is shared by the local API server and by the ``kind`` / ``existing`` test clusters.
@@ -6,6 +7,7 @@ this is shared by the local API server and by the ``kind`` / ``existing`` test c
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,7 +16,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engines.devstack._errors import StackError
 
-__all__ = ["apiserver_requests", "apply_crds", "kubectl"]
+__all__ = [
+    "PEERING_NAME",
+    "PEERING_NAMESPACES",
+    "apiserver_requests",
+    "apply_crds",
+    "install_peering",
+    "kubectl",
+]
+
+PEERING_NAME = "routing-operator"
+"""The operator's default ``--peering`` (``routing_operator.cli``; a test keeps them equal)."""
+PEERING_NAMESPACES = ("default", "engines")
+"""Namespaces given a KopfPeering: ``default``, and the README's ``--namespace engines``."""
 
 
 def kubectl(
@@ -30,9 +44,9 @@ def kubectl(
     )  # fmt: skip
 
 
-def apply_crds(kubeconfig: Path, crds_dir: Path | None) -> list[Path]:
-    """Server-side apply every ``*.yaml`` in ``crds_dir`` and wait until each is Established."""
-    files = sorted(crds_dir.glob("*.yaml")) if crds_dir is not None else []
+def apply_crds(kubeconfig: Path, crds_dir: Path | None, pattern: str = "*.yaml") -> list[Path]:
+    """Server-side apply every ``pattern`` file in ``crds_dir``; wait until each is Established."""
+    files = sorted(crds_dir.glob(pattern)) if crds_dir is not None else []
     if not files:
         return []
     args = [f"--filename={f}" for f in files]
@@ -45,6 +59,45 @@ def apply_crds(kubeconfig: Path, crds_dir: Path | None) -> list[Path]:
         if done.returncode != 0:
             raise StackError(f"kubectl {step[0]} of {crds_dir} failed:\n{done.stderr.strip()}")
     return files
+
+
+def install_peering(
+    kubeconfig: Path,
+    crds_dir: Path | None,
+    name: str = PEERING_NAME,
+    namespaces: tuple[str, ...] = PEERING_NAMESPACES,
+) -> None:
+    """kopf's peering CRDs (``*.kopf.dev.yaml`` in ``crds_dir``, the chart's), the
+    ClusterKopfPeering ``name`` (for ``--all-namespaces``) and a KopfPeering ``name`` in each of
+    ``namespaces`` (for ``--namespace NS``), creating those namespaces when absent. Without
+    them an operator started with its default ``--peering`` stays paused. Idempotent: kopf
+    writes only the objects' ``status``, which this apply leaves alone."""
+    if not apply_crds(kubeconfig, crds_dir, "*.kopf.dev.yaml"):
+        return
+    for namespace in namespaces:
+        # Created with --save-config, so a later `kubectl apply` of the same namespace (as
+        # examples/00-namespace.yaml) merges into it without a warning.
+        done = kubectl(kubeconfig, "create", "namespace", namespace, "--save-config")
+        if done.returncode != 0 and "AlreadyExists" not in done.stderr:
+            raise StackError(f"kubectl create namespace {namespace} failed:\n{done.stderr.strip()}")
+    objects = [
+        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}},
+        *(
+            {
+                "apiVersion": "kopf.dev/v1",
+                "kind": "KopfPeering",
+                "metadata": {"name": name, "namespace": namespace},
+            }
+            for namespace in namespaces
+        ),
+    ]
+    manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+    done = kubectl(
+        kubeconfig, "apply", "--server-side", "--field-manager=routing-dev", "--filename=-",
+        input=manifest,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise StackError(f"kubectl apply of the peering objects failed:\n{done.stderr.strip()}")
 
 
 def apiserver_requests(kubeconfig: Path) -> dict[tuple[str, str], float]:

@@ -15,14 +15,16 @@ import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Annotated
+from urllib.parse import parse_qsl
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 __all__ = [
     "BACKEND_SETTINGS",
     "CATALOG",
     "DURABLE_BACKENDS",
     "TEST_ONLY_BACKENDS",
+    "URL_SETTINGS",
     "Backend",
     "FirestoreSettings",
     "GcsSettings",
@@ -85,37 +87,87 @@ class FirestoreSettings(_Settings):
     project_id: Annotated[str, Field(min_length=1, max_length=63)] | None = None
 
 
-REDIS_PASSWORD_IN_URL = r"^[a-z]+://[^/@]*:[^/@]*@"
-REDIS_PASSWORD_MESSAGE = (
-    "url must not carry a password (it would be copied into Firestore and ConfigMaps): "
-    "put it in a Secret and reference it with spec.secretRef"
+URL_USERINFO = r"^[A-Za-z][-+.A-Za-z0-9]*://[^/?#]*@"
+"""A URL whose authority carries userinfo: ``user:pass@``, ``user@`` or ``:pass@``."""
+URL_CREDENTIAL_PARAM = r"(?i)[?&](password|username)="
+"""A ``password`` / ``username`` query parameter, in any case (redis-py reads both)."""
+URL_ENCODED_PARAM_NAME = r"[?&][^=&#]*%"
+"""A percent-encoded query parameter name: ``pass%77ord=`` decodes to ``password=``."""
+URL_CREDENTIAL_RULES: tuple[tuple[str, str], ...] = (
+    (
+        URL_USERINFO,
+        "must not carry userinfo (user:password@, user@ or :password@): it would be copied into "
+        "Firestore, ConfigMaps and /routing; remove it and put the credential in a Secret "
+        "referenced by spec.secretRef",
+    ),
+    (
+        URL_CREDENTIAL_PARAM,
+        "must not carry a password or username query parameter (any case): it would be copied "
+        "into Firestore, ConfigMaps and /routing; remove it and put the credential in a Secret "
+        "referenced by spec.secretRef",
+    ),
+    (
+        URL_ENCODED_PARAM_NAME,
+        "must not percent-encode a query parameter name (it could spell password or username); "
+        "write parameter names in plain letters",
+    ),
 )
+"""(pattern, rule) pairs refused in every URL-bearing setting, by the model and by CEL alike.
+
+The patterns use only syntax that both Python's ``re`` and the API server's RE2 read the same way.
+"""
+
+
+def url_credential_violation(url: str) -> str | None:
+    """The rule ``url`` breaks (never the URL itself: it may hold the credential), else None."""
+    for pattern, rule in URL_CREDENTIAL_RULES:
+        if re.search(pattern, url):
+            return rule
+    # Belt and braces: the names redis-py would see after decoding the query.
+    query = url.partition("?")[2].partition("#")[0]
+    names = {name.lower() for name, _ in parse_qsl(query, keep_blank_values=True)}
+    if names & {"password", "username"}:
+        return URL_CREDENTIAL_RULES[1][1]
+    return None
+
+
+def url_credential_cel(field: str) -> list[JsonValue]:
+    """The CEL rules refusing a credential in the URL field ``field`` of a settings object."""
+    return [
+        {
+            "rule": f"!self.{field}.matches('{pattern}')",
+            "message": f"{field} {rule}",
+            "fieldPath": f".{field}",
+            "reason": "FieldValueForbidden",
+        }
+        for pattern, rule in URL_CREDENTIAL_RULES
+    ]
+
+
+REDIS_URL_PATTERN = r"^(redis|rediss|unix)://.+"
 
 
 class RedisSettings(_Settings):
     """Keys are `{key_prefix}{tenant}:...`; the password comes from `secretRef`."""
 
     model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": f"!self.url.matches('{REDIS_PASSWORD_IN_URL}')",
-                    "message": REDIS_PASSWORD_MESSAGE,
-                    "fieldPath": ".url",
-                }
-            ]
-        }
+        json_schema_extra={"x-kubernetes-validations": url_credential_cel("url")}
     )
 
-    url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^(redis|rediss|unix)://.+")]
+    url: Annotated[str, Field(min_length=1, max_length=2048, pattern=REDIS_URL_PATTERN)]
     key_prefix: Annotated[str, Field(max_length=256)] = ""
 
     @field_validator("url")
     @classmethod
-    def _no_password(cls, url: str) -> str:
-        if re.match(REDIS_PASSWORD_IN_URL, url):
-            raise ValueError(REDIS_PASSWORD_MESSAGE)
+    def _no_credential(cls, url: str) -> str:
+        rule = url_credential_violation(url)
+        if rule is not None:
+            raise ValueError(rule)
         return url
+
+
+URL_SETTINGS: dict[Backend, tuple[str, ...]] = {Backend.REDIS: ("url",)}
+"""Every URL-bearing setting per backend (each refuses credentials; a test keeps this complete)."""
 
 
 class GcsSettings(_Settings):

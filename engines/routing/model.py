@@ -13,11 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .catalog import (
     BACKEND_SETTINGS,
@@ -51,6 +59,8 @@ __all__ = [
     "Source",
     "format_validation_error",
     "parse_spec",
+    "rule_violations",
+    "spec_problems",
 ]
 
 API_GROUP = "routing.engines.io"
@@ -179,13 +189,146 @@ ProjectName = Annotated[
 ]
 
 
-class SecretRef(BaseModel):
-    """A key of a Secret in the entry's namespace; its value never leaves Kubernetes."""
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+SECRET_NAME_MESSAGE = (
+    "name must be a Secret name: a DNS subdomain (lowercase letters, digits, '-' and '.', "
+    "at most 253, starting and ending with a letter or digit)"
+)
+SECRET_KEY_MESSAGE = (
+    "key must be a key of the Secret: letters, digits, '-', '_' and '.' only (no '/'), "
+    "not . and not starting with .. (Kubernetes' own rule for Secret keys)"
+)
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+def _secret_name_ok(name: str) -> bool:
+    return len(name) <= 253 and re.match(DNS_SUBDOMAIN, name) is not None
+
+
+def _secret_key_ok(key: str) -> bool:
+    return (
+        len(key) <= 253
+        and re.match(SECRET_KEY, key) is not None
+        and key != "."
+        and not key.startswith("..")
+    )
+
+
+def secret_ref_violation(name: str, key: str) -> tuple[str, str] | None:
+    """(field, rule) of the first rule a ``secretRef`` breaks; the values are never echoed."""
+    if not _secret_name_ok(name):
+        return "name", SECRET_NAME_MESSAGE
+    if not _secret_key_ok(key):
+        return "key", SECRET_KEY_MESSAGE
+    return None
+
+
+class SecretRef(BaseModel):
+    """A key of a Secret in the entry's namespace; its value never leaves Kubernetes.
+
+    Both parts become a path under the pod's secrets root (``{root}/{name}/{key}``), so they are
+    held to the API server's own rules for Secret names and keys: no ``/``, no ``.``/``..``.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.name.matches('{DNS_SUBDOMAIN}')",
+                    "message": SECRET_NAME_MESSAGE,
+                    "fieldPath": ".name",
+                    "reason": "FieldValueInvalid",
+                },
+                {
+                    "rule": (
+                        f"self.key.matches('{SECRET_KEY}') && self.key != '.' "
+                        "&& !self.key.startsWith('..')"
+                    ),
+                    "message": SECRET_KEY_MESSAGE,
+                    "fieldPath": ".key",
+                    "reason": "FieldValueInvalid",
+                },
+            ]
+        },
+    )
 
     name: Annotated[str, Field(min_length=1, max_length=253, description="Secret name.")]
     key: Annotated[str, Field(min_length=1, max_length=253, description="Key in the Secret.")]
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not _secret_name_ok(name):
+            raise ValueError(SECRET_NAME_MESSAGE)
+        return name
+
+    @field_validator("key")
+    @classmethod
+    def _safe_key(cls, key: str) -> str:
+        if not _secret_key_ok(key):
+            raise ValueError(SECRET_KEY_MESSAGE)
+        return key
+
+
+def rule_violations(
+    kind: ResourceKind | None, backend: Backend | None, env: str | None, set_fields: list[str]
+) -> list[tuple[str, str]]:
+    """Every cross-field rule (:data:`RULES`) the values break, as (spec field, message).
+
+    Each rule is judged on its own, as the API server's CEL does: a value that is itself invalid
+    (``None`` here) only skips the rules that need it, so a bad tenant never hides a backend the
+    kind does not allow.
+    """
+    out: list[tuple[str, str]] = []
+    if kind is not None and backend is not None and backend not in CATALOG[kind].allowed:
+        out.append(
+            (
+                "backend",
+                f"backend {backend.value} is not allowed for resourceKind {kind.value}; allowed: "
+                + ", ".join(b.value for b in CATALOG[kind].allowed),
+            )
+        )
+    if len(set_fields) != 1:
+        found = ", ".join(set_fields) or "none"
+        out.append(("backend", RULES["one_settings"].message + f"; found: {found}"))
+    elif backend is not None and set_fields[0] != backend.value:
+        out.append(
+            (
+                backend.value,
+                f"backend is {backend.value}: set spec.{backend.value} "
+                "and no other settings object",
+            )
+        )
+    if backend in TEST_ONLY_BACKENDS and env is not None and env != "test":
+        out.append(
+            (
+                "backend",
+                f"backend {backend.value} is test-only and allowed only when env is test "
+                f"(env is {env}); use a durable backend",
+            )
+        )
+    return out
+
+
+def _raw_rule_violations(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """:func:`rule_violations` on an unvalidated spec (each value used only where it is valid)."""
+
+    def enum(cls: type[ResourceKind] | type[Backend], value: Any) -> Any:
+        try:
+            return cls(value)
+        except (ValueError, TypeError):
+            return None
+
+    env = spec.get("env")
+    env_ok = isinstance(env, str) and len(env) <= 63 and re.match(DNS_LABEL, env) is not None
+    return rule_violations(
+        enum(ResourceKind, spec.get("resourceKind", spec.get("resource_kind"))),
+        enum(Backend, spec.get("backend")),
+        env if env_ok else None,
+        [f for f in SETTINGS_FIELDS if spec.get(f) is not None],
+    )
 
 
 class RoutingEntrySpec(BaseModel):
@@ -218,29 +361,10 @@ class RoutingEntrySpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_rules(self) -> RoutingEntrySpec:
-        kind = CATALOG[self.resource_kind]
-        if self.backend not in kind.allowed:
-            raise _RuleViolation(
-                "backend",
-                f"backend {self.backend.value} is not allowed for resourceKind "
-                f"{self.resource_kind.value}; allowed: " + ", ".join(b.value for b in kind.allowed),
-            )
         set_fields = [f for f in SETTINGS_FIELDS if getattr(self, f) is not None]
-        if len(set_fields) != 1:
-            found = ", ".join(set_fields) or "none"
-            raise _RuleViolation("backend", RULES["one_settings"].message + f"; found: {found}")
-        if set_fields[0] != self.backend.value:
-            raise _RuleViolation(
-                self.backend.value,
-                f"backend is {self.backend.value}: set spec.{self.backend.value} "
-                "and no other settings object",
-            )
-        if self.backend in TEST_ONLY_BACKENDS and self.env != "test":
-            raise _RuleViolation(
-                "backend",
-                f"backend {self.backend.value} is test-only and allowed only when env is test "
-                f"(env is {self.env}); use a durable backend",
-            )
+        violations = rule_violations(self.resource_kind, self.backend, self.env, set_fields)
+        if violations:
+            raise _RuleViolation(*violations[0])
         return self
 
     @property
@@ -258,11 +382,16 @@ class RoutingEntrySpec(BaseModel):
         return self.settings.model_dump(mode="json", exclude_none=True)
 
     def revision(self) -> str:
-        """sha256 of the canonical JSON of backend + config + secretRef name."""
+        """sha256 of the canonical JSON of backend + config + secretRef name and key.
+
+        The key counts: pointing at another key of the same Secret is another credential, so the
+        backend must be rebuilt.
+        """
+        ref = self.secret_ref
         payload = {
             "backend": self.backend.value,
             "config": self.config(),
-            "secretRef": self.secret_ref.name if self.secret_ref else None,
+            "secretRef": {"name": ref.name, "key": ref.key} if ref else None,
         }
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -335,19 +464,41 @@ def _describe(err: Any) -> tuple[str, str]:
         msg = "required field is missing"
     elif err["type"] == "enum":
         expected = err.get("ctx", {}).get("expected", "")
-        msg = f"invalid value {err.get('input')!r}; expected {expected}"
+        msg = f"must be one of {expected}"
     elif err["type"] == "string_pattern_mismatch":
-        msg = f"invalid value {err.get('input')!r}: {_pattern_hint(loc)}"
+        msg = _pattern_hint(loc)
+    # Never the input: a refused value may be a credential, and these messages end up in status
+    # conditions, Events, logs and /readyz. pydantic's own ``msg`` templates carry only the rule.
     return loc, msg
+
+
+def _clause(prefix: str, loc: str, msg: str) -> str:
+    return f"{prefix}.{loc}: {msg}" if loc else f"{prefix}: {msg}"
 
 
 def format_validation_error(exc: ValidationError, *, prefix: str = "spec") -> str:
     """One clause per problem, ``spec.field.path: message`` (pydantic noise removed)."""
-    clauses = []
-    for err in exc.errors():
-        loc, msg = _describe(err)
-        clauses.append(f"{prefix}.{loc}: {msg}" if loc else f"{prefix}: {msg}")
-    return "; ".join(clauses)
+    return "; ".join(_clause(prefix, *_describe(err)) for err in exc.errors())
+
+
+def spec_problems(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every problem of a CR ``spec`` as (dotted field under spec, message); [] when valid.
+
+    pydantic stops at the field errors and never runs the cross-field rules then; the API server
+    evaluates its CEL rules anyway. So the field errors come from the model and every rule is
+    judged again on the raw values (:func:`_raw_rule_violations`): one pass shows it all.
+    """
+    try:
+        RoutingEntrySpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        found: list[tuple[str, str]] = []
+        for err in exc.errors():
+            if err["loc"] == () and isinstance(err.get("ctx", {}).get("error"), _RuleViolation):
+                continue  # a cross-field rule: all of them are listed below
+            found.append(_describe(err))
+        found += _raw_rule_violations(spec)
+        return list(dict.fromkeys(found))
+    return []
 
 
 def _pattern_hint(loc: str) -> str:
@@ -366,8 +517,10 @@ def parse_spec(spec: Mapping[str, Any]) -> RoutingEntrySpec:
     """Validate a CR ``spec`` (camelCase keys); raise ``InvalidRouting`` naming field and fix."""
     try:
         return RoutingEntrySpec.model_validate(dict(spec))
-    except ValidationError as exc:
-        raise InvalidRouting(format_validation_error(exc)) from exc
+    except ValidationError:
+        problems = spec_problems(spec)
+    # ``from None``: pydantic's own rendering repeats the input, which may hold a credential.
+    raise InvalidRouting("; ".join(_clause("spec", loc, msg) for loc, msg in problems)) from None
 
 
 class Source(BaseModel):
@@ -447,7 +600,8 @@ class RoutingRecord(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
-            raise InvalidRouting(format_validation_error(exc, prefix="document")) from exc
+            message = format_validation_error(exc, prefix="document")
+        raise InvalidRouting(message) from None
 
     def to_document(self) -> dict[str, Any]:
         """The §5 document without server fields (``updated_at`` is added by the writer)."""

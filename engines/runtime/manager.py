@@ -7,7 +7,18 @@ dirty. One worker task per slot then re-resolves from the registry's table and c
 * nothing resolves          → the slot goes ``MISSING`` (old backend retired and drained);
 * same revision as serving  → nothing to build (the winning entry may have moved);
 * a new revision            → build it (``BackendFactory``), ``ping`` it, swap it in, retire the
-                              old one: it is closed once its in-flight calls end.
+                              old one: it is closed once its in-flight calls end;
+* same revision, but its mounted Secret value changed (rotated) → rebuilt and swapped exactly
+                              like a new revision.
+
+Secret rotation: kubelet rewrites a mounted Secret in place (an atomic swap of ``..data``) and
+nothing tells the registry, so the slots look. Every ``secret_check_interval`` seconds each
+serving backend built with a ``secretRef`` compares the sha256 of the value on disk with the one
+it was built with; a difference marks the slot dirty. Polling a digest is deliberately simple:
+it works whatever the volume type, survives symlink swaps that inotify watches lose, and costs
+one small tmpfs read per secret-backed slot per interval. A new value that fails (a wrong
+password) is a failed switch: the backend built with the previous value keeps serving, and the
+failure is in ``/routing``, the metrics and the log.
 
 Because the worker re-reads the table each round, a burst of changes to one slot coalesces into
 one build of the newest revision: a build that finishes after a newer change arrived is dropped
@@ -23,12 +34,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from engines.ports import Port
 from engines.routing.catalog import ResourceKind
 from engines.routing.errors import ConfigMissing, InvalidRouting, RoutingError
-from engines.routing.model import RoutingRecord
+from engines.routing.model import RoutingRecord, SecretRef
 from engines.routing.registry import RoutingRegistry
 from engines.routing.table import RoutingChange
 
@@ -36,7 +47,13 @@ from . import metrics
 from .secrets import MountedSecrets, SecretResolver
 from .slots import HeldBackend, Lease, Slot, SlotFailure, SlotStatus
 
-__all__ = ["BackendFactory", "BackendSlots", "TenantNotServed", "adapter_factory"]
+__all__ = [
+    "BackendFactory",
+    "BackendSlots",
+    "SecretDigests",
+    "TenantNotServed",
+    "adapter_factory",
+]
 
 log = logging.getLogger("engines.runtime")
 P = TypeVar("P", bound=Port)
@@ -48,6 +65,16 @@ Raises ``InvalidRouting`` / ``TestBackendNotAllowed`` / ``BackendUnavailable``; 
 (reachability is checked afterwards with ``await port.ping()``)."""
 
 
+class SecretDigests(Protocol):
+    """What the slots need from a secret reader to notice a rotated Secret."""
+
+    def digest(self, ref: SecretRef) -> str | None:
+        """sha256 of the value the last build read for ``ref``."""
+
+    def current_digest(self, ref: SecretRef) -> str | None:
+        """sha256 of the value mounted now (``None`` when it cannot be read)."""
+
+
 class TenantNotServed(LookupError):
     """A request named a tenant this pod does not serve (``ENGINES_TENANTS``)."""
 
@@ -56,21 +83,38 @@ class TenantNotServed(LookupError):
         super().__init__(f"tenant {tenant!r} is not served here; served: {', '.join(served)}")
 
 
+class _AdapterFactory:
+    """``build_backend`` with the ``secretRef`` resolved after the checks that may refuse it."""
+
+    def __init__(self, allow_test_backends: bool, secrets: SecretResolver) -> None:
+        self.allow_test_backends = allow_test_backends
+        self.secrets = secrets
+
+    def __call__(self, record: RoutingRecord, tenant: str) -> Port:
+        from engines.adapters import build_backend, check_buildable
+
+        # A record this pod must not build (another tenant's, a test-only backend without the
+        # flag) is refused before its Secret is read: the value never reaches an adapter.
+        check_buildable(record, tenant=tenant, allow_test_backends=self.allow_test_backends)
+        ref = record.secret_ref
+        secret = self.secrets(ref) if ref is not None else None
+        return build_backend(
+            record,
+            tenant=tenant,
+            allow_test_backends=self.allow_test_backends,
+            secret_value=secret,
+        )
+
+
 def adapter_factory(
     *, allow_test_backends: bool, secrets: SecretResolver | None = None
 ) -> BackendFactory:
-    """The production factory: ``engines.adapters.build_backend`` with secrets resolved."""
-    from engines.adapters import build_backend
+    """The production factory: ``engines.adapters.build_backend`` with secrets resolved.
 
-    resolve_secret = secrets or MountedSecrets()
-
-    def build(record: RoutingRecord, tenant: str) -> Port:
-        secret = resolve_secret(record.secret_ref) if record.secret_ref is not None else None
-        return build_backend(
-            record, tenant=tenant, allow_test_backends=allow_test_backends, secret_value=secret
-        )
-
-    return build
+    Its ``secrets`` reader (the mounted Secrets by default) is what ``BackendSlots`` asks for
+    digests to notice a rotated Secret.
+    """
+    return _AdapterFactory(allow_test_backends, secrets or MountedSecrets())
 
 
 class BackendSlots:
@@ -91,6 +135,8 @@ class BackendSlots:
         pending_wait: float = 5.0,
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
+        secrets: SecretDigests | None = None,
+        secret_check_interval: float = 10.0,
     ) -> None:
         self.registry = registry
         self.env = env
@@ -108,6 +154,15 @@ class BackendSlots:
         self.pending_wait = pending_wait
         self.retry_initial = retry_initial
         self.retry_max = retry_max
+        if secrets is None:  # the production factory exposes the reader it reads Secrets with
+            reader = getattr(factory, "secrets", None)
+            has_digests = hasattr(reader, "digest") and hasattr(reader, "current_digest")
+            secrets = reader if has_digests else None
+        self.secrets: SecretDigests | None = secrets
+        """Where digests of mounted secret values come from (None: rotation is not followed)."""
+        self.secret_check_interval = secret_check_interval
+        """Seconds between two looks at the mounted Secrets of serving backends (0: never)."""
+        self._secret_watch: asyncio.Task[None] | None = None
         self._slots: dict[tuple[str, ResourceKind], Slot] = {
             (t, k): Slot(t, k, env, project) for t in self.tenants for k in self.kinds
         }
@@ -165,6 +220,10 @@ class BackendSlots:
             self._mark_dirty(slot, None)
         await self.settle()
         self._started = True
+        if self.secrets is not None and self.secret_check_interval > 0:
+            self._secret_watch = self._loop.create_task(
+                self._watch_secrets(self.secret_check_interval), name="secret-rotation"
+            )
 
     async def settle(self, timeout: float | None = None) -> None:
         """Wait until no slot has pending work (first builds, switches in progress)."""
@@ -187,6 +246,9 @@ class BackendSlots:
         if self._unsubscribe is not None:
             self._unsubscribe()
         workers = []
+        if self._secret_watch is not None:
+            self._secret_watch.cancel()
+            workers.append(self._secret_watch)
         for slot in self._slots.values():
             if slot.retry_handle is not None:
                 slot.retry_handle.cancel()
@@ -250,22 +312,27 @@ class BackendSlots:
                     self._make_missing(slot)
                     continue
                 held = slot.current
-                if held is not None and held.record.revision == record.revision:
+                if (
+                    held is not None
+                    and held.record.revision == record.revision
+                    and not self._secret_rotated(held)
+                ):
                     held.record = record  # another entry won, same backend: nothing to rebuild
                     self._clear_failure(slot)
                     continue
                 if held is None and slot.status is not SlotStatus.PENDING:
                     self._set_status(slot, SlotStatus.PENDING)
-                port = await self._build(slot, record)
-                if port is None:
+                built = await self._build(slot, record)
+                if built is None:
                     continue
+                port, digest = built
                 latest = self._resolve(slot)
                 if latest is None or latest.revision != record.revision:
                     # A newer change arrived while building: coalesce to it, drop this one.
                     slot.dirty = True
                     await self._close_quietly(port, slot)
                     continue
-                self._swap(slot, HeldBackend(port, latest))
+                self._swap(slot, HeldBackend(port, latest, digest))
         finally:
             slot.worker = None
             slot.settled.set()
@@ -276,13 +343,16 @@ class BackendSlots:
         except ConfigMissing:
             return None
 
-    async def _build(self, slot: Slot, record: RoutingRecord) -> Port | None:
+    async def _build(self, slot: Slot, record: RoutingRecord) -> tuple[Port, str | None] | None:
         port: Port | None = None
         try:
             port = self.factory(record, slot.tenant)
+            # Read right after the (synchronous) factory: the digest of the very value it used.
+            ref = record.secret_ref
+            digest = self.secrets.digest(ref) if ref is not None and self.secrets else None
             if self.verify:
                 await asyncio.wait_for(port.ping(), self.ping_timeout)
-            return port
+            return port, digest
         except asyncio.CancelledError:
             if port is not None:
                 await self._close_quietly(port, slot)
@@ -316,6 +386,20 @@ class BackendSlots:
                 rec.backend.value,
                 rec.revision[:12],
             )
+        elif old.record.revision == rec.revision and rec.secret_ref is not None:
+            log.info(
+                "rebuilt tenant=%s resource_kind=%s %s (revision %s) with the rotated secret %s/%s "
+                "in %.0f ms; draining %d in-flight call(s) on the backend built with the old value",
+                slot.tenant,
+                slot.kind.value,
+                rec.backend.value,
+                rec.revision[:12],
+                rec.secret_ref.name,
+                rec.secret_ref.key,
+                elapsed * 1000,
+                old.inflight,
+            )
+            self._retire(old)
         else:
             log.info(
                 "switched tenant=%s resource_kind=%s from %s (revision %s) to %s (revision %s) "
@@ -357,11 +441,18 @@ class BackendSlots:
             message = str(exc)
         else:
             message = f"{type(exc).__name__}: {exc}"
+        held = slot.current
+        rotated = held is not None and held.record.revision == record.revision
+        if rotated and record.secret_ref is not None:
+            ref = record.secret_ref
+            message = (
+                f"the rotated value of secret {ref.name}/{ref.key} does not work: {message}; the "
+                "backend built with the previous value keeps serving"
+            )
         slot.failure = SlotFailure(
             status, message, record.revision, record.backend.value, time.time()
         )
         metrics.BUILD_FAILURES.labels(slot.kind.value, record.backend.value, status.value).inc()
-        held = slot.current
         if held is None:
             self._set_status(slot, status)
             log.error(
@@ -405,6 +496,51 @@ class BackendSlots:
         slot.retry_delay = 0.0
         metrics.SLOT_STALE.labels(slot.tenant, slot.kind.value).set(0)
         self._set_status(slot, SlotStatus.READY)
+
+    # -- secret rotation -----------------------------------------------------------------------
+
+    def _secret_rotated(self, held: HeldBackend) -> bool:
+        """The Secret value mounted now differs from the one ``held`` was built with."""
+        ref = held.record.secret_ref
+        if ref is None or self.secrets is None or held.secret_digest is None:
+            return False
+        now = self.secrets.current_digest(ref)
+        return now is not None and now != held.secret_digest
+
+    async def _watch_secrets(self, interval: float) -> None:
+        """Mark dirty every serving slot whose mounted Secret value changed (once per value)."""
+        assert self.secrets is not None
+        while not self._closed:
+            await asyncio.sleep(interval)
+            self.check_secrets()
+
+    def check_secrets(self) -> int:
+        """One look at every secret-backed slot (what the periodic task runs); slots marked."""
+        marked = 0
+        if self.secrets is None or self._closed:
+            return marked
+        seen: dict[SecretRef, str | None] = {}  # one read per Secret key per look, not per slot
+        for slot in self._slots.values():
+            held = slot.current
+            ref = held.record.secret_ref if held is not None else None
+            if held is None or held.secret_digest is None or ref is None:
+                continue
+            if ref not in seen:
+                seen[ref] = self.secrets.current_digest(ref)
+            now = seen[ref]
+            if now is None or now == held.secret_digest or now == slot.secret_seen:
+                continue  # unreadable (keep serving), unchanged, or already tried
+            slot.secret_seen = now
+            log.info(
+                "secret %s/%s changed for tenant=%s resource_kind=%s: rebuilding its backend",
+                ref.name,
+                ref.key,
+                slot.tenant,
+                slot.kind.value,
+            )
+            self._mark_dirty(slot, time.monotonic())
+            marked += 1
+        return marked
 
     def _set_status(self, slot: Slot, status: SlotStatus) -> None:
         if slot.status is status:

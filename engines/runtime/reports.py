@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
+from engines.routing.redact import redact
 from engines.routing.registry import RoutingRegistry
 
 from .manager import BackendSlots
@@ -85,6 +86,8 @@ def registry_unavailable(
         )
     else:
         return []
+    if cause := getattr(registry, "last_error", None):
+        message = f"{message}: {cause}"
     return [
         {
             **_no_key(),
@@ -147,7 +150,7 @@ def _slot_view(slot: Slot) -> dict[str, Any]:
         view["serving"] = {
             "entry": {"tenant": rec.tenant, "env": rec.env, "project": rec.project},
             "backend": rec.backend.value,
-            "config": rec.config,
+            "config": redact(rec.config),
             "secret_ref": rec.secret_ref.model_dump() if rec.secret_ref else None,
             "revision": rec.revision,
             "generation": rec.generation,
@@ -166,7 +169,8 @@ def _slot_view(slot: Slot) -> dict[str, Any]:
 def routing_table(slots: BackendSlots, registry: RoutingRegistry, *, source: str) -> dict[str, Any]:
     """The effective routing of every served (tenant, kind): what serves it, at which revision.
 
-    Secrets never appear: an entry names its Secret (``secret_ref``), the value stays mounted.
+    Secrets never appear: an entry names its Secret (``secret_ref``), the value stays mounted, and
+    settings are redacted (a credential in a URL is refused by the model; this is the second lock).
     """
     return {
         "env": slots.env,

@@ -78,11 +78,22 @@ class SlotFailure:
 class HeldBackend:
     """A built backend plus the count of calls running on it; drained once retired and idle."""
 
-    __slots__ = ("built_at", "drained", "inflight", "port", "record", "retired", "superseded")
+    __slots__ = (
+        "built_at",
+        "drained",
+        "inflight",
+        "port",
+        "record",
+        "retired",
+        "secret_digest",
+        "superseded",
+    )
 
-    def __init__(self, port: Port, record: RoutingRecord) -> None:
+    def __init__(self, port: Port, record: RoutingRecord, secret_digest: str | None = None) -> None:
         self.port = port
         self.record = record
+        self.secret_digest = secret_digest
+        """sha256 of the ``secretRef`` value this backend was built with (None: no secret)."""
         self.inflight = 0
         self.retired = False
         self.built_at = time.time()
@@ -120,6 +131,7 @@ class Slot:
         "project",
         "retry_delay",
         "retry_handle",
+        "secret_seen",
         "settled",
         "status",
         "switched_at",
@@ -147,6 +159,8 @@ class Slot:
         """``time.monotonic()`` of the oldest registry change not yet applied."""
         self.switched_at: float | None = None
         """Wall-clock time the serving backend was swapped in."""
+        self.secret_seen: str | None = None
+        """Digest of the newest mounted secret value a rebuild was started for (rotation)."""
 
     @property
     def key(self) -> RoutingKey:

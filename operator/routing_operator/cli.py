@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -49,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--liveness-port",
         type=int,
         default=8081,
-        help="liveness endpoint port (/healthz), 0 to disable (default: 8081)",
+        help="health port, 0 to disable (default: 8081): /healthz (liveness) and /readyz "
+        "(503 with the reason and its fix while the operator cannot work)",
     )
     peering = p.add_mutually_exclusive_group()
     peering.add_argument(
@@ -139,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     import kubernetes
     from google.cloud import firestore
 
+    from .diagnostics import Checks, Diagnostics, alongside, firestore_target
     from .handlers import OperatorConfig, build_registry
     from .projections import ConfigMapProjection, FirestoreProjection
     from .reconciler import Peering, Reconciler
@@ -180,7 +184,6 @@ def main(argv: list[str] | None = None) -> None:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port)
-    liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
     logging.getLogger(__name__).info(
         "starting: namespaces=%s collection=%s drift=%ss peering=%s priority=%s",
         "*" if args.all_namespaces else ",".join(args.namespace),
@@ -189,7 +192,16 @@ def main(argv: list[str] | None = None) -> None:
         "standalone" if args.standalone else args.peering,
         priority,
     )
-    kopf.run(
+    checks = Checks(
+        kubernetes.client.ApiClient(),  # its own pool: never queued behind the reconciler's
+        client,
+        collection=args.collection,
+        namespaces=config.namespaces,
+        peering=None if args.standalone else args.peering,
+        firestore_target=firestore_target(project, args.firestore_database),
+    )
+    diagnostics = Diagnostics([checks.kubernetes, checks.firestore_check])
+    operator = kopf.operator(
         registry=registry,
         identity=identity,
         clusterwide=args.all_namespaces,
@@ -198,8 +210,9 @@ def main(argv: list[str] | None = None) -> None:
         # A peering name makes peering mandatory: a replica never runs unpeered by accident.
         peering_name=None if args.standalone else args.peering,
         priority=priority,
-        liveness_endpoint=liveness,
     )
+    with contextlib.suppress(asyncio.CancelledError):  # as kopf.run does
+        asyncio.run(alongside(operator, diagnostics, args.liveness_port))
 
 
 if __name__ == "__main__":

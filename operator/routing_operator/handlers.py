@@ -153,7 +153,20 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
     async def load_claims(**_: Any) -> None:
         # Startup handlers finish before kopf watches anything: the first reconcile of an
         # entry already sees every older claimant of its identity.
-        count = await reconciler._run(reconciler.load_claims, config.namespaces)
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            count = await reconciler._run(reconciler.load_claims, config.namespaces)
+        except ApiException as exc:
+            if exc.status not in (401, 403, 404):
+                raise
+            # A missing CRD or missing rights: diagnostics.py says which and how to fix it;
+            # a traceback every 5 s would only bury that.
+            raise kopf.TemporaryError(
+                f"cannot list the RoutingEntries (HTTP {exc.status} {exc.reason}): see the "
+                "'cannot work' line of this log or /readyz",
+                delay=5,
+            ) from None
         log.info("claims loaded: %d RoutingEntries", count)
 
     @kopf.on.startup(id="background-tasks", registry=registry)

@@ -7,6 +7,7 @@ import threading
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "BLOCKED",
     "DRIFT_REPAIRS",
     "ENTRIES",
     "LIST_PAGES_HELD",
@@ -45,6 +46,14 @@ ENTRIES = Gauge(
     "routing_operator_entries",
     "RoutingEntries by Ready status and reason.",
     ["status", "reason"],
+)
+
+BLOCKED = Gauge(
+    "routing_operator_blocked",
+    "1 while the operator cannot do its job for this reason (CRDMissing, PeeringCRDMissing, "
+    "PeeringMissing, Forbidden, KubernetesUnavailable, FirestoreUnreachable, FirestoreDenied), "
+    "else 0; /readyz names the cause and the fix.",
+    ["reason"],
 )
 
 _lock = threading.Lock()

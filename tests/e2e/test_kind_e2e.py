@@ -289,12 +289,16 @@ def installed(cluster: Any, e2e_gate: str, request: pytest.FixtureRequest) -> It
     sh(helm, "uninstall", RELEASE, "--namespace", NS, "--kubeconfig", str(cluster.kubeconfig))
 
 
+ADMIN_PATHS = ("/routing", "/metrics")  # on the chart's admin port (engines.adminPort)
+
+
 def app_get(cluster: Any, path: str) -> tuple[int, dict[str, Any]]:
     """GET the engines app from inside its pod (the image has Python, not curl)."""
+    port = 9091 if path in ADMIN_PATHS else 8000
     code = (
         "import json,sys,urllib.request,urllib.error\n"
         "try:\n"
-        f"    r=urllib.request.urlopen('http://127.0.0.1:8000{path}',timeout=5);s=r.status;b=r.read()\n"
+        f"    r=urllib.request.urlopen('http://127.0.0.1:{port}{path}',timeout=5);s=r.status;b=r.read()\n"
         "except urllib.error.HTTPError as e:\n"
         "    s=e.code;b=e.read()\n"
         "print(json.dumps({'status':s,'body':json.loads(b)}))\n"

@@ -108,10 +108,10 @@ def create_app(
         await asyncio.to_thread(registry.start)
         if not await asyncio.to_thread(registry.wait_ready, registry_timeout):
             log.error(
-                "the %s routing registry did not load within %.0fs; every kind counts as missing "
+                "the %s routing registry has not loaded (%s); every kind counts as missing "
                 "until it does",
                 config.routing_source.value,
-                registry_timeout,
+                getattr(registry, "last_error", None) or f"not within {registry_timeout:.0f}s",
             )
         await slots.start()
         try:

@@ -95,7 +95,7 @@ def test_explain_default_fills_in_for_a_tenant_without_its_own_entry() -> None:
         ("prod:*:*:rate_limit", "wins"),
     ]
     winner = result["winner"]
-    assert winner["origin"].endswith("prod-defaults.yaml:11")
+    assert winner["origin"].endswith("prod-defaults.yaml:146")  # the document's first line
     assert winner["entry"] == "engines/default-prod-rate-limit"
     assert winner["backend"] == "redis"
     assert winner["config"] == {
@@ -120,9 +120,9 @@ def test_explain_own_entry_shadows_the_default() -> None:
     )
     assert code == 0
     lines = out.splitlines()
-    assert re.search(r"1\. prod:acme:\*:strategy_lock .* wins .*acme-prod\.yaml:10$", lines[1])
+    assert re.search(r"1\. prod:acme:\*:strategy_lock .* wins .*acme-prod\.yaml:133$", lines[1])
     assert re.search(
-        r"2\. prod:\*:\*:strategy_lock .* shadowed .*prod-defaults\.yaml:10$", lines[2]
+        r"2\. prod:\*:\*:strategy_lock .* shadowed .*prod-defaults\.yaml:133$", lines[2]
     )
     assert "  backend:   redis" in lines
     assert "winner:    prod:acme:*:strategy_lock" in lines
@@ -202,7 +202,7 @@ def test_explain_shows_conflicting_entries_and_the_section_3_winner(tmp_path: Pa
     assert code == 0
     # same (missing) creationTimestamp: namespace/name decides, so engines/aa-kpi wins
     assert "(RoutingEntry engines/aa-kpi)" in out
-    assert f"conflict: {tmp_path}/1.json:0 has the same identity and loses" in out
+    assert f"conflict: {tmp_path}/1.json:1 has the same identity and loses" in out
 
 
 def test_explain_never_prints_credentials(tmp_path: Path) -> None:

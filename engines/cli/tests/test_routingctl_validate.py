@@ -1,6 +1,8 @@
 """``routingctl validate``: the offline linter, against the fixtures in tests/fixtures/manifests.
 
-Covers every rule with its exact line (``file:doc-index: field.path: message``): YAML/JSON
+Covers every rule with its exact line (``file:LINE: field.path: message (document N)``, the line
+of the offending field): every problem of a document (a failing field never hides the
+cross-field rules), no credential ever repeated in a problem, YAML/JSON
 syntax, duplicate YAML keys, the envelope (apiVersion, unknown top-level fields, non-objects),
 metadata.name/namespace, the spec shape, every model rule as parse_spec words it (identity
 fields, backend/kind, one settings object, matching settings, test-only backends, typed
@@ -46,77 +48,99 @@ def run(*argv: str, stdin: str | None = None) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+KINDS = ", ".join(f"'{k.value}'" for k in list(CATALOG)[:-1]) + f" or '{list(CATALOG)[-1].value}'"
+DNS_LABEL = "must be a DNS label (lowercase letters, digits, '-', at most 63)"
+TO_SECRET = (
+    "it would be copied into Firestore, ConfigMaps and /routing; remove it and put the "
+    "credential in a Secret referenced by spec.secretRef"
+)
 EXPECTED: dict[str, list[str]] = {
     "01-yaml-syntax.yaml": [
-        "1: (yaml): found character '\\t' that cannot start any token at line 10, column 1; "
-        "fix the YAML syntax (documents after this one were not read)",
+        "10: (yaml): found character '\\t' that cannot start any token at line 10, column 1; "
+        "fix the YAML syntax (documents after this one were not read) (document 1)",
     ],
     "02-duplicate-key.yaml": [
-        "0: (yaml): duplicate key 'backend' at line 10, column 3; keep only one (kubectl refuses "
-        "duplicate fields) (documents after this one were not read)",
+        "10: (yaml): duplicate key 'backend' at line 10, column 3; keep only one (kubectl "
+        "refuses duplicate fields) (documents after this one were not read) (document 0)",
     ],
     "03-bad.json": [
-        "0: (json): Expecting property name enclosed in double quotes at line 2, column 35; "
-        "fix the JSON syntax",
+        "2: (json): Expecting property name enclosed in double quotes at line 2, column 35; "
+        "fix the JSON syntax (document 0)",
     ],
     "04-envelope.yaml": [
-        "0: apiVersion: required field is missing; set routing.engines.io/v1alpha1",
-        "1: apiVersion: unsupported version 'routing.engines.io/v1'; use "
-        "routing.engines.io/v1alpha1",
-        "2: specs: unknown field; remove it (a RoutingEntry has only apiVersion, kind, metadata, "
-        "spec, status)",
-        "3: (document): expected a Kubernetes object (a mapping), got list",
+        "2: apiVersion: required field is missing; set routing.engines.io/v1alpha1 (document 0)",
+        "6: apiVersion: unsupported version 'routing.engines.io/v1'; use "
+        "routing.engines.io/v1alpha1 (document 1)",
+        "14: specs: unknown field; remove it (a RoutingEntry has only apiVersion, kind, "
+        "metadata, spec, status) (document 2)",
+        "17: (document): expected a Kubernetes object (a mapping), got list (document 3)",
     ],
     "05-metadata.yaml": [
-        "0: metadata.name: required field is missing; set e.g. acme-prod-budget",
-        "1: metadata.name: invalid value 'Acme_Prod': must be a lowercase RFC 1123 subdomain "
-        "(letters, digits, '-' and '.', at most 253); e.g. meta1-prod-kpi",
-        "2: metadata.namespace: invalid value 'Engines': must be a DNS label (lowercase letters, "
-        "digits, '-', at most 63)",
+        "4: metadata.name: required field is missing; set e.g. acme-prod-budget (document 0)",
+        "9: metadata.name: invalid value 'Acme_Prod': must be a lowercase RFC 1123 subdomain "
+        "(letters, digits, '-' and '.', at most 253); e.g. meta1-prod-kpi (document 1)",
+        f"14: metadata.namespace: invalid value 'Engines': {DNS_LABEL} (document 2)",
     ],
     "06-spec-shape.yaml": [
-        "0: spec: required field is missing; add spec with tenant, env, resourceKind, backend "
-        "and the backend's settings",
-        "1: spec: expected a mapping, got list",
+        "2: spec: required field is missing; add spec with tenant, env, resourceKind, backend "
+        "and the backend's settings (document 0)",
+        "9: spec: expected a mapping, got list (document 1)",
     ],
     "07-identity-fields.yaml": [
-        "0: spec.tenant: invalid value 'Acme': must be a DNS label (lowercase letters, digits, "
-        "'-', at most 63) or *",
-        "0: spec.env: invalid value '*': must be a DNS label (lowercase letters, digits, '-', at "
-        "most 63); no wildcard",
-        "0: spec.resourceKind: invalid value 'search_index'; expected "
-        + ", ".join(f"'{k.value}'" for k in list(CATALOG)[:-1])
-        + f" or '{list(CATALOG)[-1].value}'",
+        f"6: spec.tenant: {DNS_LABEL} or * (document 0)",
+        f"7: spec.env: {DNS_LABEL}; no wildcard (document 0)",
+        f"8: spec.resourceKind: must be one of {KINDS} (document 0)",
     ],
     "08-backend-rules.yaml": [
-        "0: spec.backend: backend firestore is not allowed for resourceKind chat_bus; allowed: "
-        "redis, memory",
-        "1: spec.backend: exactly one backend settings object must be set (one of firestore, "
-        "redis, gcs, memory, local, noop); found: firestore, redis",
-        "2: spec.redis: backend is redis: set spec.redis and no other settings object",
-        "3: spec.backend: backend memory is test-only and allowed only when env is test (env is "
-        "prod); use a durable backend",
+        "6: spec.backend: backend firestore is not allowed for resourceKind chat_bus; allowed: "
+        "redis, memory (document 0)",
+        "15: spec.backend: exactly one backend settings object must be set (one of firestore, "
+        "redis, gcs, memory, local, noop); found: firestore, redis (document 1)",
+        "22: spec.redis: backend is redis: set spec.redis and no other settings object "
+        "(document 2)",
+        "27: spec.backend: backend memory is test-only and allowed only when env is test (env is "
+        "prod); use a durable backend (document 3)",
     ],
     "09-settings.yaml": [
-        "0: spec.firestore.collection: required field is missing",
-        "0: spec.firestore.colection: unknown field; remove it (see the RoutingEntry reference "
-        "for allowed fields)",
-        "1: spec.redis.url: required field is missing",
-        "2: spec.gcs.bucket: required field is missing",
-        "3: spec.redis.url: invalid value 'http://redis:6379': must be a redis://, rediss:// or "
-        "unix:// URL",
+        "5: spec.firestore.collection: required field is missing (document 0)",
+        "5: spec.firestore.colection: unknown field; remove it (see the RoutingEntry reference "
+        "for allowed fields) (document 0)",
+        "10: spec.redis.url: required field is missing (document 1)",
+        "15: spec.gcs.bucket: required field is missing (document 2)",
+        "20: spec.redis.url: must be a redis://, rediss:// or unix:// URL (document 3)",
     ],
     "10-duplicates-a.yaml": [],
     "11-duplicates-b.yaml": [
-        f"0: metadata.name: duplicate object engines/dup-object, also defined at "
-        f"{BROKEN}/10-duplicates-a.yaml:0; the later apply overwrites the earlier — rename one",
-        f"1: spec: duplicate identity prod:dup:*:seo (tenant, env, project, resourceKind), also "
-        f"defined by engines/dup-identity-first at {BROKEN}/10-duplicates-a.yaml:1; only the "
-        "oldest is applied and the others report Conflict — remove one or change its identity",
+        f"5: metadata.name: duplicate object engines/dup-object, also defined at "
+        f"{BROKEN}/10-duplicates-a.yaml:2 (document 0); the later apply overwrites the earlier "
+        "— rename one (document 0)",
+        f"11: spec: duplicate identity prod:dup:*:seo (tenant, env, project, resourceKind), also "
+        f"defined by engines/dup-identity-first at {BROKEN}/10-duplicates-a.yaml:7 (document 1); "
+        "only the oldest is applied and the others report Conflict — remove one or change its "
+        "identity (document 1)",
     ],
     "12-list.yaml": [
-        "0: items[1].spec.gcs.bucket: invalid value 'Bad Bucket': must be a GCS bucket name "
-        "(lowercase letters, digits, '.', '_', '-')",
+        "12: items[1].spec.gcs.bucket: must be a GCS bucket name (lowercase letters, digits, "
+        "'.', '_', '-') (document 0)",
+    ],
+    "13-every-problem.yaml": [
+        f"9: spec.tenant: {DNS_LABEL} or * (document 0)",
+        "12: spec.backend: backend firestore is not allowed for resourceKind chat_bus; allowed: "
+        "redis, memory (document 0)",
+        "15: spec.firestore.colection: unknown field; remove it (see the RoutingEntry reference "
+        "for allowed fields) (document 0)",
+    ],
+    "14-credentials.yaml": [
+        "13: spec.redis.url: must not carry userinfo (user:password@, user@ or :password@): "
+        f"{TO_SECRET} (document 0)",
+        "24: spec.redis.url: must not carry a password or username query parameter (any case): "
+        f"{TO_SECRET} (document 1)",
+        "37: spec.secretRef.name: name must be a Secret name: a DNS subdomain (lowercase "
+        "letters, digits, '-' and '.', at most 253, starting and ending with a letter or digit) "
+        "(document 2)",
+        "38: spec.secretRef.key: key must be a key of the Secret: letters, digits, '-', '_' and "
+        "'.' only (no '/'), not . and not starting with .. (Kubernetes' own rule for Secret keys) "
+        "(document 2)",
     ],
 }
 
@@ -252,15 +276,52 @@ def test_json_output_carries_rule_and_line() -> None:
     assert first["field"] == "spec.firestore.collection"
     assert first["rule"] == "schema"
     assert first["line"] == 5  # the line of spec.firestore (collection itself is absent)
+    assert first["text"].startswith(f"{BROKEN}/09-settings.yaml:5: spec.firestore.collection")
     last = report["problems"][-1]
     assert last["field"] == "spec.redis.url" and last["line"] == 20
+    assert last["document"] == 3 and last["text"].endswith("(document 3)")
+
+
+def test_every_problem_of_a_document_is_reported_at_its_own_line() -> None:
+    """A failing field does not hide the cross-field rule, as the API server's CEL does not."""
+    code, out, _ = run("validate", f"{BROKEN}/13-every-problem.yaml", "--output", "json")
+    assert code == 1
+    problems = json.loads(out)["problems"]
+    assert [(p["line"], p["field"]) for p in problems] == [
+        (9, "spec.tenant"),
+        (12, "spec.backend"),
+        (15, "spec.firestore.colection"),
+    ]
+    assert {p["document"] for p in problems} == {0}
+
+
+def test_a_credential_is_never_repeated_in_a_problem() -> None:
+    code, out, _ = run("validate", f"{BROKEN}/14-credentials.yaml", "--output", "json")
+    assert code == 1
+    assert "hunter2" in (ROOT / BROKEN / "14-credentials.yaml").read_text()
+    assert "hunter2" not in out
+
+
+def test_json_documents_get_lines_too(tmp_path: Path) -> None:
+    body = {
+        "apiVersion": "routing.engines.io/v1alpha1",
+        "kind": "RoutingEntry",
+        "metadata": {"name": "j"},
+        "spec": {"tenant": "acme", "env": "prod", "resourceKind": "seo", "backend": "redis"},
+    }
+    path = tmp_path / "entry.json"
+    path.write_text(json.dumps(body, indent=2))
+    code, out, _ = run("validate", str(path))
+    assert code == 1
+    backend_line = json.dumps(body, indent=2).splitlines().index('    "backend": "redis"') + 1
+    assert f"{path}:{backend_line}: spec.backend: backend redis is not allowed" in out
 
 
 def test_stdin_is_read_with_dash() -> None:
     text = (ROOT / BROKEN / "08-backend-rules.yaml").read_text()
     code, out, _ = run("validate", "-", stdin=text)
     assert code == 1
-    assert out.splitlines()[0].startswith("-:0: spec.backend: backend firestore is not allowed")
+    assert out.splitlines()[0].startswith("-:6: spec.backend: backend firestore is not allowed")
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,8 @@ class RoutingRegistry(abc.ABC):
         """Load the current state and start following changes (idempotent)."""
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
-        """Block until the first full load has happened; returns whether it did in time."""
+        """Block until the first full load has happened (or the registry knows it cannot load
+        now); returns whether it loaded in time."""
         return True
 
     @property

@@ -29,10 +29,11 @@ tree at this boundary.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -142,6 +143,10 @@ class FirestoreRoutingRegistry(RoutingRegistry):
         """How many times the supervisor re-subscribed a listener that had died."""
         self.invalid: dict[str, str] = {}
         """Stored documents that failed validation, by document id, with the reason."""
+        self.last_error: str | None = None
+        """Why the listener cannot load or follow right now (the channel's state or the error
+        that ended the stream); None again once a snapshot arrives. Readiness shows it."""
+        self._failed = threading.Event()
 
     @property
     def collection(self) -> Any:
@@ -220,7 +225,7 @@ class FirestoreRoutingRegistry(RoutingRegistry):
             self._on_snapshot(generation, docs, changes)
 
         self._watch = self._query().on_snapshot(on_snapshot)
-        _end_quietly(self._watch, self.collection_name)
+        _end_quietly(self._watch, self.collection_name, self._note_failure)
         _limit_reopens(self._watch)
 
     def _on_snapshot(self, generation: int, docs: list[Any], changes: list[Any]) -> None:
@@ -233,6 +238,8 @@ class FirestoreRoutingRegistry(RoutingRegistry):
             else:
                 self._apply(changes)
             self._current = True
+            self.last_error = None
+            self._failed.clear()
         self._loaded.set()
 
     def _reload(self, docs: list[Any]) -> None:
@@ -340,6 +347,7 @@ class FirestoreRoutingRegistry(RoutingRegistry):
     def _on_connectivity(self, state: Any) -> None:
         name = getattr(state, "name", str(state))
         if name in ("TRANSIENT_FAILURE", "SHUTDOWN"):
+            self._note_failure(f"Firestore connection lost ({name})", keep_detail=True)
             if self._channel_up:
                 log.error(
                     "Firestore connection lost (%s); routing %s may be stale until it is back",
@@ -355,8 +363,27 @@ class FirestoreRoutingRegistry(RoutingRegistry):
             self._channel_up = True
         self._wake.set()
 
+    def _note_failure(self, why: str, keep_detail: bool = False) -> None:
+        """Record why the listener cannot load or follow (``keep_detail``: a vaguer reason,
+        the channel's state, does not replace the stream's own error)."""
+        if not (keep_detail and self._failed.is_set() and self.last_error):
+            emulator = os.environ.get("FIRESTORE_EMULATOR_HOST")
+            where = f"emulator at {emulator}, " if emulator else ""
+            project = getattr(self._client, "project", None)
+            self.last_error = f"{why} ({where}project {project}, collection {self.collection_name})"
+        self._failed.set()
+
     def wait_ready(self, timeout: float = 10.0) -> bool:
-        return self._loaded.wait(timeout)
+        """Until the first load, or until the listener has failed (Firestore refusing or
+        unreachable: waiting longer would only delay the pod's readiness report, which then
+        names the failure), at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self._loaded.is_set() and not self._failed.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._loaded.wait(min(remaining, 0.05))
+        return self._loaded.is_set()
 
     @property
     def healthy(self) -> bool:
@@ -414,13 +441,13 @@ def _limit_reopens(watch: Any) -> None:
     rpc._should_recover = limited
 
 
-def _end_quietly(watch: Any, collection: str) -> None:
+def _end_quietly(watch: Any, collection: str, on_error: Callable[[str], None]) -> None:
     """When the ``Watch``'s stream ends for good, close the ``Watch`` and log why in one line.
 
     Google's ``Watch`` closes itself from a new thread that then re-raises the stream's error:
     an "Exception in thread" traceback on stderr each time a listener ends (while Firestore
     refuses connections: at every re-subscription). The supervisor notices the closed
-    ``Watch`` either way and says so in the log."""
+    ``Watch`` either way and says so in the log; ``on_error`` gets that line too."""
     import grpc  # type: ignore[import-untyped]
     from google.api_core import exceptions as gexc
 
@@ -439,6 +466,7 @@ def _end_quietly(watch: Any, collection: str) -> None:
                 reason = gexc.from_grpc_error(reason)  # type: ignore[no-untyped-call]
             first_line = (str(reason).splitlines() or [type(reason).__name__])[0]
             log.warning("the Firestore routing listener on %s ended: %s", collection, first_line)
+            on_error(first_line)
         threading.Thread(target=watch.close, name="routing-firestore-close", daemon=True).start()
 
     for i, callback in enumerate(callbacks):

@@ -6,6 +6,7 @@ CRD's CEL rules print, so they are pinned here word for word.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -45,21 +46,19 @@ def test_valid_entry_defaults_project_to_wildcard() -> None:
         (
             "tenant",
             "Acme",
-            "spec.tenant: invalid value 'Acme': must be a DNS label "
-            "(lowercase letters, digits, '-', at most 63) or *",
+            "spec.tenant: must be a DNS label (lowercase letters, digits, '-', at most 63) or *",
         ),
         ("tenant", "a" * 64, "spec.tenant: String should have at most 63 characters"),
         (
             "env",
             "*",
-            "spec.env: invalid value '*': must be a DNS label "
+            "spec.env: must be a DNS label "
             "(lowercase letters, digits, '-', at most 63); no wildcard",
         ),
         (
             "project",
             "my_project",
-            "spec.project: invalid value 'my_project': must be a DNS "
-            "label (lowercase letters, digits, '-', at most 63) or *",
+            "spec.project: must be a DNS label (lowercase letters, digits, '-', at most 63) or *",
         ),
     ],
 )
@@ -75,7 +74,7 @@ def test_wildcard_tenant_and_project_are_allowed() -> None:
 
 def test_unknown_kind_lists_the_catalog() -> None:
     message = error_of(spec(resourceKind="videos"))
-    assert message.startswith("spec.resourceKind: invalid value 'videos'; expected 'feature_flags'")
+    assert message.startswith("spec.resourceKind: must be one of 'feature_flags'")
     assert "'raw_storage'" in message
 
 
@@ -143,10 +142,7 @@ def test_redis_url_scheme() -> None:
     data = spec(
         resourceKind="chat_bus", backend="redis", firestore=None, redis={"url": "localhost:6379"}
     )
-    assert error_of(data) == (
-        "spec.redis.url: invalid value 'localhost:6379': must be a redis://, rediss:// or "
-        "unix:// URL"
-    )
+    assert error_of(data) == ("spec.redis.url: must be a redis://, rediss:// or unix:// URL")
 
 
 def test_gcs_bucket_is_required() -> None:
@@ -165,7 +161,7 @@ def test_secret_ref_needs_name_and_key() -> None:
     assert error_of(data) == "spec.secretRef.key: required field is missing"
 
 
-def test_revision_covers_backend_config_and_secret_name_only() -> None:
+def test_revision_covers_backend_config_and_secret_name_and_key() -> None:
     base = parse_spec(spec())
     assert len(base.revision()) == 64
     assert parse_spec(spec()).revision() == base.revision()
@@ -181,8 +177,10 @@ def test_revision_covers_backend_config_and_secret_name_only() -> None:
     )
     other_key = {**with_secret, "secretRef": {"name": "a", "key": "other"}}
     other_name = {**with_secret, "secretRef": {"name": "b", "key": "k"}}
-    assert parse_spec(with_secret).revision() == parse_spec(other_key).revision()
+    # another key of the same Secret is another credential: the backend must be rebuilt
+    assert parse_spec(with_secret).revision() != parse_spec(other_key).revision()
     assert parse_spec(with_secret).revision() != parse_spec(other_name).revision()
+    assert parse_spec(other_key).revision() != parse_spec(other_name).revision()
 
 
 def test_record_round_trips_through_document() -> None:
@@ -214,14 +212,150 @@ def test_catalog_covers_every_kind_with_a_durable_backend() -> None:
     assert all(not (set(s.durable) & TEST_ONLY_BACKENDS) for s in CATALOG.values())
 
 
-def test_password_in_redis_url_is_refused() -> None:
-    data = spec(
-        resourceKind="chat_bus",
-        backend="redis",
-        firestore=None,
-        redis={"url": "rediss://app:s3cret@redis:6380/0"},
+SECRET = "hunter2"
+USERINFO = (
+    "spec.redis.url: must not carry userinfo (user:password@, user@ or :password@): it would be "
+    "copied into Firestore, ConfigMaps and /routing; remove it and put the credential in a Secret "
+    "referenced by spec.secretRef"
+)
+QUERY = (
+    "spec.redis.url: must not carry a password or username query parameter (any case): it would "
+    "be copied into Firestore, ConfigMaps and /routing; remove it and put the credential in a "
+    "Secret referenced by spec.secretRef"
+)
+ENCODED = (
+    "spec.redis.url: must not percent-encode a query parameter name (it could spell password or "
+    "username); write parameter names in plain letters"
+)
+
+
+def redis_spec(url: str, **overrides: Any) -> dict[str, Any]:
+    return spec(
+        resourceKind="chat_bus", backend="redis", firestore=None, redis={"url": url}, **overrides
     )
-    assert error_of(data) == (
-        "spec.redis.url: url must not carry a password (it would be copied into Firestore and "
-        "ConfigMaps): put it in a Secret and reference it with spec.secretRef"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (f"rediss://app:{SECRET}@redis:6380/0", USERINFO),
+        (f"redis://{SECRET}@redis:6379/0", USERINFO),
+        (f"redis://:{SECRET}@redis:6379/0", USERINFO),
+        (f"unix://:{SECRET}@/run/redis.sock?db=0", USERINFO),
+        (f"redis://redis:6379/0?password={SECRET}", QUERY),
+        (f"redis://redis:6379/0?PassWord={SECRET}", QUERY),
+        (f"redis://redis:6379/0?db=1&USERNAME={SECRET}", QUERY),
+        (f"redis://redis:6379/0?pass%77ord={SECRET}", ENCODED),
+    ],
+)
+def test_credential_in_redis_url_is_refused_without_echoing_it(url: str, message: str) -> None:
+    text = error_of(redis_spec(url))
+    assert text == message
+    assert SECRET not in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://redis:6379/0",
+        "rediss://redis.example:6380/2?ssl_cert_reqs=none&health_check_interval=5",
+        "unix:///run/redis.sock?db=3",
+        "redis://[::1]:6379/0",
+    ],
+)
+def test_credential_free_redis_url_is_accepted(url: str) -> None:
+    assert parse_spec(redis_spec(url)).config()["url"] == url
+
+
+def test_every_url_bearing_setting_refuses_credentials() -> None:
+    """The catalog names each URL setting; each one refuses an inline credential."""
+    from engines.routing.catalog import BACKEND_SETTINGS, URL_SETTINGS
+
+    for backend, model in BACKEND_SETTINGS.items():
+        url_fields = {
+            name
+            for name, field in model.model_fields.items()
+            if name.endswith("url") or "url" in (field.description or "").lower()
+        }
+        assert url_fields == set(URL_SETTINGS.get(backend, ())), backend
+    for backend, fields in URL_SETTINGS.items():
+        for name in fields:
+            with pytest.raises(ValueError) as info:
+                BACKEND_SETTINGS[backend].model_validate({name: f"redis://:{SECRET}@h:1/0"})
+            assert SECRET not in str(info.value.errors(include_input=False))  # type: ignore[attr-defined]
+
+
+def test_a_stored_document_with_a_credential_is_refused_without_echoing_it() -> None:
+    record = RoutingRecord.from_spec(parse_spec(redis_spec("redis://redis:6379/0")))
+    doc = record.to_document()
+    doc["config"]["url"] = f"redis://redis:6379/0?password={SECRET}"
+    with pytest.raises(InvalidRouting) as info:
+        RoutingRecord.from_document(doc)
+    assert "document.config.url: must not carry a password" in str(info.value)
+    assert SECRET not in str(info.value)
+    assert info.value.__cause__ is None  # pydantic's own rendering repeats the input
+
+
+def test_no_refusal_repeats_the_input() -> None:
+    """Whatever the field, a message names the field and the rule, never the refused value."""
+    planted = "zz-planted-9"
+    for overrides in (
+        {"tenant": planted.upper()},
+        {"env": planted + "_"},
+        {"project": planted + "!"},
+        {"resourceKind": planted},
+        {"backend": planted},
+        {"firestore": {"collection": "/" + planted}},
+    ):
+        text = error_of(spec(**overrides))
+        assert planted.upper() not in text.upper(), text
+
+
+@pytest.mark.parametrize(
+    ("ref", "field"),
+    [
+        ({"name": "..", "key": "password"}, "name"),
+        ({"name": "a/b", "key": "password"}, "name"),
+        ({"name": "Redis", "key": "password"}, "name"),
+        ({"name": "auth", "key": "/etc/hostname"}, "key"),
+        ({"name": "auth", "key": ".."}, "key"),
+        ({"name": "auth", "key": "."}, "key"),
+        ({"name": "auth", "key": "..data"}, "key"),
+        ({"name": "auth", "key": "a/../b"}, "key"),
+    ],
+)
+def test_path_unsafe_secret_ref_is_refused(ref: dict[str, str], field: str) -> None:
+    text = error_of(redis_spec("redis://r:6379/0", secretRef=ref))
+    fix = "must be a Secret name: a DNS subdomain" if field == "name" else "no '/'"
+    assert text.startswith(f"spec.secretRef.{field}: {field} must be"), text
+    assert fix in text
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        {"name": "redis-auth", "key": "password"},
+        {"name": "team.redis-auth", "key": "REDIS_PASSWORD"},
+        {"name": "a", "key": ".hidden-ok_1"},
+    ],
+)
+def test_path_safe_secret_ref_is_accepted(ref: dict[str, str]) -> None:
+    assert parse_spec(redis_spec("redis://r:6379/0", secretRef=ref)).secret_ref is not None
+
+
+def test_every_problem_is_reported_even_when_a_field_fails() -> None:
+    """A bad tenant does not hide the backend rule (the API server's CEL reports both)."""
+    text = error_of(
+        spec(
+            tenant="Bad!",
+            resourceKind="chat_bus",
+            firestore={"collection": "x", "colection": "y"},
+        )
     )
+    clauses = re.split(r"; (?=spec[.:])", text)
+    assert [c.partition(":")[0] for c in clauses] == [
+        "spec.tenant",
+        "spec.firestore.colection",
+        "spec.backend",
+    ]
+    assert "backend firestore is not allowed for resourceKind chat_bus" in clauses[2]

@@ -2,14 +2,16 @@
 
 Real ``FileRoutingRegistry`` on real directories laid out as the operator's ConfigMaps are
 (``routing.{env}`` / ``routing.{env}.{tenant}``); no pod env filter, so the env comes from the
-directory name. An unparseable name keeps the key fields, as ``None``.
+directory name. An unparseable name keeps the key fields, as ``None``. A stored entry carrying a
+credential in a URL (written before the model refused it) is refused without repeating it.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from engines.routing import FileRoutingRegistry
+from engines.routing import FileRoutingRegistry, RoutingRecord, parse_spec
 from engines.runtime.reports import registry_invalid
 
 
@@ -33,3 +35,30 @@ def test_refused_files_are_reported_under_their_key(tmp_path: Path) -> None:
         str(tenant / "odd-name.json"): (None, "staging", None, None),
     }
     assert all(set(i) == {*key, "source", "message"} and i["message"] for i in items.values())
+
+
+def test_a_stored_entry_with_a_credential_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    """A ConfigMap written before the model refused URL credentials: refused, never repeated."""
+    env_wide = tmp_path / "routing.prod"
+    env_wide.mkdir()
+    spec = {
+        "tenant": "*",
+        "env": "prod",
+        "resourceKind": "chat_bus",
+        "backend": "redis",
+        "redis": {"url": "redis://redis:6379/0"},
+    }
+    doc = RoutingRecord.from_spec(parse_spec(spec)).to_document()
+    doc["config"]["url"] = "redis://redis:6379/0?PassWord=hunter2"
+    (env_wide / "_._.chat_bus.json").write_text(json.dumps(doc))
+    registry = FileRoutingRegistry([env_wide])
+    registry.start()
+    try:
+        items = registry_invalid(registry)
+    finally:
+        registry.close()
+    assert len(items) == 1
+    assert (
+        "config.url: must not carry a password or username query parameter" in (items[0]["message"])
+    )
+    assert "hunter2" not in json.dumps(items)

@@ -84,19 +84,16 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- define "routing-registry.namespacedRules" -}}
 - apiGroups: ["routing.engines.io"]
   resources: ["routingentries"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["routing.engines.io"]
   resources: ["routingentries/status"]
-  verbs: ["patch", "update"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "create", "update", "patch", "delete"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end -}}
 
 {{/* "true" when an env list ([{name, ...}]) sets a variable: (list $envList "NAME"). */}}

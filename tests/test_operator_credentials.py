@@ -1,0 +1,113 @@
+"""The operator never repeats a credential it refuses (real kube-apiserver, Firestore emulator).
+
+An entry whose ``redis.url`` carries ``?password=…`` cannot be admitted (the CRD's CEL refuses
+it: ``tests/test_crd_admission.py``). One stored before those rules existed still reaches the
+operator; it must be ``InvalidConfig`` with a message naming the field and the fix, written
+nowhere, and the password must appear in no status condition, Event or operator log line.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from operator_harness import Entries, OperatorProcess, entry, running_operator
+
+from engines.testing import wait_for
+
+SECRET = "hunter2-planted"
+CRD_NAME = "routingentries.routing.engines.io"
+
+
+@pytest.fixture
+def collection() -> str:
+    return f"routing_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def entries(kube_cluster: Any, namespace: str) -> Iterator[Entries]:
+    with kube_cluster.api_client() as api:
+        yield Entries(api, namespace)
+
+
+@pytest.fixture
+def operator(
+    kube_cluster: Any, firestore_emulator: Any, namespace: str, collection: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    with running_operator(kube_cluster.kubeconfig, namespace, collection, tmp_path) as op:
+        yield op
+
+
+def _store_past_the_url_rules(kube_cluster: Any, entries: Entries, body: dict[str, Any]) -> None:
+    """Store an entry the redis URL rules refuse, as if stored before they existed: the rules are
+    lifted, the entry is stored, the rules come back (a real API server holds it no other way)."""
+    from kubernetes.client.exceptions import ApiException
+
+    def try_create() -> bool:
+        try:
+            entries.create(body)
+            return True
+        except ApiException as exc:
+            if exc.status == 422:
+                return False
+            raise
+
+    with kube_cluster.api_client() as api:
+        ext = client.ApiextensionsV1Api(api)
+        crd = ext.read_custom_resource_definition(CRD_NAME)
+        redis = crd.spec.versions[0].schema.open_apiv3_schema.properties["spec"].properties["redis"]
+        saved = redis.x_kubernetes_validations
+        redis.x_kubernetes_validations = None
+        ext.replace_custom_resource_definition(CRD_NAME, crd)
+        try:
+            wait_for(try_create, timeout=60, what="the relaxed CRD to accept the entry")
+        finally:
+            current = ext.read_custom_resource_definition(CRD_NAME)
+            current.spec.versions[0].schema.open_apiv3_schema.properties["spec"].properties[
+                "redis"
+            ].x_kubernetes_validations = saved
+            ext.replace_custom_resource_definition(CRD_NAME, current)
+
+
+def test_a_stored_url_password_is_refused_and_repeated_nowhere(
+    operator: OperatorProcess,
+    entries: Entries,
+    kube_cluster: Any,
+    firestore_emulator: Any,
+    collection: str,
+) -> None:
+    bad = entry(
+        "leaky",
+        kind="chat_bus",
+        backend="redis",
+        settings={"url": f"redis://redis:6379/0?password={SECRET}"},
+    )
+    _store_past_the_url_rules(kube_cluster, entries, bad)
+    cond = entries.wait_reason("leaky", "InvalidConfig", "False")
+    assert cond["message"] == (
+        "invalid spec, nothing written: spec.redis.url: must not carry a password or username "
+        "query parameter (any case): it would be copied into Firestore, ConfigMaps and /routing; "
+        "remove it and put the credential in a Secret referenced by spec.secretRef"
+    )
+
+    def events() -> list[Any]:
+        return [
+            e
+            for e in entries.core.list_namespaced_event(
+                entries.ns, field_selector="involvedObject.name=leaky"
+            ).items
+            if e.reason == "InvalidConfig"
+        ]
+
+    wait_for(events, timeout=30, what="the InvalidConfig Event")
+    obj = entries.get("leaky") or {}
+    assert SECRET not in str(obj.get("status"))
+    assert all(SECRET not in (e.message or "") for e in events())
+    assert SECRET not in operator.log()
+    fs = firestore_emulator.client()
+    assert not fs.collection(collection).document("prod:acme:*:chat_bus").get().exists
+    assert entries.configmap_data("routing.prod.acme") is None
