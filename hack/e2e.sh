@@ -8,6 +8,7 @@
 # 3. runs tests/e2e with --cluster=node: the local control plane plus kubelet and containerd
 #    in a throw-away state directory, everything stopped and cleaned up at the end.
 #
+# ROUTING_E2E_IMAGE (default localhost/routing-registry:dev) names another podman image to run.
 # ROUTING_E2E_REQUIRED defaults to 1 here: a skip (no root, no podman, no image) is a failure.
 # Needs root (containerd, a bridge, iptables rules) and the packages the node installs on first
 # use: containerd runc containernetworking-plugins conntrack iptables.

@@ -35,6 +35,17 @@ def docker_unavailable() -> str | None:
     return None
 
 
+def image_on_node() -> str:
+    """The image the node runs: ``make image``'s, or ``ROUTING_E2E_IMAGE`` (any podman ref)."""
+    return os.environ.get("ROUTING_E2E_IMAGE") or DEFAULT_NODE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def node_image() -> str:
+    """The podman image ref the chart's pods run on the local node."""
+    return image_on_node()
+
+
 def node_unavailable() -> str | None:
     """Why the local node cannot run here, or None."""
     if os.geteuid() != 0:
@@ -42,10 +53,10 @@ def node_unavailable() -> str | None:
     if shutil.which("podman") is None:
         return "no `podman` to hand the image to the node (`make image` builds it)"
     exists = subprocess.run(
-        ["podman", "image", "exists", DEFAULT_NODE_IMAGE], capture_output=True, check=False
+        ["podman", "image", "exists", image_on_node()], capture_output=True, check=False
     )
     if exists.returncode != 0:
-        return f"image {DEFAULT_NODE_IMAGE} not built: run `make image`"
+        return f"image {image_on_node()} not built: run `make image`"
     return None
 
 

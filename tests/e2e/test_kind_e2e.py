@@ -40,7 +40,7 @@ import yaml
 
 from engines.devstack._binaries import resolve_binaries
 from engines.devstack._kube import kubectl as run_kubectl
-from engines.devstack._node import DEFAULT_NODE_IMAGE, NODE_IP, import_node_images
+from engines.devstack._node import NODE_IP, import_node_images
 from engines.testing import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -141,7 +141,7 @@ def cluster(e2e_gate: str, request: pytest.FixtureRequest) -> Any:
     kube = request.getfixturevalue("kube_cluster")  # the node's or kind's API, crds/ applied
     if e2e_gate == "node":
         stack = request.getfixturevalue("local_stack")
-        import_node_images(stack.state_dir, [DEFAULT_NODE_IMAGE])
+        import_node_images(stack.state_dir, [request.getfixturevalue("node_image")])
         return kube
     kind = request.getfixturevalue("kind_cluster")
     image = f"{IMAGE_REPO}:{IMAGE_TAG}"
@@ -197,7 +197,7 @@ def host_backends(request: pytest.FixtureRequest) -> Backends:
     for name in buckets():
         if client.lookup_bucket(name) is None:
             client.create_bucket(name)
-    repo, tag = DEFAULT_NODE_IMAGE.rsplit(":", 1)
+    repo, tag = request.getfixturevalue("node_image").rsplit(":", 1)
     return Backends(
         firestore=f"{gateway}:{firestore.host.rsplit(':', 1)[1]}",
         gcs=f"http://{gateway}:{gcs.host.rsplit(':', 1)[1]}",
