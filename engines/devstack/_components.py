@@ -75,6 +75,12 @@ class Component:
     def after_healthy(self, ctx: Context) -> None:
         """Runs after every successful start or reuse (idempotent)."""
 
+    def before_stop(self, ctx: Context) -> None:
+        """Runs before the process is signalled, only while it runs (e.g. drain the node)."""
+
+    def after_stop(self, ctx: Context) -> None:
+        """Runs after the process is gone, on every stop (idempotent host cleanup)."""
+
     def exports(self, ctx: Context) -> dict[str, str]:
         return {}
 
@@ -166,8 +172,9 @@ class KubeApiserver(Component):
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             "--service-cluster-ip-range=10.0.0.0/24",
             "--authorization-mode=RBAC",
-            "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",
+            # The local node's name does not resolve; its InternalIP is the bridge address.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--profiling=false",
         ]
 

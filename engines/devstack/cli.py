@@ -19,9 +19,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from engines.devstack._components import COMPONENTS
 from engines.devstack._errors import StackError
-from engines.devstack.stack import LocalStack
+from engines.devstack._node import DEFAULT_NODE_IMAGE, import_node_images
+from engines.devstack.stack import COMPONENTS, LocalStack
 
 __all__ = ["main"]
 
@@ -60,6 +60,19 @@ def _parser() -> argparse.ArgumentParser:
         "state directory, so later `up`/`down` need not repeat it. `down` here stops only this "
         "control plane",
     )
+    up.add_argument(
+        "--node",
+        action="store_true",
+        help="also run a real node (containerd, kubelet, kube-controller-manager, kube-scheduler)",
+    )
+    up.add_argument(
+        "--node-image",
+        action="append",
+        default=None,
+        metavar="REF",
+        help=f"podman image to import into the node (repeatable; default: {DEFAULT_NODE_IMAGE} "
+        "when podman has it)",
+    )
     down = sub.add_parser("down", parents=[state, only], help="stop what `up` started")
     down.add_argument("--purge", action="store_true", help="also delete the state directory")
     sub.add_parser("status", parents=[state], help="list running components")
@@ -89,7 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.command == "up":
             started = time.monotonic()
-            for status in stack.up(_components(args.only)).values():
+            statuses = stack.up(_components(args.only), node=args.node)
+            if args.node or args.node_image:
+                for ref in import_node_images(stack.state_dir, args.node_image):
+                    print(f"node: imported image {ref}", file=sys.stderr)
+            for status in statuses.values():
                 verb = "reused" if status.reused else "started"
                 print(
                     f"{status.name}: {verb} (pid {status.pid}, {status.seconds:.1f}s)",

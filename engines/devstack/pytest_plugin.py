@@ -5,9 +5,11 @@ not for kube-apiserver) in one temporary state directory, and everything is stop
 session ends. A service whose address is already in the environment (``FIRESTORE_EMULATOR_HOST``,
 ``REDIS_URL``, ``STORAGE_EMULATOR_HOST``, e.g. after ``. .routing-dev/env.sh``) is reused.
 
-``--cluster=local`` (default) runs etcd + kube-apiserver locally; ``--cluster=kind`` uses
-pytest-kind-ng's cluster and skips when Docker is unavailable; ``--cluster=existing`` uses the
-current ``KUBECONFIG``. The CRDs under ``crds/`` are applied in every mode.
+``--cluster=local`` (default) runs etcd + kube-apiserver locally; ``--cluster=node`` adds a
+real node beside them (containerd, kubelet, kube-controller-manager, kube-scheduler);
+``--cluster=kind`` uses pytest-kind-ng's cluster and skips when Docker is unavailable;
+``--cluster=existing`` uses the current ``KUBECONFIG``. The CRDs under ``crds/`` are applied in
+every mode.
 
 Tests are marked by what they use (``cluster``, ``firestore``, ``redis``, ``gcs``, ``kind``), so
 ``-m "not cluster"`` selects the tests that need no API server.
@@ -26,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from engines.devstack._kube import apply_crds
+from engines.devstack._node import NODE_COMPONENTS
 from engines.devstack.handles import FirestoreEmulator, GcsEmulator, KubeCluster, RedisServer
 from engines.devstack.stack import LocalStack, default_crds_dir
 
@@ -51,10 +54,11 @@ _MARKERS = {
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--cluster",
-        choices=("local", "kind", "existing"),
+        choices=("local", "node", "kind", "existing"),
         default="local",
-        help="Kubernetes API for cluster tests: local kube-apiserver+etcd (default), a kind "
-        "cluster (needs Docker), or the current KUBECONFIG",
+        help="Kubernetes API for cluster tests: local kube-apiserver+etcd (default), the same "
+        "plus a real node (kubelet + containerd; needs root), a kind cluster (needs Docker), "
+        "or the current KUBECONFIG",
     )
 
 
@@ -139,6 +143,10 @@ def kube_cluster(request: pytest.FixtureRequest) -> KubeCluster:
     if mode == "local":
         stack: LocalStack = request.getfixturevalue("local_stack")
         stack.up(["kube-apiserver"])  # applies crds/ itself
+        return KubeCluster(kubeconfig=stack.kubeconfig, mode=mode)
+    if mode == "node":
+        stack = request.getfixturevalue("local_stack")
+        stack.up(list(NODE_COMPONENTS))  # the API server (crds/ applied) and one Ready node
         return KubeCluster(kubeconfig=stack.kubeconfig, mode=mode)
     if mode == "kind":
         _require_docker()

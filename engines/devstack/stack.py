@@ -39,8 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from engines.devstack._binaries import repo_root, resolve_binaries
-from engines.devstack._components import COMPONENTS, LOOPBACK, Component, Context
+from engines.devstack._components import COMPONENTS as BASE_COMPONENTS
+from engines.devstack._components import LOOPBACK, Component, Context
 from engines.devstack._errors import StackError
+from engines.devstack._node import NODE_COMPONENTS
 from engines.devstack._procs import (
     group_members,
     is_alive,
@@ -62,7 +64,9 @@ __all__ = [
 
 DEFAULT_PROJECT = "routing-dev"
 CONTROL_PLANE = ("etcd", "kube-apiserver")
-"""The components a stack sharing another's emulators runs itself."""
+"""The components a stack sharing another's emulators runs itself (with its node, if any)."""
+COMPONENTS: dict[str, Component] = {**BASE_COMPONENTS, **NODE_COMPONENTS}
+"""Every component ``up``/``down`` know; the node's start only when asked for (``node=True``)."""
 _REUSE_PROBE_SECONDS = 10.0
 
 
@@ -153,13 +157,20 @@ class LocalStack:
 
     # ---- public API --------------------------------------------------------------------------
 
-    def up(self, components: Iterable[str] | None = None) -> dict[str, ComponentStatus]:
+    def up(
+        self, components: Iterable[str] | None = None, *, node: bool = False
+    ) -> dict[str, ComponentStatus]:
         """Start (or reuse) the named components and their dependencies; write ``env.sh``.
+
+        ``components=None`` is the base stack; ``node`` adds the node's components to it (or to
+        the named ones): containerd, kubelet, cluster-dns, the controller manager, the scheduler.
         Sharing another stack's emulators, those are started or reused there."""
+        if node:
+            components = [*(components or BASE_COMPONENTS), *NODE_COMPONENTS]
         names = _with_dependencies(components)
         statuses: dict[str, ComponentStatus] = {}
         if self.shared is not None:
-            elsewhere = names - set(CONTROL_PLANE)
+            elsewhere = names - set(CONTROL_PLANE) - set(NODE_COMPONENTS)
             if elsewhere:
                 statuses.update(self.shared.up(elsewhere))
             names -= elsewhere
@@ -292,11 +303,14 @@ class LocalStack:
 
     def _stop(self, comp: Component) -> None:
         pid = self._recorded_pid(comp.name)
+        ctx = self._context(set())
         if pid is not None and any(
             marker_of(p) == (str(self.state_dir), comp.name) for p in group_members(pid)
         ):
+            comp.before_stop(ctx)
             stop_group(pid, what=comp.name, grace=comp.grace)
         self._record_file(comp.name).unlink(missing_ok=True)
+        comp.after_stop(ctx)
 
     def _sweep(self) -> None:
         """Stop any process still marked with this state dir (a lost record, an escapee)."""
@@ -374,7 +388,7 @@ def _validate(components: Iterable[str]) -> set[str]:
 
 
 def _with_dependencies(components: Iterable[str] | None) -> set[str]:
-    names = set(COMPONENTS) if components is None else _validate(components)
+    names = set(BASE_COMPONENTS) if components is None else _validate(components)
     pending = list(names)
     while pending:
         for dep in COMPONENTS[pending.pop()].requires:

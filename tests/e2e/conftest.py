@@ -1,8 +1,9 @@
-"""kind e2e fixtures: skip (with the reason) unless Docker answers and ``--cluster=kind`` is set.
+"""e2e fixtures: run on a real node of our own (``--cluster=node``) or on kind (``--cluster=kind``).
 
-Why a separate gate from the root plugin's: these tests build an image and load it into kind,
-which only makes sense on a real container runtime. On a machine without a Docker daemon (the
-local development sandbox) they are reported as skipped, never silently dropped. CI's kind job
+Why a gate separate from the root plugin's: these tests need pods to run, which the plain local
+API server cannot do. ``--cluster=node`` runs them beside the local control plane (kubelet +
+containerd, needs root and the image from ``make image``); ``--cluster=kind`` needs a Docker
+daemon. Anywhere else they are reported as skipped with the reason, never silently dropped. CI
 sets ``ROUTING_E2E_REQUIRED=1``: there a skip would be a false green, so it fails instead.
 """
 
@@ -13,6 +14,8 @@ import shutil
 import subprocess
 
 import pytest
+
+from engines.devstack._node import DEFAULT_NODE_IMAGE
 
 
 def docker_unavailable() -> str | None:
@@ -32,14 +35,46 @@ def docker_unavailable() -> str | None:
     return None
 
 
+def image_on_node() -> str:
+    """The image the node runs: ``make image``'s, or ``ROUTING_E2E_IMAGE`` (any podman ref)."""
+    return os.environ.get("ROUTING_E2E_IMAGE") or DEFAULT_NODE_IMAGE
+
+
 @pytest.fixture(scope="session")
-def e2e_gate(request: pytest.FixtureRequest) -> None:
-    reason = docker_unavailable()
-    if reason:
-        reason = f"kind e2e needs Docker: {reason}"
-    elif request.config.getoption("--cluster") != "kind":
-        reason = "kind e2e runs only with `pytest tests/e2e --cluster=kind`"
+def node_image() -> str:
+    """The podman image ref the chart's pods run on the local node."""
+    return image_on_node()
+
+
+def node_unavailable() -> str | None:
+    """Why the local node cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the local node needs root (containerd, a bridge, iptables rules)"
+    if shutil.which("podman") is None:
+        return "no `podman` to hand the image to the node (`make image` builds it)"
+    exists = subprocess.run(
+        ["podman", "image", "exists", image_on_node()], capture_output=True, check=False
+    )
+    if exists.returncode != 0:
+        return f"image {image_on_node()} not built: run `make image`"
+    return None
+
+
+@pytest.fixture(scope="session")
+def e2e_gate(request: pytest.FixtureRequest) -> str:
+    """The cluster mode the e2e tests run on (``node`` or ``kind``), or skip/fail with why."""
+    mode = request.config.getoption("--cluster")
+    reason: str | None
+    if mode == "node":
+        reason = node_unavailable()
+        reason = f"e2e on the local node: {reason}" if reason else None
+    elif mode == "kind":
+        reason = docker_unavailable()
+        reason = f"kind e2e needs Docker: {reason}" if reason else None
+    else:
+        reason = "e2e runs only with `pytest tests/e2e --cluster=node` (or `--cluster=kind`)"
     if reason and os.environ.get("ROUTING_E2E_REQUIRED") == "1":
         pytest.fail(f"ROUTING_E2E_REQUIRED=1 but {reason}")
     if reason:
         pytest.skip(reason)
+    return str(mode)

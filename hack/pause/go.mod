@@ -1,0 +1,3 @@
+module routing.local/pause
+
+go 1.24
