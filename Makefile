@@ -1,5 +1,5 @@
 # The two entry points of the README. Both set up what they need first (idempotent, cached).
-.PHONY: setup demo test lint crd lock image image-test
+.PHONY: setup demo test lint crd lock image image-test e2e
 
 # The image `make image` builds and `make image-test` runs (podman names it localhost/$(IMAGE));
 # IMAGE_BUILD_FLAGS go to the build (e.g. --no-cache).
@@ -36,3 +36,8 @@ image:
 # Skips when no container engine can run here, unless ROUTING_IMAGE_REQUIRED=1 (CI).
 image-test: setup image
 	ROUTING_IMAGE=$(IMAGE) .venv/bin/python -m pytest tests/image -m image -v
+
+# The kind scenarios on a real node of our own (kubelet + containerd beside the local control
+# plane; needs root): see README "End-to-end on a real node". A skip is a failure here.
+e2e: setup image
+	ROUTING_E2E_SKIP_IMAGE=1 bash hack/e2e.sh
