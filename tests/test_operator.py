@@ -33,19 +33,8 @@ DRIFT_PERIOD = "2"
 
 
 @pytest.fixture
-def collection() -> str:
-    return f"routing_{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
 def fs(firestore_emulator: Any) -> Any:
     return firestore_emulator.client()
-
-
-@pytest.fixture
-def entries(kube_cluster: Any, namespace: str) -> Iterator[Entries]:
-    with kube_cluster.api_client() as api:
-        yield Entries(api, namespace)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ nowhere, and the password must appear in no status condition, Event or operator 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,17 +20,6 @@ from engines.testing import wait_for
 
 SECRET = "hunter2-planted"
 CRD_NAME = "routingentries.routing.engines.io"
-
-
-@pytest.fixture
-def collection() -> str:
-    return f"routing_{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def entries(kube_cluster: Any, namespace: str) -> Iterator[Entries]:
-    with kube_cluster.api_client() as api:
-        yield Entries(api, namespace)
 
 
 @pytest.fixture

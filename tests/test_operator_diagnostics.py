@@ -218,12 +218,6 @@ def test_documented_operator_commands_work_after_routing_dev_up(
 # -- each reason, on the real API server ---------------------------------------------------------
 
 
-@pytest.fixture
-def entries(kube_cluster: Any, namespace: str) -> Iterator[Entries]:
-    with kube_cluster.api_client() as api:
-        yield Entries(api, namespace)
-
-
 def test_a_missing_peering_object_is_reported_and_its_fix_works(
     kube_cluster: Any,
     firestore_emulator: Any,

@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,7 +40,7 @@ from engines.routing import (
     RoutingRecord,
     RoutingRegistry,
 )
-from engines.runtime.testing import app_client, durable_records, record
+from engines.runtime.testing import app_client, durable_records, record, uvicorn_argv
 from engines.testing import async_wait_for, wait_for
 
 K = ResourceKind
@@ -189,17 +188,7 @@ def test_uvicorn_readiness_follows_the_registry(
         "ENGINES_ROUTING_COLLECTION": collection,
     }
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "engines.chat.service.server:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        uvicorn_argv(port),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

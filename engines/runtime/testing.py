@@ -36,6 +36,7 @@ __all__ = [
     "record",
     "served_app",
     "test_records",
+    "uvicorn_argv",
 ]
 
 K = ResourceKind
@@ -125,6 +126,21 @@ async def app_client(
             yield client
 
 
+def uvicorn_argv(port: int) -> list[str]:
+    """The documented serve command (DESIGN §9) on loopback ``port``, run by this interpreter."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "engines.chat.service.server:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
 @dataclass
 class ServedApp:
     """An engines app served by its own ``uvicorn --factory`` process."""
@@ -164,17 +180,7 @@ def served_app(
     }
     with log.open("w") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "engines.chat.service.server:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            uvicorn_argv(port),
             env={**os.environ, **settings},
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -311,6 +311,19 @@ def _assert_not_ready_for_every_kind(http: httpx.Client) -> None:
     assert missing == {k.value for k in CATALOG}, body
 
 
+def _assert_ready_for_every_kind(http: httpx.Client, source: str) -> None:
+    """/readyz turns 200 and /routing serves every catalog kind from ``source``."""
+    wait_for(
+        lambda: _readyz(http)[0] == 200,
+        timeout=60,
+        interval=0.2,
+        what=lambda: f"/readyz 200 (now {_readyz(http)})",
+    )
+    table = http.get("/routing").json()
+    assert table["registry"]["source"] == source
+    assert {e["resource_kind"] for e in table["entries"]} == {k.value for k in CATALOG}
+
+
 def test_the_container_runs_as_the_chart_runs_it_unprivileged_with_only_tmp_writable(
     engine: Engine,
 ) -> None:
@@ -437,15 +450,7 @@ def test_the_operator_from_the_image_drives_entries_to_ready_and_the_app_turns_r
     ):
         _assert_not_ready_for_every_kind(http)
         _apply_and_wait_ready(api, namespace, entries)
-        wait_for(
-            lambda: _readyz(http)[0] == 200,
-            timeout=60,
-            interval=0.2,
-            what=lambda: f"/readyz 200 (now {_readyz(http)})",
-        )
-        table = http.get("/routing").json()
-        assert table["registry"]["source"] == "firestore"
-        assert {e["resource_kind"] for e in table["entries"]} == {k.value for k in CATALOG}
+        _assert_ready_for_every_kind(http, source="firestore")
 
 
 def test_the_app_from_the_image_serves_the_operators_configmaps_mounted_as_files(
@@ -478,15 +483,7 @@ def test_the_app_from_the_image_serves_the_operators_configmaps_mounted_as_files
         for key, value in data.items():
             (routing_dir / key).write_text(value)
             (routing_dir / key).chmod(0o444)
-        wait_for(
-            lambda: _readyz(http)[0] == 200,
-            timeout=60,
-            interval=0.2,
-            what=lambda: f"/readyz 200 (now {_readyz(http)})",
-        )
-        table = http.get("/routing").json()
-        assert table["registry"]["source"] == "files"
-        assert {e["resource_kind"] for e in table["entries"]} == {k.value for k in CATALOG}
+        _assert_ready_for_every_kind(http, source="files")
 
 
 def test_podman_kube_play_runs_the_charts_engines_deployment(
