@@ -18,7 +18,7 @@ from pathlib import Path
 
 from engines.devstack._errors import StackError
 
-__all__ = ["repo_root", "resolve_binaries"]
+__all__ = ["build_with_script", "cache_dir", "repo_root", "resolve_binaries"]
 
 _SCRIPT = Path("hack") / "build-binaries.sh"
 
@@ -29,14 +29,19 @@ def repo_root() -> Path | None:
     return root if (root / _SCRIPT).is_file() else None
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Where built binaries and images are cached (``ROUTING_CACHE_DIR``, else ~/.cache)."""
     return Path(os.environ.get("ROUTING_CACHE_DIR", Path.home() / ".cache" / "routing-registry"))
 
 
-def _from_script(script: Path, names: list[str]) -> dict[str, Path]:
-    cache = _cache_dir()
+def build_with_script(
+    script: Path, names: list[str], selector: str = "ROUTING_BINARIES"
+) -> dict[str, Path]:
+    """Run a build script of ``hack/`` for ``names`` (passed in the variable ``selector``), one
+    build at a time per cache; returns the ``name=DIR`` lines it prints as paths."""
+    cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "ROUTING_BINARIES": " ".join(names)}
+    env = {**os.environ, selector: " ".join(names)}
     with (cache / ".build.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         done = subprocess.run(
@@ -69,7 +74,7 @@ def resolve_binaries(names: Iterable[str]) -> dict[str, Path]:
     if not wanted:
         return {}
     root = repo_root()
-    found = _from_script(root / _SCRIPT, wanted) if root is not None else _from_path(wanted)
+    found = build_with_script(root / _SCRIPT, wanted) if root is not None else _from_path(wanted)
     missing = [n for n in wanted if n not in found or not os.access(found[n], os.X_OK)]
     if missing:
         raise StackError(

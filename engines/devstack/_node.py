@@ -44,7 +44,7 @@ from pathlib import Path
 
 import yaml
 
-from engines.devstack._binaries import repo_root
+from engines.devstack._binaries import build_with_script, cache_dir, repo_root
 from engines.devstack._components import LOOPBACK, Component, Context
 from engines.devstack._errors import StackError
 from engines.devstack._health import http_ok
@@ -260,10 +260,6 @@ def _write_sysctl(key: str, value: str) -> None:
         raise StackError(f"node network: cannot set sysctl {key}={value}: {exc}") from exc
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("ROUTING_CACHE_DIR", Path.home() / ".cache" / "routing-registry"))
-
-
 def _ensure_packages() -> None:
     """apt-get install the node's system packages once (a no-op when they are present)."""
     executables = ("containerd", "runc", "conntrack", "iptables", "dnsmasq")
@@ -276,7 +272,7 @@ def _ensure_packages() -> None:
             f"node: {', '.join(missing) or 'CNI plugins'} missing and apt-get is not available; "
             f"install {' '.join(_PACKAGES)}"
         )
-    with (_cache_dir() / ".apt.lock").open("w") as lock:
+    with (cache_dir() / ".apt.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         done = subprocess.run(
             [apt, "install", "-y", "--no-install-recommends", *_PACKAGES],
@@ -295,22 +291,7 @@ def node_binaries(names: list[str]) -> dict[str, Path]:
     if root is None:
         found = {n: Path(p) for n in names if (p := shutil.which(n))}
     else:
-        cache = _cache_dir()
-        cache.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "ROUTING_NODE_BINARIES": " ".join(names)}
-        with (cache / ".build.lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            done = subprocess.run(
-                ["bash", str(root / _NODE_SCRIPT)],
-                env=env, stdout=subprocess.PIPE, text=True, check=False,
-            )  # fmt: skip
-        if done.returncode != 0:
-            raise StackError(f"{_NODE_SCRIPT} failed (exit {done.returncode}); its stderr is above")
-        found = {}
-        for line in done.stdout.splitlines():
-            name, sep, directory = line.partition("=")
-            if sep:
-                found[name] = Path(directory) / name
+        found = build_with_script(root / _NODE_SCRIPT, names, "ROUTING_NODE_BINARIES")
     missing = [n for n in names if n not in found or not os.access(found[n], os.X_OK)]
     if missing:
         raise StackError(f"node binaries not found: {', '.join(missing)} (run {_NODE_SCRIPT})")
@@ -338,7 +319,7 @@ def pause_image_ref() -> str:
 
 def _pause_archive(ref: str, binary: Path) -> Path:
     """The pause image as an OCI archive, built with podman once and cached by content."""
-    archive = _cache_dir() / "images" / f"{ref.rsplit('/', 1)[1].replace(':', '-')}.oci.tar"
+    archive = cache_dir() / "images" / f"{ref.rsplit('/', 1)[1].replace(':', '-')}.oci.tar"
     if archive.is_file():
         return archive
     if shutil.which("podman") is None:
@@ -378,7 +359,7 @@ def import_image(state_dir: Path, ref: str) -> Path:
         )
     image_id = inspect.stdout.strip()[:16]
     name = ref.rsplit("/", 1)[-1].replace(":", "-")
-    archive = _cache_dir() / "images" / f"{name}-{image_id}.oci.tar"
+    archive = cache_dir() / "images" / f"{name}-{image_id}.oci.tar"
     if not archive.is_file():
         archive.parent.mkdir(parents=True, exist_ok=True)
         part = archive.with_suffix(".part")
