@@ -25,7 +25,10 @@ COPY engines ./engines
 COPY operator ./operator
 # The project and its runtime dependencies at exactly the locked versions (-c: constraints);
 # pip fails if a dependency cannot be satisfied by the lock.
+# devstack/ (the local stack and test fixtures) is dev tooling and never enters the build context,
+# so the wheel has no such package: its console script would only fail, so it goes too.
 RUN pip install --no-build-isolation -c requirements.lock . \
+    && rm /opt/venv/bin/routing-dev \
     && pip check \
     && python -m compileall -q /opt/venv/lib
 

@@ -17,7 +17,7 @@ test: setup
 
 
 lint: setup
-	.venv/bin/ruff check engines operator tests benchmarks
+	.venv/bin/ruff check engines operator devstack tests benchmarks
 	.venv/bin/mypy
 	.venv/bin/mypy benchmarks
 

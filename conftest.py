@@ -1,3 +1,3 @@
-"""Root conftest: the local-stack fixtures (engines.devstack.pytest_plugin) for every test."""
+"""Root conftest: the local-stack fixtures (devstack.pytest_plugin) for every test."""
 
-pytest_plugins = ["engines.devstack.pytest_plugin"]
+pytest_plugins = ["devstack.pytest_plugin"]

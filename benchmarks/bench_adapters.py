@@ -68,7 +68,7 @@ def services(needed: set[str]) -> Iterator[dict[str, str]]:
     stack = None
     tmp = None
     if missing:
-        from engines.devstack.stack import LocalStack
+        from devstack.stack import LocalStack
 
         tmp = tempfile.TemporaryDirectory(prefix="bench-adapters-")
         stack = LocalStack(tmp.name, project="routing-bench")

@@ -57,10 +57,10 @@ from typing import Any, cast
 from _floor import SnapshotHop, WatchHop, line, ratio_line, read_new_backend, sums
 from kubernetes import client, config
 
+from devstack import LocalStack, stop_group
 from engines import feature_flags
 from engines.chat.service.server import create_app
 from engines.config.runtime_config import RuntimeConfig
-from engines.devstack import LocalStack, stop_group
 from engines.routing import FirestoreRoutingRegistry, ResourceKind
 from engines.routing.table import RoutingChange
 from engines.runtime.slots import Slot

@@ -28,7 +28,7 @@ from typing import Any, cast
 
 from kubernetes import client, config
 
-from engines.devstack import LocalStack, apiserver_requests, free_port, stop_group
+from devstack import LocalStack, apiserver_requests, free_port, stop_group
 from engines.testing import metric_sum
 
 GROUP, VERSION, PLURAL, NS = "routing.engines.io", "v1alpha1", "routingentries", "bench"

@@ -99,7 +99,7 @@ def main() -> None:
 
     stack = None
     if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        from engines.devstack.stack import LocalStack
+        from devstack.stack import LocalStack
 
         stack = LocalStack(tempfile.mkdtemp(prefix="bench-switch-"))
         stack.up(["firestore"])

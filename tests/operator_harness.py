@@ -19,7 +19,7 @@ from typing import Any
 
 from kubernetes import client
 
-from engines.devstack import stop_group
+from devstack import stop_group
 from engines.testing import metric_sum, wait_for
 
 GROUP, VERSION, PLURAL = "routing.engines.io", "v1alpha1", "routingentries"

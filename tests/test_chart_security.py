@@ -44,9 +44,9 @@ from chart_harness import (
 )
 from operator_harness import entry
 
-from engines.devstack import LocalStack
-from engines.devstack._binaries import resolve_binaries
-from engines.devstack.handles import KubeCluster
+from devstack import LocalStack
+from devstack._binaries import resolve_binaries
+from devstack.handles import KubeCluster
 from engines.testing import wait_for
 
 FINALIZER = "routing.engines.io/finalizer"

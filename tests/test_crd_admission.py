@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from engines.devstack.handles import KubeCluster
-from engines.devstack.stack import default_crds_dir
+from devstack.handles import KubeCluster
+from devstack.stack import default_crds_dir
 
 CRD = (default_crds_dir() or Path("crds")) / "routingentries.routing.engines.io.yaml"
 if not CRD.is_file():

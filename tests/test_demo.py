@@ -12,13 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engines.devstack._procs import marked_pids
+from devstack._procs import marked_pids
 
 
 def test_demo_runs_to_the_end_and_stops_everything(tmp_path: Path) -> None:
     state = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "engines.devstack.cli", "demo", "--state-dir", str(state)],
+        [sys.executable, "-m", "devstack.cli", "demo", "--state-dir", str(state)],
         capture_output=True,
         text=True,
         timeout=400,

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from engines.devstack import LocalStack, StackError
-from engines.devstack._procs import OWNER_ENV, is_alive, spawn, wait_until
-from engines.devstack.handles import FirestoreEmulator, GcsEmulator, KubeCluster, RedisServer
+from devstack import LocalStack, StackError
+from devstack._procs import OWNER_ENV, is_alive, spawn, wait_until
+from devstack.handles import FirestoreEmulator, GcsEmulator, KubeCluster, RedisServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.firestore, pytest.mark.redis, pytest.mark.gcs]
 
@@ -43,7 +43,7 @@ def routing_dev(*args: str) -> subprocess.CompletedProcess[str]:
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     return subprocess.run(
-        [sys.executable, "-m", "engines.devstack.cli", *args],
+        [sys.executable, "-m", "devstack.cli", *args],
         capture_output=True, text=True, env=env, timeout=1800, check=False,
     )  # fmt: skip
 
@@ -235,7 +235,7 @@ def test_a_component_that_dies_while_starting_is_named_with_its_log(tmp_path: Pa
 def test_firestore_fixture_restarts_on_the_same_port(firestore_emulator: FirestoreEmulator) -> None:
     if firestore_emulator.stack is None:
         pytest.skip("FIRESTORE_EMULATOR_HOST was set: the emulator is not ours to restart")
-    from engines.devstack._health import http_ok
+    from devstack._health import http_ok
 
     host = firestore_emulator.host
     assert os.environ["FIRESTORE_EMULATOR_HOST"] == host

@@ -53,7 +53,7 @@ from chart_harness import (
 from operator_harness import Entries, entry, running_operator
 from packaging.requirements import Requirement
 
-from engines.devstack._binaries import resolve_binaries
+from devstack._binaries import resolve_binaries
 from engines.routing.crd import CRD_PATH, render_crd
 from engines.testing import wait_for
 

@@ -25,7 +25,7 @@ import pytest
 from kubernetes import client
 from operator_harness import Entries, OperatorProcess, entry, running_operator
 
-from engines.devstack import apiserver_requests, free_port
+from devstack import apiserver_requests, free_port
 from engines.routing.model import RoutingRecord, parse_spec
 from engines.testing import wait_for
 

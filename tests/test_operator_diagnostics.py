@@ -35,8 +35,8 @@ import pytest
 import yaml
 from operator_harness import Entries, entry
 
-from engines.devstack import LocalStack, free_port, stop_group
-from engines.devstack._kube import PEERING_NAME, PEERING_NAMESPACES, kubectl
+from devstack import LocalStack, free_port, stop_group
+from devstack._kube import PEERING_NAME, PEERING_NAMESPACES, kubectl
 from engines.testing import metric_sum, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
+from devstack.handles import FirestoreEmulator, RedisServer
 from engines.adapters import build_backend
 from engines.chat.service.server import SERVICE_ROUTERS, create_app
 from engines.config.runtime_config import RuntimeConfig
-from engines.devstack.handles import FirestoreEmulator, RedisServer
 from engines.routing import (
     FirestoreRoutingRegistry,
     InvalidRouting,

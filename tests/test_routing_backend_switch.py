@@ -27,11 +27,11 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack import free_port
+from devstack.handles import FirestoreEmulator, GcsEmulator, RedisServer
 from engines import feature_flags
 from engines.chat.service.server import create_app
 from engines.config.runtime_config import RoutingSource, RuntimeConfig
-from engines.devstack import free_port
-from engines.devstack.handles import FirestoreEmulator, GcsEmulator, RedisServer
 from engines.nexus import hardening
 from engines.routing import (
     FileRoutingRegistry,

@@ -24,9 +24,9 @@ import pytest
 from kubernetes import client
 from operator_harness import Entries, OperatorProcess, entry
 
+from devstack import LocalStack, free_port
+from devstack.handles import KubeCluster
 from engines.cli.routingctl import main as routingctl
-from engines.devstack import LocalStack, free_port
-from engines.devstack.handles import KubeCluster
 from engines.testing import wait_for
 
 ADOPT = "routing.engines.io/adopt"

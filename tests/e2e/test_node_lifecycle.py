@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from engines.devstack._node import (
+from devstack._node import (
     NODE_COMPONENTS,
     NODE_IP,
     NODE_NAME,
@@ -27,8 +27,8 @@ from engines.devstack._node import (
     node_leftovers,
     pause_image_ref,
 )
-from engines.devstack._procs import marked_pids, marker_of
-from engines.devstack.stack import LocalStack
+from devstack._procs import marked_pids, marker_of
+from devstack.stack import LocalStack
 from engines.testing import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]

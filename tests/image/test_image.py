@@ -40,9 +40,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from engines.devstack import free_port
-from engines.devstack._kube import PEERING_NAME as PEERING
-from engines.devstack.handles import FirestoreEmulator, GcsEmulator, KubeCluster, RedisServer
+from devstack import free_port
+from devstack._kube import PEERING_NAME as PEERING
+from devstack.handles import FirestoreEmulator, GcsEmulator, KubeCluster, RedisServer
 from engines.routing.catalog import CATALOG, Backend
 from engines.testing import wait_for
 
@@ -498,7 +498,7 @@ def test_podman_kube_play_runs_the_charts_engines_deployment(
     Deployment's containerPort ("PortMappings can only be used with Bridge or slirp4netns")."""
     if engine.name != "podman":
         pytest.skip("kube play is podman's; this machine builds with docker")
-    from engines.devstack._binaries import resolve_binaries
+    from devstack._binaries import resolve_binaries
 
     port = 8000
     emulator_port = stack["env"]["FIRESTORE_EMULATOR_HOST"].rsplit(":", 1)[1]

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from devstack.handles import FirestoreEmulator
 from engines.chat.service.server import SERVICE_ROUTERS, create_app
 from engines.config.runtime_config import RuntimeConfig
-from engines.devstack.handles import FirestoreEmulator
 from engines.routing import FirestoreRoutingRegistry, ResourceKind, RoutingRecord
 from engines.runtime.testing import app_client, record
 from engines.testing import async_wait_for, wait_for

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from devstack.handles import FirestoreEmulator, GcsEmulator, RedisServer
 from engines.chat.service.server import StartupRefused, create_app
 from engines.config.runtime_config import RuntimeConfig
-from engines.devstack.handles import FirestoreEmulator, GcsEmulator, RedisServer
 from engines.routing import FirestoreRoutingRegistry, InvalidRouting, ResourceKind
 from engines.runtime.testing import SERVICE_PROBES, app_client, durable_records, record
 

@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 import yaml
 
+from devstack.handles import FirestoreEmulator, KubeCluster
 from engines.cli import main
-from engines.devstack.handles import FirestoreEmulator, KubeCluster
 from engines.routing import CATALOG, RoutingRecord, Source, parse_spec
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -11,7 +11,7 @@ import time
 import pytest
 from kubernetes import client
 
-from engines.devstack import free_port
+from devstack import free_port
 from engines.routing.cluster import ClusterIdentityError, cluster_identity
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from engines.devstack import free_port
+from devstack import free_port
 from engines.routing import FirestoreRoutingRegistry, RoutingRecord
 from engines.routing.registry.firestore import _limit_reopens
 from engines.runtime.testing import record as kind_record

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
-from engines.devstack import free_port
+from devstack import free_port
 from engines.ports.base import check_key
 from engines.ports.blob_store import check_blob_name
 from engines.ports.errors import InvalidArgument

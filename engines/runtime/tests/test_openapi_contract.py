@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from engines.devstack import free_port
+from devstack import free_port
 from engines.runtime.testing import served_app
 from engines.testing import wait_for
 

@@ -26,7 +26,7 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from engines.devstack.stack import free_port
+from devstack.stack import free_port
 from engines.ports import DocumentStore
 from engines.routing import InMemoryRoutingRegistry, RoutingRecord, parse_spec
 from engines.routing.catalog import ResourceKind

@@ -2,14 +2,14 @@
 
 etcd + kube-apiserver (RBAC on, CRDs applied), the Firestore emulator, redis-server and a GCS
 emulator run as local process groups managed from one state directory. ``routing-dev`` drives
-it from a shell, ``LocalStack`` from Python, and ``engines.devstack.pytest_plugin`` from tests.
+it from a shell, ``LocalStack`` from Python, and ``devstack.pytest_plugin`` from tests.
 """
 
-from engines.devstack._components import COMPONENTS
-from engines.devstack._errors import StackError
-from engines.devstack._kube import apiserver_requests
-from engines.devstack._procs import stop_group
-from engines.devstack.stack import (
+from devstack._components import COMPONENTS
+from devstack._errors import StackError
+from devstack._kube import apiserver_requests
+from devstack._procs import stop_group
+from devstack.stack import (
     DEFAULT_PROJECT,
     ComponentStatus,
     LocalStack,

@@ -44,12 +44,12 @@ from pathlib import Path
 
 import yaml
 
-from engines.devstack._binaries import build_with_script, cache_dir, repo_root
-from engines.devstack._components import LOOPBACK, Component, Context
-from engines.devstack._errors import StackError
-from engines.devstack._health import http_ok
-from engines.devstack._kube import kubectl
-from engines.devstack._procs import marker_of
+from devstack._binaries import build_with_script, cache_dir, repo_root
+from devstack._components import LOOPBACK, Component, Context
+from devstack._errors import StackError
+from devstack._health import http_ok
+from devstack._kube import kubectl
+from devstack._procs import marker_of
 
 __all__ = [
     "DEFAULT_NODE_IMAGE",

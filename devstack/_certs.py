@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.devstack._errors import StackError
+from devstack._errors import StackError
 
 __all__ = ["Pki", "ensure_pki"]
 

@@ -38,12 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engines.devstack._binaries import repo_root, resolve_binaries
-from engines.devstack._components import COMPONENTS as BASE_COMPONENTS
-from engines.devstack._components import LOOPBACK, Component, Context
-from engines.devstack._errors import StackError
-from engines.devstack._node import NODE_COMPONENTS
-from engines.devstack._procs import (
+from devstack._binaries import repo_root, resolve_binaries
+from devstack._components import COMPONENTS as BASE_COMPONENTS
+from devstack._components import LOOPBACK, Component, Context
+from devstack._errors import StackError
+from devstack._node import NODE_COMPONENTS
+from devstack._procs import (
     group_members,
     is_alive,
     marked_pids,

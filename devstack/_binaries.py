@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from engines.devstack._errors import StackError
+from devstack._errors import StackError
 
 __all__ = ["build_with_script", "cache_dir", "repo_root", "resolve_binaries"]
 
@@ -25,7 +25,7 @@ _SCRIPT = Path("hack") / "build-binaries.sh"
 
 def repo_root() -> Path | None:
     """The checkout this package lives in, if it is one."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     return root if (root / _SCRIPT).is_file() else None
 
 

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from engines.devstack._kube import apply_crds
-from engines.devstack._node import NODE_COMPONENTS
-from engines.devstack.handles import FirestoreEmulator, GcsEmulator, KubeCluster, RedisServer
-from engines.devstack.stack import LocalStack, default_crds_dir
+from devstack._kube import apply_crds
+from devstack._node import NODE_COMPONENTS
+from devstack.handles import FirestoreEmulator, GcsEmulator, KubeCluster, RedisServer
+from devstack.stack import LocalStack, default_crds_dir
 
 __all__ = [
     "firestore_emulator",

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engines.devstack._errors import StackError
-from engines.devstack._kube import kubectl
+from devstack._errors import StackError
+from devstack._kube import kubectl
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-    from engines.devstack.stack import LocalStack
+    from devstack.stack import LocalStack
 
 __all__ = ["FirestoreEmulator", "GcsEmulator", "KubeCluster", "RedisServer"]
 

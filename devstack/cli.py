@@ -19,9 +19,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from engines.devstack._errors import StackError
-from engines.devstack._node import DEFAULT_NODE_IMAGE, import_node_images
-from engines.devstack.stack import COMPONENTS, LocalStack
+from devstack._errors import StackError
+from devstack._node import DEFAULT_NODE_IMAGE, import_node_images
+from devstack.stack import COMPONENTS, LocalStack
 
 __all__ = ["main"]
 
@@ -91,7 +91,7 @@ def _components(only: str | None) -> list[str] | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        from engines.devstack.demo import run_demo
+        from devstack.demo import run_demo
 
         return run_demo(args.state_dir)
     try:

@@ -33,9 +33,9 @@ import httpx
 import yaml
 from rich.console import Console
 
-from engines.devstack._binaries import repo_root
-from engines.devstack._procs import spawn
-from engines.devstack.stack import LocalStack, free_port
+from devstack._binaries import repo_root
+from devstack._procs import spawn
+from devstack.stack import LocalStack, free_port
 
 __all__ = ["run_demo"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from engines.devstack._errors import StackError
+from devstack._errors import StackError
 
 __all__ = [
     "PEERING_NAME",

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from engines.devstack._errors import StackError
+from devstack._errors import StackError
 
 __all__ = [
     "COMPONENT_ENV",

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from engines.devstack._binaries import repo_root
-from engines.devstack._certs import Pki, ensure_pki
-from engines.devstack._errors import StackError
-from engines.devstack._health import firestore_serves, http_ok, redis_ping
-from engines.devstack._kube import apply_crds, install_peering
+from devstack._binaries import repo_root
+from devstack._certs import Pki, ensure_pki
+from devstack._errors import StackError
+from devstack._health import firestore_serves, http_ok, redis_ping
+from devstack._kube import apply_crds, install_peering
 
 __all__ = ["COMPONENTS", "LOOPBACK", "Component", "Context"]
 
