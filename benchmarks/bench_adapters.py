@@ -33,9 +33,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from devstack.testing import record
 from engines.adapters import build_backend
 from engines.routing.catalog import Backend, ResourceKind
-from engines.runtime.testing import record
 
 BUCKET = "routing-bench"
 Op = Callable[[int], Awaitable[Any]]

@@ -58,13 +58,13 @@ from _floor import SnapshotHop, WatchHop, line, ratio_line, read_new_backend, su
 from kubernetes import client, config
 
 from devstack import LocalStack, stop_group
+from devstack.testing import app_client
 from engines import feature_flags
-from engines.chat.service.server import create_app
+from engines.app import create_app
 from engines.config.runtime_config import RuntimeConfig
 from engines.routing import FirestoreRoutingRegistry, ResourceKind
 from engines.routing.table import RoutingChange
 from engines.runtime.slots import Slot
-from engines.runtime.testing import app_client
 
 GROUP, VERSION, PLURAL = "routing.engines.io", "v1alpha1", "routingentries"
 NS, FLOOR_NS, NAME, TENANT = "bench", "floor", "switch", "acme"

@@ -29,7 +29,7 @@ from typing import Any, cast
 from kubernetes import client, config
 
 from devstack import LocalStack, apiserver_requests, free_port, stop_group
-from engines.testing import metric_sum
+from devstack.testing import metric_sum
 
 GROUP, VERSION, PLURAL, NS = "routing.engines.io", "v1alpha1", "routingentries", "bench"
 KINDS = [

@@ -17,10 +17,10 @@ import statistics
 import tempfile
 import time
 
-from engines.chat.service.server import create_app
+from devstack.testing import app_client, test_records
+from engines.app import create_app
 from engines.config.runtime_config import RuntimeConfig
 from engines.routing import InMemoryRoutingRegistry, ResourceKind
-from engines.runtime.testing import app_client, test_records
 
 
 def _pct(samples: list[float], q: float) -> float:

@@ -30,12 +30,12 @@ import uuid
 
 from _floor import SnapshotHop, line, pct, ratio_line, read_new_backend, sums
 
+from devstack.testing import app_client, record
 from engines import feature_flags
-from engines.chat.service.server import create_app
+from engines.app import create_app
 from engines.config.runtime_config import RuntimeConfig
 from engines.routing import FirestoreRoutingRegistry, ResourceKind
 from engines.runtime.slots import Slot
-from engines.runtime.testing import app_client, record
 
 SWITCH_TIMEOUT_S = 10.0
 

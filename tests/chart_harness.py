@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
+from devstack.testing import wait_for
 from engines.routing.crd import CRD_PATH
-from engines.testing import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "routing-registry"

@@ -20,7 +20,7 @@ from typing import Any
 from kubernetes import client
 
 from devstack import stop_group
-from engines.testing import metric_sum, wait_for
+from devstack.testing import metric_sum, wait_for
 
 GROUP, VERSION, PLURAL = "routing.engines.io", "v1alpha1", "routingentries"
 

@@ -47,7 +47,7 @@ from operator_harness import entry
 from devstack import LocalStack
 from devstack._binaries import resolve_binaries
 from devstack.handles import KubeCluster
-from engines.testing import wait_for
+from devstack.testing import wait_for
 
 FINALIZER = "routing.engines.io/finalizer"
 FOREIGN_FINALIZER = "example.com/keep"

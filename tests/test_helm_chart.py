@@ -54,8 +54,8 @@ from operator_harness import Entries, entry, running_operator
 from packaging.requirements import Requirement
 
 from devstack._binaries import resolve_binaries
+from devstack.testing import wait_for
 from engines.routing.crd import CRD_PATH, render_crd
-from engines.testing import wait_for
 
 CHART_CRD = CHART / "crds" / CRD_PATH.name
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))

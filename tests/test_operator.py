@@ -26,8 +26,8 @@ from kubernetes import client
 from operator_harness import Entries, OperatorProcess, entry, running_operator
 
 from devstack import apiserver_requests, free_port
+from devstack.testing import wait_for
 from engines.routing.model import RoutingRecord, parse_spec
-from engines.testing import wait_for
 
 DRIFT_PERIOD = "2"
 

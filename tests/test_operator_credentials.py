@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 from operator_harness import Entries, OperatorProcess, entry, running_operator
 
-from engines.testing import wait_for
+from devstack.testing import wait_for
 
 SECRET = "hunter2-planted"
 CRD_NAME = "routingentries.routing.engines.io"

@@ -37,7 +37,7 @@ from operator_harness import Entries, entry
 
 from devstack import LocalStack, free_port, stop_group
 from devstack._kube import PEERING_NAME, PEERING_NAMESPACES, kubectl
-from engines.testing import metric_sum, wait_for
+from devstack.testing import metric_sum, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from devstack.handles import FirestoreEmulator, RedisServer
+from devstack.testing import app_client, async_wait_for, record, smoke_requests, test_records
 from engines.adapters import build_backend
-from engines.chat.service.server import SERVICE_ROUTERS, create_app
+from engines.app import SERVICE_ROUTERS, create_app
 from engines.config.runtime_config import RuntimeConfig
 from engines.routing import (
     FirestoreRoutingRegistry,
@@ -30,8 +31,6 @@ from engines.routing import (
     RoutingRecord,
     TestBackendNotAllowed,
 )
-from engines.runtime.testing import SERVICE_PROBES, app_client, record, test_records
-from engines.testing import async_wait_for
 
 ALL_KINDS = {k.value for k in ResourceKind}
 SERVICE_PACKAGES = (
@@ -40,7 +39,7 @@ SERVICE_PACKAGES = (
     "kpi",
     "budget",
     "maybes",
-    "memory",
+    "agent_memory",
     "analytics_events",
     "nexus.hardening",
     "firearms",
@@ -92,8 +91,8 @@ async def test_no_entries_means_not_ready_and_config_missing(
                 for m in body["missing"]
             )
             assert body["invalid"] == [] and body["unavailable"] == []
-            for kind, (method, path, payload) in SERVICE_PROBES.items():
-                resp = await client.request(method, path, json=payload)
+            for kind, smoke in smoke_requests(SERVICE_ROUTERS).items():
+                resp = await client.request(smoke.method, smoke.path, json=smoke.json)
                 assert resp.status_code == 500, (kind, resp.text)
                 assert resp.json()["error"] == "ConfigMissing"
                 assert kind.value in resp.json()["detail"]

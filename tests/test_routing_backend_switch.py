@@ -29,8 +29,16 @@ import pytest
 
 from devstack import free_port
 from devstack.handles import FirestoreEmulator, GcsEmulator, RedisServer
+from devstack.testing import (
+    app_client,
+    async_wait_for,
+    durable_records,
+    record,
+    uvicorn_argv,
+    wait_for,
+)
 from engines import feature_flags
-from engines.chat.service.server import create_app
+from engines.app import create_app
 from engines.config.runtime_config import RoutingSource, RuntimeConfig
 from engines.nexus import hardening
 from engines.routing import (
@@ -40,8 +48,6 @@ from engines.routing import (
     RoutingRecord,
     RoutingRegistry,
 )
-from engines.runtime.testing import app_client, durable_records, record, uvicorn_argv
-from engines.testing import async_wait_for, wait_for
 
 K = ResourceKind
 BUCKET = "engines-switch-test"

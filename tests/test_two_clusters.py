@@ -26,8 +26,8 @@ from operator_harness import Entries, OperatorProcess, entry
 
 from devstack import LocalStack, free_port
 from devstack.handles import KubeCluster
+from devstack.testing import wait_for
 from engines.cli.routingctl import main as routingctl
-from engines.testing import wait_for
 
 ADOPT = "routing.engines.io/adopt"
 SWEEPS = "routing_operator_drift_sweeps_total"

@@ -9,14 +9,19 @@ from pydantic import BaseModel, Field, StrictFloat
 
 from engines.ports import DocumentStore
 from engines.routing.catalog import ResourceKind
-from engines.runtime.http import Key, ServiceRouter, backend, error_responses
+from engines.runtime.http import Key, ServiceRouter, SmokeRequest, backend, error_responses
 
 from .service import Budget, Budgets
 
 __all__ = ["LimitRequest", "SpendRequest", "router"]
 
 KIND = ResourceKind.BUDGET
-router = ServiceRouter(kinds=[KIND], prefix="/budget", tags=[KIND.value])
+router = ServiceRouter(
+    kinds=[KIND],
+    prefix="/budget",
+    tags=[KIND.value],
+    smoke=SmokeRequest("PUT", "/budget/probe", {"limit": 1}),
+)
 
 
 def _budgets(store: Annotated[DocumentStore, backend(KIND, DocumentStore)]) -> Budgets:

@@ -1,1 +1,2 @@
-"""Chat: the message bus service and the engines app entry point (``chat.service.server``)."""
+"""Chat: the message bus service, and the documented serve path of the engines app
+(``chat.service.server``, which re-exports :mod:`engines.app`)."""

@@ -9,14 +9,19 @@ from fastapi import Depends, Query
 from engines.ports import DocumentStore
 from engines.ports.errors import NotFound
 from engines.routing.catalog import ResourceKind
-from engines.runtime.http import Key, ServiceRouter, backend, error_responses
+from engines.runtime.http import Key, ServiceRouter, SmokeRequest, backend, error_responses
 
 from .service import Evaluation, FeatureFlags, Flag
 
 __all__ = ["router"]
 
 KIND = ResourceKind.FEATURE_FLAGS
-router = ServiceRouter(kinds=[KIND], prefix="/feature-flags", tags=[KIND.value])
+router = ServiceRouter(
+    kinds=[KIND],
+    prefix="/feature-flags",
+    tags=[KIND.value],
+    smoke=SmokeRequest("GET", "/feature-flags/probe/evaluate?subject=s"),
+)
 
 
 def _flags(store: Annotated[DocumentStore, backend(KIND, DocumentStore)]) -> FeatureFlags:

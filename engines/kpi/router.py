@@ -9,14 +9,19 @@ from pydantic import BaseModel, StrictFloat
 
 from engines.ports import DocumentStore
 from engines.routing.catalog import ResourceKind
-from engines.runtime.http import Key, ServiceRouter, backend, error_responses
+from engines.runtime.http import Key, ServiceRouter, SmokeRequest, backend, error_responses
 
 from .service import Kpis, Point
 
 __all__ = ["RecordRequest", "router"]
 
 KIND = ResourceKind.KPI
-router = ServiceRouter(kinds=[KIND], prefix="/kpi", tags=[KIND.value])
+router = ServiceRouter(
+    kinds=[KIND],
+    prefix="/kpi",
+    tags=[KIND.value],
+    smoke=SmokeRequest("GET", "/kpi/probe"),
+)
 
 
 def _kpis(store: Annotated[DocumentStore, backend(KIND, DocumentStore)]) -> Kpis:

@@ -9,12 +9,17 @@ from pydantic import BaseModel, Field, StrictFloat
 
 from engines.ports import PresenceRegistry
 from engines.routing.catalog import ResourceKind
-from engines.runtime.http import Key, ServiceRouter, backend, error_responses
+from engines.runtime.http import Key, ServiceRouter, SmokeRequest, backend, error_responses
 
 __all__ = ["Heartbeat", "router"]
 
 KIND = ResourceKind.REALTIME_REGISTRY
-router = ServiceRouter(kinds=[KIND], prefix="/realtime/presence", tags=[KIND.value])
+router = ServiceRouter(
+    kinds=[KIND],
+    prefix="/realtime/presence",
+    tags=[KIND.value],
+    smoke=SmokeRequest("GET", "/realtime/presence"),
+)
 Presence = Annotated[PresenceRegistry, backend(KIND, PresenceRegistry)]
 
 

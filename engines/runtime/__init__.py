@@ -5,7 +5,7 @@ Services never build their storage clients: they lease the port of their kind fr
 swaps it atomically when the entry changes, drains the old one, keeps the last known-good backend
 when a new one cannot be built, and reports each slot's state to ``/readyz`` and ``/routing``.
 
-Public surface: ``BackendSlots``, ``BackendFactory``, ``adapter_factory``, ``Lease``, ``Slot``,
+Public surface: ``BackendSlots``, ``BackendFactory``, ``adapter_factory``, ``SlotLease``, ``Slot``,
 ``SlotStatus``, ``SlotFailure``, ``TenantNotServed``, the secret resolvers, and the reports.
 HTTP glue lives in :mod:`engines.runtime.http`.
 """
@@ -13,18 +13,18 @@ HTTP glue lives in :mod:`engines.runtime.http`.
 from .manager import BackendFactory, BackendSlots, TenantNotServed, adapter_factory
 from .reports import readiness, routing_table
 from .secrets import DEFAULT_SECRETS_DIR, MountedSecrets, SecretResolver
-from .slots import HeldBackend, Lease, Slot, SlotFailure, SlotStatus
+from .slots import HeldBackend, Slot, SlotFailure, SlotLease, SlotStatus
 
 __all__ = [
     "DEFAULT_SECRETS_DIR",
     "BackendFactory",
     "BackendSlots",
     "HeldBackend",
-    "Lease",
     "MountedSecrets",
     "SecretResolver",
     "Slot",
     "SlotFailure",
+    "SlotLease",
     "SlotStatus",
     "TenantNotServed",
     "adapter_factory",

@@ -45,7 +45,7 @@ from engines.routing.table import RoutingChange
 
 from . import metrics
 from .secrets import MountedSecrets, SecretResolver
-from .slots import HeldBackend, Lease, Slot, SlotFailure, SlotStatus
+from .slots import HeldBackend, Slot, SlotFailure, SlotLease, SlotStatus
 
 __all__ = [
     "BackendFactory",
@@ -205,9 +205,9 @@ class BackendSlots:
     def not_ready(self) -> list[Slot]:
         return list(self._not_ready.values())
 
-    def lease(self, tenant: str, kind: ResourceKind | str) -> Lease[Port]:
+    def lease(self, tenant: str, kind: ResourceKind | str) -> SlotLease[Port]:
         """``async with slots.lease(tenant, kind) as port``; raises the slot's error when empty."""
-        return Lease(self.slot(tenant, kind), self.pending_wait)
+        return SlotLease(self.slot(tenant, kind), self.pending_wait)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from engines.routing.errors import (
 from engines.routing.model import RoutingRecord
 from engines.routing.table import candidate_keys
 
-__all__ = ["HeldBackend", "Lease", "Slot", "SlotFailure", "SlotStatus"]
+__all__ = ["HeldBackend", "Slot", "SlotFailure", "SlotLease", "SlotStatus"]
 
 P = TypeVar("P", bound=Port)
 
@@ -189,7 +189,7 @@ class Slot:
         )
 
 
-class Lease(Generic[P]):
+class SlotLease(Generic[P]):
     """``async with slots.lease(tenant, kind) as port``: the port stays open until the block ends.
 
     Entering raises the slot's error (``ConfigMissing``...) when there is no backend; a backend

@@ -16,7 +16,7 @@ from engines.routing.registry import FileRoutingRegistry, FirestoreRoutingRegist
 from .manager import BackendSlots
 from .reports import readiness
 
-__all__ = ["StartupRefused", "build_registry", "check_startup"]
+__all__ = ["StartupRefused", "check_startup", "open_routing_registry"]
 
 log = logging.getLogger("engines.runtime")
 
@@ -25,7 +25,7 @@ class StartupRefused(RuntimeError):
     """``ENGINES_STRICT_STARTUP=1`` and some mounted kind cannot be served."""
 
 
-def build_registry(config: RuntimeConfig) -> RoutingRegistry:
+def open_routing_registry(config: RuntimeConfig) -> RoutingRegistry:
     """The registry ``ENGINES_ROUTING_SOURCE`` names (not started yet)."""
     if config.routing_source is RoutingSource.FILES:
         return FileRoutingRegistry(config.routing_dir, env=config.env)

@@ -10,12 +10,17 @@ from pydantic import BaseModel, Field, StrictFloat
 from engines.ports import Lease, LockManager
 from engines.ports.errors import Conflict
 from engines.routing.catalog import ResourceKind
-from engines.runtime.http import Key, ServiceRouter, backend, error_responses
+from engines.runtime.http import Key, ServiceRouter, SmokeRequest, backend, error_responses
 
 __all__ = ["AcquireRequest", "LeaseBody", "router"]
 
 KIND = ResourceKind.STRATEGY_LOCK
-router = ServiceRouter(kinds=[KIND], prefix="/strategy-lock", tags=[KIND.value])
+router = ServiceRouter(
+    kinds=[KIND],
+    prefix="/strategy-lock",
+    tags=[KIND.value],
+    smoke=SmokeRequest("POST", "/strategy-lock/probe/acquire", {"owner": "probe", "ttl_s": 0.5}),
+)
 Locks = Annotated[LockManager, backend(KIND, LockManager)]
 
 

@@ -41,7 +41,7 @@ import yaml
 from devstack._binaries import resolve_binaries
 from devstack._kube import kubectl as run_kubectl
 from devstack._node import NODE_IP, import_node_images
-from engines.testing import wait_for
+from devstack.testing import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 

@@ -29,7 +29,7 @@ from devstack._node import (
 )
 from devstack._procs import marked_pids, marker_of
 from devstack.stack import LocalStack
-from engines.testing import wait_for
+from devstack.testing import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 

@@ -43,8 +43,8 @@ from kubernetes import client
 from devstack import free_port
 from devstack._kube import PEERING_NAME as PEERING
 from devstack.handles import FirestoreEmulator, GcsEmulator, KubeCluster, RedisServer
+from devstack.testing import wait_for
 from engines.routing.catalog import CATALOG, Backend
-from engines.testing import wait_for
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(600)]
 

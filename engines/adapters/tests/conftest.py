@@ -12,23 +12,19 @@ GCS object prefix or local directory), so tests never see each other's data.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
+from devstack.testing import record
 from engines.adapters.factory import KIND_PORTS, build_backend, registry
 from engines.ports import Port
 from engines.routing.catalog import Backend, ResourceKind
-from engines.runtime.testing import record
-
-T = TypeVar("T")
 
 GCS_BUCKET = "routing-conformance"
 
@@ -128,22 +124,3 @@ async def make(
     yield _make
     for adapter in built:
         await adapter.aclose()
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]],
-    ok: Callable[[T], bool],
-    *,
-    timeout: float = 10.0,
-    interval: float = 0.02,
-    what: str = "condition",
-) -> T:
-    """Poll ``probe`` until ``ok(result)``; fail with the last result after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await probe()
-        if ok(result):
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s; last: {result!r}")
-        await asyncio.sleep(interval)

@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
+from devstack.testing import async_wait_for
 from engines.ports import InvalidArgument, Lease, LockManager, LockNotHeld
-
-from .conftest import eventually
 
 PORT = LockManager
 
@@ -83,9 +82,7 @@ async def test_lapsed_lease_can_be_taken_over(make: Any) -> None:
     async def probe() -> Lease | None:
         return await b.acquire("job", ttl_s=30, owner="pod-b")
 
-    new = await eventually(
-        probe, lambda lease: lease is not None, timeout=5, what="lapsed lease to be free"
-    )
+    new = await async_wait_for(probe, timeout=5, what="lapsed lease to be free")
     assert new is not None and new.owner == "pod-b"
     with pytest.raises(LockNotHeld):
         await a.renew(old)
@@ -104,9 +101,12 @@ async def test_lapsed_lease_cannot_be_renewed_or_released(make: Any) -> None:
         return await locks.acquire("probe-clock", ttl_s=0.01, owner="x")
 
     started = time.monotonic()
-    await eventually(
-        probe, lambda _: time.monotonic() - started > 0.4, timeout=5, what="lease to lapse"
-    )
+
+    async def lapsed() -> bool:
+        await probe()
+        return time.monotonic() - started > 0.4
+
+    await async_wait_for(lapsed, timeout=5, what="lease to lapse")
     with pytest.raises(LockNotHeld):
         await locks.renew(lease)
     with pytest.raises(LockNotHeld):

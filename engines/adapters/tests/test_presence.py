@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
+from devstack.testing import async_wait_for
 from engines.ports import InvalidArgument, Member, PresenceRegistry
-
-from .conftest import eventually
 
 PORT = PresenceRegistry
 
@@ -51,12 +50,11 @@ async def test_lapsed_members_disappear(make: Any) -> None:
     await reg.register("brief", {}, ttl_s=0.3)
     await reg.register("stays", {}, ttl_s=60)
     assert await ids(reg) == ["brief", "stays"]
-    await eventually(
-        lambda: ids(reg),
-        lambda found: found == ["stays"],
-        timeout=5,
-        what="lapsed member to disappear",
-    )
+
+    async def only_stays() -> bool:
+        return await ids(reg) == ["stays"]
+
+    await async_wait_for(only_stays, timeout=5, what="lapsed member to disappear")
     assert await ids(make()) == ["stays"]
 
 

@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
+from devstack.testing import async_wait_for
 from engines.ports import Decision, InvalidArgument, RateLimiter
-
-from .conftest import eventually
 
 PORT = RateLimiter
 
@@ -66,9 +65,11 @@ async def test_window_reopens_after_it_lapses(make: Any) -> None:
     async def probe() -> Decision:
         return await rl.hit("short", limit=2, window_s=0.5)
 
-    reopened = await eventually(
-        probe, lambda d: d.allowed, timeout=5, interval=0.05, what="window to reopen"
-    )
+    async def allowed() -> Decision | None:
+        decision = await probe()
+        return decision if decision.allowed else None
+
+    reopened = await async_wait_for(allowed, timeout=5, interval=0.05, what="window to reopen")
     assert reopened.remaining == 1
 
 

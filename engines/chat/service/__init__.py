@@ -1,7 +1,7 @@
 """Chat service: publish to a topic, follow a topic as server-sent events (kind ``chat_bus``).
 
 The bus is Redis (streams) in production: every pod's subscribers see every pod's messages.
-``server.create_app`` builds the whole engines app (all services) and lives here for history.
+``server`` re-exports :func:`engines.app.create_app` at the serve path DESIGN §9 documents.
 """
 
 from .bus import router

@@ -2,7 +2,7 @@
 
 Streams per pod are capped (``ENGINES_MAX_SSE_SUBSCRIBERS``, :mod:`engines.runtime.http.limits`).
 A stream outlives single requests, so it holds its backend lease for as long as it runs; when the
-``chat_bus`` entry switches backends the stream notices (``Lease.superseded``), re-subscribes on
+``chat_bus`` entry switches backends the stream notices (``SlotLease.superseded``), re-subscribes on
 the new backend and carries on, so the old bus drains instead of being held open until timeout.
 """
 
@@ -23,6 +23,7 @@ from engines.routing.catalog import ResourceKind
 from engines.routing.errors import RoutingError
 from engines.runtime.http import (
     ServiceRouter,
+    SmokeRequest,
     Tenant,
     TopicName,
     backend,
@@ -35,7 +36,12 @@ from engines.runtime.manager import BackendSlots
 __all__ = ["router"]
 
 KIND = ResourceKind.CHAT_BUS
-router = ServiceRouter(kinds=[KIND], prefix="/chat", tags=[KIND.value])
+router = ServiceRouter(
+    kinds=[KIND],
+    prefix="/chat",
+    tags=[KIND.value],
+    smoke=SmokeRequest("POST", "/chat/probe/messages", {"probe": True}),
+)
 Bus = Annotated[MessageBus, backend(KIND, MessageBus)]
 
 

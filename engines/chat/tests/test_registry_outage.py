@@ -19,11 +19,10 @@ from typing import Any
 import pytest
 
 from devstack.handles import FirestoreEmulator
-from engines.chat.service.server import SERVICE_ROUTERS, create_app
+from devstack.testing import app_client, async_wait_for, record, wait_for
+from engines.app import SERVICE_ROUTERS, create_app
 from engines.config.runtime_config import RuntimeConfig
 from engines.routing import FirestoreRoutingRegistry, ResourceKind, RoutingRecord
-from engines.runtime.testing import app_client, record
-from engines.testing import async_wait_for, wait_for
 
 SEO_ROUTERS = [r for r in SERVICE_ROUTERS if r.kinds == {ResourceKind.SEO}]
 BODY_KEYS = {"status", "missing", "invalid", "unavailable"}

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from devstack.handles import FirestoreEmulator, GcsEmulator, RedisServer
-from engines.chat.service.server import StartupRefused, create_app
+from devstack.testing import app_client, durable_records, record, smoke_requests
+from engines.app import SERVICE_ROUTERS, StartupRefused, create_app
 from engines.config.runtime_config import RuntimeConfig
 from engines.routing import FirestoreRoutingRegistry, InvalidRouting, ResourceKind
-from engines.runtime.testing import SERVICE_PROBES, app_client, durable_records, record
 
 BUCKET = "engines-startup-test"
 
@@ -99,8 +99,8 @@ async def test_strict_startup_passes_when_seeded(
     try:
         async with app_client(app, tenant="globex") as client:
             assert (await client.get("/readyz")).json() == {"status": "ready"}
-            for kind, (method, path, payload) in SERVICE_PROBES.items():
-                resp = await client.request(method, path, json=payload)
+            for kind, smoke in smoke_requests(SERVICE_ROUTERS).items():
+                resp = await client.request(smoke.method, smoke.path, json=smoke.json)
                 assert resp.status_code < 300, (kind, resp.status_code, resp.text)
             routing = (await client.get("/routing")).json()
             backends = {e["resource_kind"]: e["serving"]["backend"] for e in routing["entries"]}

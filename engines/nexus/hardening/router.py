@@ -9,12 +9,24 @@ from pydantic import BaseModel, BeforeValidator, Field, StrictFloat
 
 from engines.ports import RateLimiter
 from engines.routing.catalog import ResourceKind
-from engines.runtime.http import Key, ServiceRouter, backend, error_responses, json_integer
+from engines.runtime.http import (
+    Key,
+    ServiceRouter,
+    SmokeRequest,
+    backend,
+    error_responses,
+    json_integer,
+)
 
 __all__ = ["HitDecision", "HitRequest", "router"]
 
 KIND = ResourceKind.RATE_LIMIT
-router = ServiceRouter(kinds=[KIND], prefix="/nexus/hardening", tags=[KIND.value])
+router = ServiceRouter(
+    kinds=[KIND],
+    prefix="/nexus/hardening",
+    tags=[KIND.value],
+    smoke=SmokeRequest("POST", "/nexus/hardening/rate-limit/probe", {"limit": 1_000_000}),
+)
 Limiter = Annotated[RateLimiter, backend(KIND, RateLimiter)]
 
 

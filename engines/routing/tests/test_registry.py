@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from devstack.testing import record as kind_record
+from devstack.testing import wait_for
 from engines.routing import (
     ChangeType,
     ConfigMissing,
@@ -29,8 +31,6 @@ from engines.routing import (
     RoutingKey,
     RoutingRecord,
 )
-from engines.runtime.testing import record as kind_record
-from engines.testing import wait_for
 
 pytestmark = pytest.mark.firestore
 

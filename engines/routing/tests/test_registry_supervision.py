@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 
 from devstack import free_port
+from devstack.testing import record as kind_record
+from devstack.testing import wait_for
 from engines.routing import FirestoreRoutingRegistry, RoutingRecord
 from engines.routing.registry.firestore import _limit_reopens
-from engines.runtime.testing import record as kind_record
-from engines.testing import wait_for
 
 pytestmark = pytest.mark.firestore
 

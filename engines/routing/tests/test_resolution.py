@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from devstack.testing import record as kind_record
 from engines.routing import (
     ConfigMissing,
     InMemoryRoutingRegistry,
@@ -11,7 +12,6 @@ from engines.routing import (
     RoutingKey,
     RoutingRecord,
 )
-from engines.runtime.testing import record as kind_record
 
 
 def record(tenant: str, project: str, collection: str, env: str = "prod") -> RoutingRecord:

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import pytest
 
+from devstack.testing import record as kind_record
 from engines.routing import ConfigMissing, RoutingRecord, RoutingTable
-from engines.runtime.testing import record as kind_record
 
 Writer = Callable[[RoutingTable], None]
 

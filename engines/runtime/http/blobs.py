@@ -8,14 +8,16 @@ from engines.ports import BlobStore
 from engines.routing.catalog import ResourceKind
 
 from .errors import error_responses
-from .routers import BlobName, BlobPrefix, ServiceRouter, backend
+from .routers import BlobName, BlobPrefix, ServiceRouter, SmokeRequest, backend
 
 __all__ = ["blob_router"]
 
 
 def blob_router(kind: ResourceKind, *, prefix: str) -> ServiceRouter:
     """``GET {prefix}?prefix=``, ``PUT/GET/DELETE {prefix}/{name:path}`` (raw bytes)."""
-    router = ServiceRouter(kinds=[kind], prefix=prefix, tags=[kind.value])
+    router = ServiceRouter(
+        kinds=[kind], prefix=prefix, tags=[kind.value], smoke=SmokeRequest("GET", prefix)
+    )
     Blobs = Annotated[BlobStore, backend(kind, BlobStore)]
 
     @router.get("", summary="List blob names starting with a prefix")

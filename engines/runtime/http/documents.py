@@ -15,7 +15,7 @@ from engines.ports.errors import NotFound
 from engines.routing.catalog import ResourceKind
 
 from .errors import error_responses
-from .routers import Key, KeyQuery, ServiceRouter, backend
+from .routers import Key, KeyQuery, ServiceRouter, SmokeRequest, backend
 
 __all__ = ["document_router"]
 
@@ -24,7 +24,9 @@ def document_router(
     kind: ResourceKind, *, prefix: str, collection: str, noun: str = "document"
 ) -> ServiceRouter:
     """``GET {prefix}``, ``GET/PUT/DELETE {prefix}/{id}`` over ``collection`` of ``kind``."""
-    router = ServiceRouter(kinds=[kind], prefix=prefix, tags=[kind.value])
+    router = ServiceRouter(
+        kinds=[kind], prefix=prefix, tags=[kind.value], smoke=SmokeRequest("GET", prefix)
+    )
     Store = Annotated[DocumentStore, backend(kind, DocumentStore)]
 
     @router.get("", summary=f"List {noun}s ordered by id")

@@ -4,11 +4,14 @@
 use: the app's slots (and so ``/readyz``) cover exactly the union of the mounted routers' kinds.
 ``backend(kind, Port)`` is the only way an endpoint gets a port: it leases the (tenant, kind)
 slot for the duration of the call, so a live switch never closes a backend under a request.
+A router also declares its :class:`SmokeRequest`: one harmless request any working backend of its
+kinds answers with 2xx, so checks that walk every kind learn it from the service itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
@@ -29,6 +32,7 @@ __all__ = [
     "Key",
     "KeyQuery",
     "ServiceRouter",
+    "SmokeRequest",
     "Tenant",
     "TopicName",
     "backend",
@@ -128,6 +132,17 @@ def json_integer(value: object) -> object:
     return int(value)
 
 
+@dataclass(frozen=True)
+class SmokeRequest:
+    """A request that any working backend of the router's kinds answers with 2xx, and that
+    leaves nothing behind a test would trip over (a read, or a write to a name of its own)."""
+
+    method: str
+    path: str
+    """The full path, prefix included."""
+    json: Any = None
+
+
 class ServiceRouter(APIRouter):
     """An ``APIRouter`` with the resource kinds its endpoints resolve.
 
@@ -136,10 +151,13 @@ class ServiceRouter(APIRouter):
     invalid) and 503 (backend unreachable), all with the app's one error schema.
     """
 
-    def __init__(self, *, kinds: Iterable[ResourceKind], **kwargs: Any) -> None:
+    def __init__(
+        self, *, kinds: Iterable[ResourceKind], smoke: SmokeRequest | None = None, **kwargs: Any
+    ) -> None:
         kwargs["responses"] = {**error_responses(403, 422, 500, 503), **kwargs.get("responses", {})}
         super().__init__(**kwargs)
         self.kinds: frozenset[ResourceKind] = frozenset(ResourceKind(k) for k in kinds)
+        self.smoke = smoke
 
 
 def get_slots(request: Request) -> BackendSlots:

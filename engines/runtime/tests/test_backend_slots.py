@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from devstack.testing import async_wait_for
 from engines.ports import BlobStore, Port
 from engines.routing import ConfigMissing, InMemoryRoutingRegistry, RoutingRecord, parse_spec
 from engines.routing.catalog import ResourceKind
 from engines.routing.errors import BackendUnavailable
 from engines.runtime import BackendSlots, SlotStatus, adapter_factory
-from engines.testing import async_wait_for
 
 K = ResourceKind.MEDIA_V2_STORAGE
 TENANTS = ("acme", "globex")

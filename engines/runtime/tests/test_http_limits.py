@@ -30,12 +30,11 @@ import httpx
 import pytest
 
 from devstack import free_port
+from devstack.testing import ServedApp, metric_sum, served_app, wait_for
 from engines.ports.base import check_key
 from engines.ports.blob_store import check_blob_name
 from engines.ports.errors import InvalidArgument
 from engines.runtime.http.routers import BLOB_NAME_PATTERN, KEY_PATTERN
-from engines.runtime.testing import ServedApp, served_app
-from engines.testing import metric_sum, wait_for
 
 LIMIT = 64 * 1024
 MAX_STREAMS = 2

@@ -28,8 +28,7 @@ from pathlib import Path
 import httpx
 
 from devstack import free_port
-from engines.runtime.testing import served_app
-from engines.testing import wait_for
+from devstack.testing import served_app, wait_for
 
 
 def test_schemathesis_with_every_check_finds_no_failure(tmp_path: Path) -> None:

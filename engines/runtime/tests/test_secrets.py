@@ -27,6 +27,7 @@ import redis
 from prometheus_client import REGISTRY
 
 from devstack.stack import free_port
+from devstack.testing import async_wait_for, wait_for
 from engines.ports import DocumentStore
 from engines.routing import InMemoryRoutingRegistry, RoutingRecord, parse_spec
 from engines.routing.catalog import ResourceKind
@@ -34,7 +35,6 @@ from engines.routing.errors import BackendUnavailable, InvalidRouting, TestBacke
 from engines.routing.model import SecretRef
 from engines.runtime import BackendSlots, MountedSecrets, SlotStatus, adapter_factory
 from engines.runtime.reports import routing_table
-from engines.testing import async_wait_for, wait_for
 
 VALUE = "s3cr3t-value"
 

@@ -13,12 +13,12 @@ import uuid
 import pytest
 
 from devstack.handles import GcsEmulator
+from devstack.testing import app_client, record
 from engines.adapters import build_backend
-from engines.chat.service.server import create_app
+from engines.app import create_app
 from engines.config.runtime_config import RuntimeConfig
 from engines.nexus.raw_storage import router
 from engines.routing import InMemoryRoutingRegistry, InvalidRouting, ResourceKind, RoutingRecord
-from engines.runtime.testing import app_client, record
 
 KIND = ResourceKind.RAW_STORAGE
 BUCKET = "engines-raw-storage-test"

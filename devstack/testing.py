@@ -1,8 +1,12 @@
-"""Helpers for tests and benchmarks of the engines app: records, one request per service, a client.
+"""The one kit for tests and benchmarks: wait on a condition, build records, run the app.
 
+Dev tooling, beside the local stack's fixtures and outside the runtime package (the image never
+ships it). Tests never sleep and hope: :func:`wait_for` (and its asyncio twin
+:func:`async_wait_for`) poll a condition until a deadline and fail saying what they waited for.
 ``record()`` builds a validated ``RoutingRecord`` the way the operator would; ``durable_records``
 gives one durable entry per catalog kind (what a production environment needs);
-``SERVICE_PROBES`` is one harmless request per kind, to show which kinds a running app serves;
+``smoke_requests`` collects the harmless request each mounted service declares for its kinds
+(:class:`~engines.runtime.http.SmokeRequest`), to show which kinds a running app serves;
 ``app_client`` runs the app's lifespan and hands back an httpx client bound to it in process;
 ``served_app`` runs it the way a pod does (``uvicorn --factory``, a real socket), for what only a
 real server shows: the admin port, bodies on the wire, clients that disconnect.
@@ -10,57 +14,146 @@ real server shows: the admin port, bodies on the wire, clients that disconnect.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from fastapi import FastAPI
 
 from engines.routing.catalog import CATALOG, Backend, ResourceKind
 from engines.routing.model import RoutingRecord, parse_spec
+from engines.runtime.http import ServiceRouter, SmokeRequest
 
 __all__ = [
-    "SERVICE_PROBES",
     "ServedApp",
     "app_client",
+    "async_wait_for",
     "durable_records",
+    "metric_sum",
     "record",
     "served_app",
+    "smoke_requests",
     "test_records",
     "uvicorn_argv",
+    "wait_for",
 ]
 
-K = ResourceKind
+T = TypeVar("T")
 
-SERVICE_PROBES: dict[ResourceKind, tuple[str, str, Any]] = {
-    K.FEATURE_FLAGS: ("GET", "/feature-flags/probe/evaluate?subject=s", None),
-    K.STRATEGY_LOCK: ("POST", "/strategy-lock/probe/acquire", {"owner": "probe", "ttl_s": 0.5}),
-    K.KPI: ("GET", "/kpi/probe", None),
-    K.BUDGET: ("PUT", "/budget/probe", {"limit": 1}),
-    K.MAYBES: ("GET", "/maybes", None),
-    K.MEMORY: ("GET", "/memory", None),
-    K.ANALYTICS_EVENTS: ("GET", "/analytics-events", None),
-    K.RATE_LIMIT: ("POST", "/nexus/hardening/rate-limit/probe", {"limit": 1_000_000}),
-    K.FIREARMS: ("GET", "/firearms", None),
-    K.PAGE_CONTENT: ("GET", "/page-content", None),
-    K.SEO: ("GET", "/seo", None),
-    K.REALTIME_REGISTRY: ("GET", "/realtime/presence", None),
-    K.CHAT_BUS: ("POST", "/chat/probe/messages", {"probe": True}),
-    K.NEXUS_BACKEND: ("GET", "/nexus/backends", None),
-    K.MEDIA_V2_STORAGE: ("GET", "/media-v2/blobs", None),
-    K.RAW_STORAGE: ("GET", "/nexus/raw-storage/blobs", None),
-    K.VIDEO_TIMELINE: ("GET", "/video-timeline", None),
-}
-"""One request per kind that any working backend answers with 2xx."""
+
+class _Deadline:
+    """The shared half of both waits: when to give up, and what to say then."""
+
+    def __init__(self, timeout: float, what: str | Callable[[], str], condition: object) -> None:
+        self.timeout, self.what, self.condition = timeout, what, condition
+        self.at = time.monotonic() + timeout
+        self.last_error: AssertionError | None = None
+
+    def check(self) -> None:
+        """Raise the timeout, describing the state that failed the wait, once it has passed."""
+        if time.monotonic() < self.at:
+            return
+        detail = f": {self.last_error}" if self.last_error else ""
+        raise AssertionError(
+            f"timed out after {self.timeout}s waiting for {self._describe()}{detail}"
+        )
+
+    def _describe(self) -> str:
+        # A callable is called at the deadline, so it reports the state that failed the wait,
+        # not the state when the wait began.
+        if callable(self.what):
+            try:
+                return self.what()
+            except Exception as exc:  # the description must never hide the timeout
+                return f"<description failed: {exc!r}>"
+        return self.what or str(self.condition)
+
+
+def wait_for(
+    condition: Callable[[], T],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.02,
+    what: str | Callable[[], str] = "",
+) -> T:
+    """Poll ``condition`` until it returns a truthy value and return that value; fail with
+    ``what`` at the deadline. A condition may also be written as assertions: an
+    ``AssertionError`` counts as not yet, and the last one is reported at the deadline."""
+    deadline = _Deadline(timeout, what, condition)
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value
+        except AssertionError as exc:
+            deadline.last_error = exc
+        deadline.check()
+        time.sleep(interval)
+
+
+async def async_wait_for(
+    condition: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.02,
+    what: str | Callable[[], str] = "",
+) -> T:
+    """:func:`wait_for` for a coroutine condition, sleeping on the event loop between polls."""
+    deadline = _Deadline(timeout, what, condition)
+    while True:
+        try:
+            value = await condition()
+            if value:
+                return value
+        except AssertionError as exc:
+            deadline.last_error = exc
+        deadline.check()
+        await asyncio.sleep(interval)
+
+
+def metric_sum(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:
+    """The sum of the samples called ``name`` (with exactly these ``labels``, when given) in a
+    Prometheus text exposition; 0 when there are none."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and (labels is None or sample.labels == dict(labels))
+    )
+
+
+def smoke_requests(routers: Iterable[ServiceRouter]) -> dict[ResourceKind, SmokeRequest]:
+    """The request each router declares for its kinds: any working backend answers it with 2xx.
+
+    Fails naming the router that declares none, so a new service cannot be left out of the
+    checks that walk every kind.
+    """
+    out: dict[ResourceKind, SmokeRequest] = {}
+    for router in routers:
+        if router.smoke is None:
+            raise AssertionError(f"the router of {sorted(router.kinds)} declares no smoke request")
+        for kind in router.kinds:
+            out[kind] = router.smoke
+    return out
 
 
 def record(
