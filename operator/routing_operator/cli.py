@@ -142,9 +142,9 @@ def _identity() -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from . import memory
+    from . import heap
 
-    memory.limit_arenas()
+    heap.limit_arenas()
     import kopf
     import kubernetes
     from google.cloud import firestore

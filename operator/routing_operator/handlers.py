@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from . import claims, memory
+from . import claims, heap
 from .diffbase import HandledInMemory
 from .listing import ListingGate
 from .reconciler import DriftSweeper, Peering, Reconciler
@@ -147,7 +147,7 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
     async def trim_memory(period: float) -> None:
         while True:
             await asyncio.sleep(period)
-            memory.trim()
+            heap.trim()
 
     @kopf.on.startup(id="claims", backoff=5, registry=registry)
     async def load_claims(**_: Any) -> None:
