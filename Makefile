@@ -20,6 +20,7 @@ lint: setup
 	.venv/bin/ruff check engines operator devstack tests benchmarks
 	.venv/bin/mypy
 	.venv/bin/mypy benchmarks
+	.venv/bin/lint-imports
 
 crd: setup
 	.venv/bin/python -m engines.routing.crd
