@@ -421,8 +421,8 @@ def test_the_engines_app_says_within_seconds_that_firestore_is_unreachable(tmp_p
     """``uvicorn --factory engines.chat.service.server:create_app`` (DESIGN §9) with
     ``FIRESTORE_EMULATOR_HOST`` on a port nothing listens on: ``/readyz`` answers 503 within 5 s
     of the app's startup, its registry item naming the refusal and the emulator, and the log
-    says the same. (The app used to wait 30 s for a registry that had already failed before it
-    served anything.)"""
+    says the same: the app does not sit out its registry timeout for a registry that has already
+    failed."""
     port, closed = free_port(), free_port()
     env = {
         **os.environ,

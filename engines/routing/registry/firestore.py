@@ -15,10 +15,10 @@ while the gRPC channel is down (an outage the ``Watch`` is still retrying throug
 can say the cache may be stale instead of serving a frozen table behind a green ``/readyz``.
 
 Google's ``Watch`` reopens a failed stream at once and without limit. When the server refuses
-connections (Firestore or the emulator down, a proxy rejecting), each new stream fails within
-milliseconds: measured, 6,000 reopens in 8 s of a spinning thread, and under load the reopen
-runs inside the failed call's own callback, recursing until a ``RecursionError`` leaves gRPC
-locks held (a later garbage collection of the channel then waits on them forever). So each
+connections (Firestore or the emulator down, a proxy rejecting), each new stream fails at once,
+so the thread spins reopening; under load the reopen runs inside the failed call's own callback,
+recursing until a ``RecursionError`` leaves gRPC locks held (a later garbage collection of the
+channel then waits on them forever). So each
 listener may reopen by itself at most once per ``REOPEN_INTERVAL_S``; a stream that fails again
 sooner ends the listener, and the supervisor re-subscribes with its backoff.
 
@@ -257,7 +257,7 @@ class FirestoreRoutingRegistry(RoutingRegistry):
         self.table.replace_all(records)
 
     def _apply(self, changes: list[Any]) -> None:
-        # Apply the delta only: a change to one of 10,000 entries must not re-parse the rest.
+        # Apply the delta only: a change to one entry must not re-parse all the others.
         for change in changes:
             doc = change.document
             if change.type.name == "REMOVED":

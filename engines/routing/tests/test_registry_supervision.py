@@ -171,8 +171,8 @@ class _StreamCall:
 def test_one_reset_reported_twice_is_one_reopen_and_the_stream_lives_on() -> None:
     """A stream reset reaches Google's resumable stream twice: the consumer thread's read
     raises, and gRPC runs the call's done callback. Both ask whether to recover; the second ask
-    must not count as a second reopen (an earlier version closed the Watch there, so every
-    routine reset cost a full re-read of the collection)."""
+    must not count as a second reopen (closing the Watch there would make every routine reset
+    cost a full re-read of the collection)."""
     from google.api_core import bidi, exceptions
 
     calls: list[_StreamCall] = []

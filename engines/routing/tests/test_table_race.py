@@ -9,7 +9,7 @@ The interleaving is made deterministic with a real ``str`` subclass for the tena
 ``__hash__`` runs the writer the N-th time the query is hashed (every dict lookup in ``resolve``
 hashes its key). Each hash point in ``resolve`` is tried in turn, so whatever the implementation
 looks up in which order, a writer at any of those points must be visible to the next ``resolve``
-(before the fix, a writer at the entries lookup left the old record in the new memo for good).
+(a writer at the entries lookup must not leave the old record in the new memo for good).
 No mock: the table, records and writers are the real ones.
 """
 
