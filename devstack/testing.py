@@ -49,6 +49,7 @@ __all__ = [
     "metric_sum",
     "record",
     "served_app",
+    "service_client",
     "smoke_requests",
     "test_records",
     "uvicorn_argv",
@@ -217,6 +218,36 @@ async def app_client(
             transport=transport, base_url="http://engines", headers=headers
         ) as client:
             yield client
+
+
+@asynccontextmanager
+async def service_client(
+    router: ServiceRouter,
+    local_path: Path,
+    *,
+    tenants: tuple[str, ...] = ("acme", "globex"),
+    records: Iterable[RoutingRecord] | None = None,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """One service alone in an app whose kinds route to their test backends (``memory``, or
+    ``local`` under ``local_path``) unless ``records`` says otherwise, serving ``tenants``; the
+    client speaks for the first one.
+
+    For the services' own rules: the backends are the in-process reference adapters the
+    conformance suite holds to the same contract as the production ones.
+    """
+    from engines.app import create_app
+    from engines.config.runtime_config import RuntimeConfig
+    from engines.routing.registry import InMemoryRoutingRegistry
+
+    registry = InMemoryRoutingRegistry()
+    for rec in test_records(str(local_path)) if records is None else records:
+        if rec.resource_kind in router.kinds:
+            registry.create(rec)
+    config = RuntimeConfig(env="test", tenants=tenants, allow_test_backends=True)
+    app = create_app(config, registry, routers=[router])
+    async with app_client(app, tenant=tenants[0]) as client:
+        assert (await client.get("/readyz")).status_code == 200, "the service is not ready"
+        yield client
 
 
 def uvicorn_argv(port: int) -> list[str]:
