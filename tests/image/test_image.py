@@ -5,6 +5,7 @@ UID 10001, a read-only root filesystem with only ``/tmp`` writable (a tmpfs, as 
 emptyDir), every capability dropped, no-new-privileges. Covered:
 
 * the container's own view of those restrictions (uid, capabilities, what it can write);
+* the dev tooling (``devstack``, ``routing-dev``) is not in the image;
 * the build lent pip this machine's settings and CA bundle without leaving them in any layer;
 * ``routing-operator`` from the image drives RoutingEntries to Ready on the local kube-apiserver
   and the Firestore emulator;
@@ -351,6 +352,22 @@ def test_the_container_runs_as_the_chart_runs_it_unprivileged_with_only_tmp_writ
         "writable": ["/tmp"],
         "caps": ["0000000000000000"] * 3,
         "nnp": "1",
+    }
+
+
+def test_the_image_ships_no_dev_tooling(engine: Engine) -> None:
+    """devstack (the local stack, the pytest fixtures, the testing kit) is dev tooling: neither
+    the package nor its routing-dev script is in the image; both entry points are."""
+    probe = (
+        "import importlib.util, json, shutil\n"
+        "print(json.dumps({'devstack': importlib.util.find_spec('devstack') is not None,\n"
+        "    'scripts': [s for s in ('routing-dev', 'routing-operator', 'uvicorn')\n"
+        "                if shutil.which(s)]}))\n"
+    )
+    done = engine("run", "--rm", *engine.machine_flags, IMAGE, "python", "-c", probe)
+    assert json.loads(done.stdout) == {
+        "devstack": False,
+        "scripts": ["routing-operator", "uvicorn"],
     }
 
 
