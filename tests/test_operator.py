@@ -592,22 +592,6 @@ def test_an_entry_costs_one_finalizer_patch_and_one_status_patch(
     )
 
 
-def test_diff_base_annotation_of_earlier_versions_is_removed(
-    operator: OperatorProcess, entries: Entries
-) -> None:
-    """Earlier versions kept kopf's diff base in an annotation: a JSON copy of the spec in every
-    entry. The first reconcile by this version removes it (and the entry still syncs)."""
-    legacy = "kopf.routing.engines.io/last-handled-configuration"
-    entries.create(entry("acme-kpi", annotations={legacy: '{"spec":{}}\n'}))
-    entries.wait_reason("acme-kpi", "Synced", "True")
-    wait_for(
-        lambda: (
-            legacy not in ((entries.get("acme-kpi") or {})["metadata"].get("annotations") or {})
-        ),
-        what=f"the {legacy} annotation removed",
-    )
-
-
 @pytest.mark.peering
 def test_two_replicas_do_not_fight(
     kube_cluster: Any, firestore_emulator: Any, entries: Entries, collection: str, tmp_path: Path

@@ -31,11 +31,7 @@ import kopf
 from .listing import scope_key
 from .projections import canonical_json, digest
 
-__all__ = ["CHANGED", "LEGACY_ANNOTATION", "HandledInMemory"]
-
-LEGACY_ANNOTATION = "last-handled-configuration"
-"""The key (under kopf's annotation prefix) of the diff base written by earlier versions; the
-first reconcile of such an entry removes it."""
+__all__ = ["CHANGED", "HandledInMemory"]
 
 CHANGED = {"routing.engines.io/changed": True}
 """The base ``fetch`` returns for a changed entry: anything that differs from every essence.
@@ -85,9 +81,6 @@ class HandledInMemory(kopf.DiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
         self._handled.setdefault(self._scope(body), {})[str(body.metadata.uid)] = _digest(essence)
-        legacy = f"{self.kopf_prefix}/{LEGACY_ANNOTATION}"
-        if legacy in body.metadata.annotations:
-            patch.metadata.annotations[legacy] = None
 
     def forget(self, body: kopf.Body) -> None:
         """The entry is gone from the API server."""
