@@ -5,6 +5,7 @@ the resolution table and the registries. Everything else in this package is priv
 """
 
 from .catalog import CATALOG, Backend, ResourceKind, allowed_backends
+from .contract import RoutingKey
 from .errors import (
     BackendUnavailable,
     ConfigMissing,
@@ -12,7 +13,6 @@ from .errors import (
     InvalidRouting,
     OwnershipConflict,
     RoutingError,
-    RoutingKey,
     TestBackendNotAllowed,
 )
 from .model import RoutingEntrySpec, RoutingRecord, SecretRef, Source, parse_spec
