@@ -28,21 +28,20 @@ Calls carry a short timeout and no client-side retry, so an unreachable store su
 seconds instead of hanging a caller; callers that must outlast an outage retry themselves (the
 operator through kopf's backoff, the registry's listener through its supervisor).
 
-The Google client is imported here only.
+The Google client is imported here and in the private listener module (``_listener``) only.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from ._listener import Listener, first_line, open_listener
 from .contract import (
     ADOPT_ANNOTATION,
     DEFAULT_COLLECTION,
@@ -60,7 +59,6 @@ if TYPE_CHECKING:
     from .model import RoutingRecord, Source
 
 __all__ = [
-    "REOPEN_INTERVAL_S",
     "Listener",
     "Outcome",
     "OwnerAlive",
@@ -74,8 +72,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 OwnerAlive = Callable[["Source"], bool]
 """Does the RoutingEntry a projection's ``source`` names still exist (same uid) here?"""
-REOPEN_INTERVAL_S = 10.0
-"""Shortest time between two reopens of a listener's stream by Google's client itself."""
 
 
 class Outcome(StrEnum):
@@ -164,10 +160,6 @@ def _vendor_errors() -> tuple[type[BaseException], ...]:
     from google.auth import exceptions as auth_exc
 
     return (gexc.GoogleAPIError, auth_exc.GoogleAuthError, OSError)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +252,7 @@ class RoutingCollection:
     def _unavailable(self, action: str, exc: BaseException) -> BackendUnavailable:
         return BackendUnavailable(
             f"cannot {action}: Firestore collection {self.name} unavailable ({self.where()}): "
-            f"{_first_line(exc)}"
+            f"{first_line(exc)}"
         )
 
     def _ref(self, key: RoutingKey) -> Any:
@@ -320,10 +312,9 @@ class RoutingCollection:
         When the stream ends for good, ``on_end`` gets one line saying why and the listener
         closes itself (:attr:`Listener.alive` turns False): re-subscribing is the caller's."""
         with self._translate(f"listen to {self.name}"):
-            watch = self._query(env).on_snapshot(on_snapshot)
-        _end_quietly(watch, self.name, on_end or (lambda _why: None))
-        _limit_reopens(watch)
-        return Listener(watch)
+            return open_listener(
+                self._query(env), on_snapshot, self.name, on_end or (lambda _why: None)
+            )
 
     # -- writes without ownership (the registry's API: tools and tests) -----------------------
 
@@ -465,95 +456,3 @@ class RoutingCollection:
             except (gexc.FailedPrecondition, gexc.NotFound):
                 return False
         return True
-
-
-class Listener:
-    """A running snapshot listener (see :meth:`RoutingCollection.listen`)."""
-
-    def __init__(self, watch: Any) -> None:
-        self.watch = watch
-        """Google's ``Watch`` behind it."""
-
-    @property
-    def alive(self) -> bool:
-        """Running: not closed by Google's client, its consumer thread alive."""
-        return not getattr(self.watch, "_closed", False) and bool(
-            getattr(self.watch, "is_active", True)
-        )
-
-    def close(self) -> None:
-        try:
-            self.watch.unsubscribe()
-        except Exception:  # an already-broken listener: nothing left to stop
-            log.debug("closing a Firestore listener failed", exc_info=True)
-
-
-def _limit_reopens(watch: Any) -> None:
-    """Let the ``Watch``'s stream reopen itself at most once per ``REOPEN_INTERVAL_S``.
-
-    Google's ``Watch`` reopens a failed stream at once and without limit. When the server refuses
-    connections, each new stream fails within milliseconds: a spinning thread, and under load the
-    reopen runs inside the failed call's own callback, recursing until a ``RecursionError``
-    leaves gRPC locks held (a later garbage collection of the channel then waits on them forever).
-
-    Google's resumable stream asks its ``_should_recover`` on every failure, under its own
-    lock, and reopens at once when it says yes. Saying no ends the stream and closes the
-    ``Watch`` (as any non-recoverable error does), which the caller then restarts with
-    backoff. One failure is usually reported twice (by gRPC's callback and by the consumer
-    thread reading the stream): when the stream has already been reopened, the second report
-    is let through, and Google's ``_reopen`` finds nothing to do. Installed right after the
-    ``Watch`` starts: a stream that fails before that is reopened by Google's rules once more."""
-    rpc: Any = getattr(watch, "_rpc", None)
-    should_recover = getattr(rpc, "_should_recover", None)
-    if rpc is None or should_recover is None:  # another client version: nothing to wrap
-        log.debug("cannot limit the Firestore listener's reopens (no _rpc._should_recover)")
-        return
-    last_reopen = float("-inf")
-
-    def limited(exc: Any) -> bool:
-        nonlocal last_reopen
-        if not should_recover(exc):
-            return False
-        current = rpc.call
-        if current is not None and current.is_active():
-            return True  # already reopened for this failure
-        now = time.monotonic()
-        if now - last_reopen < REOPEN_INTERVAL_S:
-            return False
-        last_reopen = now
-        return True
-
-    rpc._should_recover = limited
-
-
-def _end_quietly(watch: Any, collection: str, on_error: Callable[[str], None]) -> None:
-    """When the ``Watch``'s stream ends for good, close the ``Watch`` and log why in one line.
-
-    Google's ``Watch`` closes itself from a new thread that then re-raises the stream's error:
-    an "Exception in thread" traceback on stderr each time a listener ends (while Firestore
-    refuses connections: at every re-subscription). The caller notices the closed ``Watch``
-    either way; ``on_error`` gets that line too."""
-    import grpc  # type: ignore[import-untyped]
-    from google.api_core import exceptions as gexc
-
-    rpc: Any = getattr(watch, "_rpc", None)
-    callbacks = getattr(rpc, "_callbacks", None)
-    if not isinstance(callbacks, list):  # another client version: leave Google's handling
-        return
-
-    def ended(reason: Any) -> None:
-        # None: the stream was closed (by us, or by Google's consumer before it reports the
-        # error it got, which it then never passes on); else the gRPC call that failed.
-        if reason is None:
-            log.debug("the Firestore routing listener on %s ended", collection)
-        else:
-            if isinstance(reason, grpc.RpcError):
-                reason = gexc.from_grpc_error(reason)  # type: ignore[no-untyped-call]
-            first_line = _first_line(reason)
-            log.warning("the Firestore routing listener on %s ended: %s", collection, first_line)
-            on_error(first_line)
-        threading.Thread(target=watch.close, name="routing-firestore-close", daemon=True).start()
-
-    for i, callback in enumerate(callbacks):
-        if getattr(callback, "__self__", None) is watch and callback.__name__ == "_on_rpc_done":
-            callbacks[i] = ended

@@ -27,7 +27,7 @@ import pytest
 
 from engines.devstack import free_port
 from engines.routing import FirestoreRoutingRegistry, RoutingRecord
-from engines.routing.collection import _limit_reopens
+from engines.routing._listener import _limit_reopens
 from engines.runtime.testing import record as kind_record
 from engines.testing import wait_for
 
