@@ -23,6 +23,7 @@ import time
 import uuid
 from typing import Any
 
+from engines.routing.contract import PLURAL
 from engines.routing.model import RoutingRecord
 from engines.runtime.manager import adapter_factory
 
@@ -116,7 +117,7 @@ class WatchHop:
 
     def __init__(self, api: Any, namespace: str, name: str, group: str, version: str) -> None:
         self._api = api
-        self._where = (group, version, namespace, "routingentries")
+        self._where = (group, version, namespace, PLURAL)
         self._name = name
         self._seen: dict[str, float] = {}
         self._cond = threading.Condition()

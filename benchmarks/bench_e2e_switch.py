@@ -63,10 +63,12 @@ from engines import feature_flags
 from engines.app import create_app
 from engines.config.runtime_config import RuntimeConfig
 from engines.routing import FirestoreRoutingRegistry, ResourceKind
+from engines.routing.contract import API_GROUP as GROUP
+from engines.routing.contract import API_VERSION as VERSION
+from engines.routing.contract import PLURAL, UPDATED_AT
 from engines.routing.table import RoutingChange
 from engines.runtime.slots import Slot
 
-GROUP, VERSION, PLURAL = "routing.engines.io", "v1alpha1", "routingentries"
 NS, FLOOR_NS, NAME, TENANT = "bench", "floor", "switch", "acme"
 KIND = ResourceKind.FEATURE_FLAGS
 TIMEOUT_S = 30.0
@@ -228,7 +230,7 @@ async def run(
                 doc = await asyncio.to_thread(
                     registry.collection.document(held.record.key.document_id).get
                 )
-                t_commit = cast(datetime, doc.get("updated_at")).timestamp()
+                t_commit = cast(datetime, doc.get(UPDATED_AT)).timestamp()
                 t_snapshot = clock.first(revision, t0)
                 # Floor parts, one sample each, right after the switch they judge.
                 watch_ms = await asyncio.to_thread(watch.sample)

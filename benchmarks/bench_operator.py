@@ -30,8 +30,11 @@ from kubernetes import client, config
 
 from devstack import LocalStack, apiserver_requests, free_port, stop_group
 from devstack.testing import metric_sum
+from engines.routing.contract import API_GROUP as GROUP
+from engines.routing.contract import API_VERSION as VERSION
+from engines.routing.contract import PLURAL
 
-GROUP, VERSION, PLURAL, NS = "routing.engines.io", "v1alpha1", "routingentries", "bench"
+NS = "bench"
 KINDS = [
     "kpi",
     "seo",
@@ -352,7 +355,7 @@ def main() -> None:
                         for (_, resource), n in writes_since(
                             before, apiserver_requests(stack.kubeconfig)
                         ).items()
-                        if resource.startswith(("routingentries", "configmaps", "events"))
+                        if resource.startswith((PLURAL, "configmaps", "events"))
                     )
                     time.sleep(SETTLE_S)
                     rss, parts = rss_mb(op.pid), rss_parts(op.pid)

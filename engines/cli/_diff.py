@@ -1,8 +1,9 @@
 """``routingctl diff``: RoutingEntry objects (the truth) against their projections.
 
 For each RoutingEntry that wins its identity (§3), the expected projection is exactly what the
-operator writes (§5): ``RoutingRecord.from_spec(...).to_document()`` with the entry's generation
-and source (this cluster's identity in ``source.cluster``), stored in Firestore at
+operator writes (§5), as the projection contract computes it (``expected_record``: the entry's
+spec, generation and source, with this cluster's identity in ``source.cluster``), stored in
+Firestore at
 ``routing_entries/{document_id}`` (plus the server field ``updated_at``, ignored) and in the
 ConfigMap ``routing.{env}[.{tenant}]`` of the entry's namespace under ``configmap_key``.
 Each finding is one of:
@@ -26,18 +27,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any, TextIO
 
-from engines.routing import InvalidRouting
+from engines.routing import InvalidRouting, RoutingKey
+from engines.routing.contract import ADOPT_ANNOTATION, MANAGED_BY_SELECTOR, configmap_in_env
 
 from ._output import dump_json, redact
-from ._sources import ClusterClient, Entry, firestore_documents, parse_object
+from ._sources import ClusterClient, Entry, firestore_documents, parse_object, routing_collection
 
-__all__ = ["MANAGED_BY", "diff"]
+__all__ = ["diff"]
 
-MANAGED_BY = "app.kubernetes.io/managed-by=routing-operator"
-SERVER_FIELDS = ("updated_at",)
 STATES = ("in-sync", "drifted", "orphaned", "conflicting", "invalid", "paused")
 _MISSING = object()
 
@@ -116,7 +115,7 @@ def diff(
         name = f"{meta.get('namespace')}/{meta.get('name')}"
         uids[meta.get("uid", "")] = name
         try:
-            entries.append(_in_cluster(parse_object(obj), cluster_id))
+            entries.append(parse_object(obj, cluster_id))
         except InvalidRouting as exc:
             findings.append(_finding("invalid", name, None, detail=str(exc)))
 
@@ -135,16 +134,13 @@ def diff(
 
     docs: dict[str, dict[str, Any]] = {}
     if "firestore" in projections:
-        docs = dict(firestore_documents(env, collection, gcp_project, database))
+        store = routing_collection(collection, gcp_project, database)
+        docs = {doc.id: doc.data for doc in firestore_documents(store, env)}
     cm_values: dict[tuple[str, str, str], str] = {}
     if "configmaps" in projections:
-        for cm in client.managed_configmaps(namespace, MANAGED_BY):
+        for cm in client.managed_configmaps(namespace, MANAGED_BY_SELECTOR):
             cm_name = cm.metadata.name
-            if (
-                env is not None
-                and cm_name != f"routing.{env}"
-                and not cm_name.startswith(f"routing.{env}.")
-            ):
+            if not configmap_in_env(cm_name, env):
                 continue
             for key, value in (cm.data or {}).items():
                 cm_values[(cm.metadata.namespace, cm_name, key)] = value
@@ -171,18 +167,13 @@ def diff(
                     f"{collection}/{doc_id}",
                     detail=f"held by cluster {holder.get('cluster')} (RoutingEntry "
                     f"{holder.get('namespace')}/{holder.get('name')} there); written nowhere "
-                    "until adopted (annotation routing.engines.io/adopt)",
+                    f"until adopted (annotation {ADOPT_ANNOTATION})",
                 )
             )
             continue
         if "firestore" in projections:
             where = f"{collection}/{doc_id}"
-            have = (
-                None
-                if have_doc is None
-                else {k: v for k, v in have_doc.items() if k not in SERVER_FIELDS}
-            )
-            drifts.append(_compare(entry, "firestore", where, want, have, "document missing"))
+            drifts.append(_compare(entry, "firestore", where, want, have_doc, "document missing"))
         if "configmaps" in projections:
             where = f"{ns}/{key.configmap_name}[{key.configmap_key}]"
             drifts.append(_compare(entry, "configmap", where, want, have_cm, "key missing"))
@@ -212,7 +203,9 @@ def diff(
         try:
             data = json.loads(value)
             source = (data.get("source") or {}) if isinstance(data, dict) else {}
-            doc_id = f"{data['env']}:{data['tenant']}:{data['project']}:{data['resource_kind']}"
+            doc_id = RoutingKey(
+                data["env"], data["tenant"], data["project"], data["resource_kind"]
+            ).document_id
         except (ValueError, KeyError, TypeError):
             source, doc_id = {}, None
         findings.append(
@@ -262,17 +255,6 @@ def _compare(
     if not fields:
         return None
     return _finding("drifted", entry.name, doc_id, projection, where, fields, _describe(fields))
-
-
-def _in_cluster(entry: Entry, cluster_id: str) -> Entry:
-    """The entry with the projection the operator of ``cluster_id`` writes for it."""
-    source = entry.record.source
-    if source is None:
-        return entry
-    record = entry.record.model_copy(
-        update={"source": source.model_copy(update={"cluster": cluster_id})}
-    )
-    return replace(entry, record=record)
 
 
 def _orphan_detail(source: dict[str, Any], uids: dict[str, str]) -> str:

@@ -20,17 +20,19 @@ import json
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from ._diff import MANAGED_BY
-from ._sources import ClusterClient, SourceError, firestore_snapshots
+from engines.routing import BackendUnavailable
+from engines.routing.collection import RoutingCollection, StoredDocument
+from engines.routing.contract import MANAGED_BY_SELECTOR, configmap_in_env
+
+from ._sources import ClusterClient, SourceError, firestore_documents, routing_collection
 
 __all__ = ["prune"]
 
 
 @dataclass(frozen=True, slots=True)
 class _Doc:
-    doc_id: str
     owner: str
-    snap: Any
+    stored: StoredDocument
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +46,6 @@ class _Key:
 
 def _owner(source: dict[str, Any]) -> str:
     return f"RoutingEntry {source.get('namespace')}/{source.get('name')}"
-
-
-def _in_env(configmap: str, env: str | None) -> bool:
-    return env is None or configmap == f"routing.{env}" or configmap.startswith(f"routing.{env}.")
 
 
 def prune(
@@ -67,16 +65,17 @@ def prune(
     deleted because it changed since it was read."""
     cluster = client.cluster_identity(cluster_id)
     # Projections first, entries last (see the module docstring).
-    fs, snaps = firestore_snapshots(env, collection, gcp_project, database)
-    configmaps = client.managed_configmaps(namespace, MANAGED_BY)
+    store = routing_collection(collection, gcp_project, database)
+    stored = firestore_documents(store, env)
+    configmaps = client.managed_configmaps(namespace, MANAGED_BY_SELECTOR)
     live = {
         str((obj.get("metadata") or {}).get("uid")) for obj in client.routing_entries(namespace)
     }
 
     docs: list[_Doc] = []
     unmarked = 0
-    for snap in snaps:
-        source = (snap.to_dict() or {}).get("source")
+    for doc in stored:
+        source = doc.data.get("source")
         if not isinstance(source, dict) or source.get("uid") in live:
             continue
         if namespace and source.get("namespace") != namespace:
@@ -84,10 +83,10 @@ def prune(
         if source.get("cluster") is None:
             unmarked += 1
         elif source.get("cluster") == cluster:
-            docs.append(_Doc(snap.id, _owner(source), snap))
+            docs.append(_Doc(_owner(source), doc))
     keys: list[_Key] = []
     for cm in configmaps:
-        if not _in_env(cm.metadata.name, env):
+        if not configmap_in_env(cm.metadata.name, env):
             continue
         for key, value in sorted((cm.data or {}).items()):
             try:
@@ -101,9 +100,9 @@ def prune(
 
     verb = "would delete" if dry_run else "deleted"
     failed = 0
-    for doc in sorted(docs, key=lambda d: d.doc_id):
-        where = f"firestore {collection}/{doc.doc_id} ({doc.owner} is gone)"
-        if not dry_run and not _delete_document(fs, collection, doc):
+    for orphan in sorted(docs, key=lambda d: d.stored.id):
+        where = f"firestore {collection}/{orphan.stored.id} ({orphan.owner} is gone)"
+        if not dry_run and not _delete_document(store, orphan.stored):
             err.write(f"skipped {where}: changed since it was read\n")
             failed += 1
             continue
@@ -129,20 +128,11 @@ def prune(
     return 1 if failed else 0
 
 
-def _delete_document(fs: Any, collection: str, doc: _Doc) -> bool:
-    from google.api_core import exceptions as gexc
-    from google.auth import exceptions as auth_exc
-
-    ref = fs.collection(collection).document(doc.doc_id)
+def _delete_document(store: RoutingCollection, doc: StoredDocument) -> bool:
     try:
-        ref.delete(option=fs.write_option(last_update_time=doc.snap.update_time), timeout=30)
-    except gexc.FailedPrecondition:
-        return False
-    except gexc.NotFound:
-        return False
-    except (gexc.GoogleAPIError, auth_exc.GoogleAuthError, OSError) as exc:
-        raise SourceError(f"cannot delete Firestore document {doc.doc_id}: {exc}") from exc
-    return True
+        return store.delete_unchanged(doc)
+    except BackendUnavailable as exc:
+        raise SourceError(str(exc)) from exc
 
 
 def _delete_key(core: Any, item: _Key) -> bool:

@@ -10,8 +10,9 @@ Several entries may claim one identity (manifests, or the cluster before the ope
 losers). The §3 rule picks the winner — oldest ``creationTimestamp``, then ``namespace/name`` —
 and the others are kept as conflicts, so the reports can show them.
 
-Vendor errors (kubeconfig, API server, Firestore) become :class:`SourceError` here, which the
-CLI turns into one line and exit code 2.
+Vendor errors (kubeconfig, API server) and an unavailable Firestore (``BackendUnavailable`` from
+the routing collection's gateway, which reads and writes the collection for every command)
+become :class:`SourceError` here, which the CLI turns into one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -23,17 +24,25 @@ from pathlib import Path
 from typing import Any
 
 from engines.routing import (
+    BackendUnavailable,
     InvalidRouting,
     RoutingKey,
     RoutingRecord,
     RoutingTable,
-    Source,
-    parse_spec,
 )
-from engines.routing.model import API_GROUP, API_VERSION, PLURAL
+from engines.routing.collection import RoutingCollection, StoredDocument
+from engines.routing.contract import (
+    API_GROUP,
+    API_VERSION,
+    DEFAULT_COLLECTION,
+    PAUSED_ANNOTATION,
+    PLURAL,
+    annotated,
+    claim_order,
+    expected_record,
+)
 
 __all__ = [
-    "PAUSED_ANNOTATION",
     "ClusterClient",
     "Entry",
     "Snapshot",
@@ -41,7 +50,6 @@ __all__ = [
     "load_snapshot",
 ]
 
-PAUSED_ANNOTATION = "routing.engines.io/paused"
 SOURCES = ("cluster", "firestore", "dir", "files")
 
 
@@ -69,9 +77,11 @@ class Entry:
     def key(self) -> RoutingKey:
         return self.record.key
 
-    def order(self) -> tuple[str, str]:
-        """§3 conflict order: oldest creationTimestamp, then namespace/name (then origin)."""
-        return (self.created or "", self.name or self.origin)
+    def order(self) -> tuple[str, ...]:
+        """§3 conflict order: oldest creationTimestamp, then namespace, then name (the origin
+        stands in for an entry the source knows no name of)."""
+        namespace, _, name = (self.name or self.origin).rpartition("/")
+        return claim_order(self.created, namespace, name)
 
 
 @dataclass
@@ -110,7 +120,7 @@ def load_snapshot(
     namespace: str | None = None,
     kubeconfig: str | None = None,
     context: str | None = None,
-    collection: str = "routing_entries",
+    collection: str = DEFAULT_COLLECTION,
     gcp_project: str | None = None,
     database: str | None = None,
 ) -> Snapshot:
@@ -177,52 +187,31 @@ def _from_files(paths: Sequence[str], env: str | None) -> Snapshot:
 # -- Firestore ---------------------------------------------------------------------------------
 
 
-def firestore_documents(
-    env: str | None, collection: str, gcp_project: str | None, database: str | None
-) -> list[tuple[str, dict[str, Any]]]:
-    """(document id, fields) of the routing collection, optionally only one env."""
-    _, snaps = firestore_snapshots(env, collection, gcp_project, database)
-    return [(snap.id, snap.to_dict() or {}) for snap in snaps]
+def routing_collection(
+    collection: str, gcp_project: str | None, database: str | None
+) -> RoutingCollection:
+    """The gateway to the routing collection (built lazily: nothing is read yet)."""
+    return RoutingCollection(name=collection, project=gcp_project, database=database)
 
 
-def firestore_snapshots(
-    env: str | None, collection: str, gcp_project: str | None, database: str | None
-) -> tuple[Any, list[Any]]:
-    """The Firestore client and the snapshots of the routing collection (optionally one env):
-    a snapshot's ``update_time`` is what a later write can be made conditional on."""
+def firestore_documents(store: RoutingCollection, env: str | None) -> list[StoredDocument]:
+    """Every document of the routing collection (optionally of one env only), each with the
+    update time a later write can be made conditional on."""
     try:
-        from google.api_core import exceptions as gexc
-        from google.auth import exceptions as auth_exc
-        from google.cloud import firestore
-        from google.cloud.firestore_v1.base_query import FieldFilter
-
-        from engines.routing.registry.firestore import single_attempt
-    except ImportError as exc:  # pragma: no cover - a dependency of the project
-        raise SourceError(f"google-cloud-firestore is not installed: {exc}") from exc
-    try:
-        client = firestore.Client(project=gcp_project, database=database)
-        query: Any = client.collection(collection)
-        if env is not None:
-            query = query.where(filter=FieldFilter("env", "==", env))
-        snaps = query.get(timeout=60, retry=single_attempt())
-        return client, list(snaps)
-    except (gexc.GoogleAPIError, auth_exc.GoogleAuthError, OSError) as exc:
-        where = os.environ.get("FIRESTORE_EMULATOR_HOST") or "Firestore"
-        raise SourceError(
-            f"cannot read Firestore collection {collection!r} ({where}): {exc}"
-        ) from exc
+        return store.documents(env)
+    except BackendUnavailable as exc:
+        raise SourceError(str(exc)) from exc
 
 
 def _from_firestore(
     env: str | None, collection: str, gcp_project: str | None, database: str | None
 ) -> Snapshot:
-    from engines.routing.registry.firestore import record_from_snapshot
-
     entries, invalid = [], []
-    for doc_id, data in firestore_documents(env, collection, gcp_project, database):
-        origin = f"firestore {collection}/{doc_id}"
+    store = routing_collection(collection, gcp_project, database)
+    for doc in firestore_documents(store, env):
+        origin = f"firestore {collection}/{doc.id}"
         try:
-            record = record_from_snapshot(doc_id, data)
+            record = doc.record()
         except InvalidRouting as exc:
             invalid.append((origin, str(exc)))
             continue
@@ -289,10 +278,10 @@ class ClusterClient:
         try:
             return fn(*args, _request_timeout=self.TIMEOUT, **kwargs)
         except ApiException as exc:
-            if exc.status == 404 and "routingentries" in what:
+            if exc.status == 404 and PLURAL in what:
                 raise SourceError(
                     f"{what}: the RoutingEntry CRD is not installed "
-                    "(kubectl apply -f crds/routingentries.routing.engines.io.yaml)"
+                    f"(kubectl apply -f crds/{PLURAL}.{API_GROUP}.yaml)"
                 ) from exc
             raise SourceError(f"{what}: HTTP {exc.status} {exc.reason}") from exc
         except (HTTPError, OSError) as exc:
@@ -303,7 +292,7 @@ class ClusterClient:
         api = self._client.CustomObjectsApi(self.api_client)
         if namespace:
             result = self._call(
-                f"list routingentries in {namespace}",
+                f"list {PLURAL} in {namespace}",
                 api.list_namespaced_custom_object,
                 API_GROUP,
                 API_VERSION,
@@ -312,7 +301,7 @@ class ClusterClient:
             )
         else:
             result = self._call(
-                "list routingentries",
+                f"list {PLURAL}",
                 api.list_cluster_custom_object,
                 API_GROUP,
                 API_VERSION,
@@ -349,15 +338,13 @@ def ready_summary(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def parse_object(obj: dict[str, Any]) -> Entry:
-    """A RoutingEntry object as an :class:`Entry`; raises ``InvalidRouting``."""
+def parse_object(obj: dict[str, Any], cluster: str | None = None) -> Entry:
+    """A RoutingEntry object as an :class:`Entry` whose record is what the operator of
+    ``cluster`` projects for it; raises ``InvalidRouting``."""
     meta = obj.get("metadata") or {}
-    spec = parse_spec(obj.get("spec") or {})
-    source = Source(
-        namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=meta.get("uid", "")
-    )
-    generation = int(meta.get("generation") or 0)
-    record = RoutingRecord.from_spec(spec, generation=generation, source=source)
+    record = expected_record(obj.get("spec") or {}, meta, cluster)
+    source = record.source
+    assert source is not None  # expected_record always names the entry
     name = f"{source.namespace}/{source.name}"
     return Entry(
         record=record,
@@ -365,9 +352,9 @@ def parse_object(obj: dict[str, Any]) -> Entry:
         name=name,
         created=meta.get("creationTimestamp"),
         uid=source.uid,
-        generation=generation,
+        generation=record.generation,
         ready=ready_summary(obj),
-        paused=(meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true",
+        paused=annotated(meta, PAUSED_ANNOTATION),
     )
 
 

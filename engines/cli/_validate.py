@@ -25,13 +25,14 @@ from engines.routing import (
     Source,
     parse_spec,
 )
-from engines.routing.model import API_GROUP, API_VERSION, KIND, spec_problems
+from engines.routing.contract import API_GROUP, GROUP_VERSION, KIND
+from engines.routing.model import spec_problems
 
 from ._manifests import Document, Problem, expand_paths, read_documents
 
 __all__ = ["ParsedEntry", "ValidationReport", "check_completeness", "validate_paths"]
 
-API = f"{API_GROUP}/{API_VERSION}"
+
 TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -90,11 +91,13 @@ def _check_envelope(doc: Document) -> list[Problem]:
     api = body.get("apiVersion")
     if api is None:
         problems.append(
-            doc.problem("apiVersion", f"required field is missing; set {API}", "envelope")
+            doc.problem("apiVersion", f"required field is missing; set {GROUP_VERSION}", "envelope")
         )
-    elif api != API:
+    elif api != GROUP_VERSION:
         problems.append(
-            doc.problem("apiVersion", f"unsupported version {api!r}; use {API}", "envelope")
+            doc.problem(
+                "apiVersion", f"unsupported version {api!r}; use {GROUP_VERSION}", "envelope"
+            )
         )
     for key in body:
         if key not in TOP_LEVEL:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from engines.routing import CATALOG
+from engines.routing.contract import API_GROUP, DEFAULT_COLLECTION
 
 from ._manifests import ManifestIOError
 
@@ -93,7 +94,7 @@ def _add_source_args(p: argparse.ArgumentParser, *, source: bool = True) -> None
     p.add_argument("--context", help="cluster: kubeconfig context (default: current)")
     p.add_argument(
         "--collection",
-        default=os.environ.get("ENGINES_ROUTING_COLLECTION", "routing_entries"),
+        default=os.environ.get("ENGINES_ROUTING_COLLECTION", DEFAULT_COLLECTION),
         help="firestore: collection (default: $ENGINES_ROUTING_COLLECTION or routing_entries)",
     )
     p.add_argument(
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     prog = _prog()
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Validate, explain and compare RoutingEntry routing (routing.engines.io).",
+        description=f"Validate, explain and compare RoutingEntry routing ({API_GROUP}).",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

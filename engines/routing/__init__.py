@@ -1,10 +1,14 @@
 """Routing: which backend each (tenant, env, project, resource_kind) uses, and how to resolve it.
 
 Public surface: the model (``RoutingEntrySpec``, ``RoutingRecord``), the catalog, the error tree,
-the resolution table and the registries. Everything else in this package is private.
+the resolution table and the registries; and, imported from their own modules, the projection
+contract (``engines.routing.contract``: names, identities, documents, the tie-break) and the one
+gateway to the routing collection (``engines.routing.collection``). Everything else in this
+package is private.
 """
 
 from .catalog import CATALOG, Backend, ResourceKind, allowed_backends
+from .contract import RoutingKey
 from .errors import (
     BackendUnavailable,
     ConfigMissing,
@@ -12,7 +16,6 @@ from .errors import (
     InvalidRouting,
     OwnershipConflict,
     RoutingError,
-    RoutingKey,
     TestBackendNotAllowed,
 )
 from .model import RoutingEntrySpec, RoutingRecord, SecretRef, Source, parse_spec

@@ -15,17 +15,8 @@ import re
 import time
 from typing import Any
 
-__all__ = [
-    "ADOPT_ANNOTATION",
-    "ALLOW_DELETE_ANNOTATION",
-    "ClusterIdentityError",
-    "cluster_identity",
-]
+__all__ = ["ClusterIdentityError", "cluster_identity"]
 
-ADOPT_ANNOTATION = "routing.engines.io/adopt"
-"""``"true"`` on an entry: take over a document another cluster owns (once; then removed)."""
-ALLOW_DELETE_ANNOTATION = "routing.engines.io/allow-delete"
-"""``"true"`` on an entry: its deletion removes its projections (else they are kept)."""
 log = logging.getLogger(__name__)
 KUBE_SYSTEM = "kube-system"
 _VALID = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.:]{0,251}[A-Za-z0-9])?$")

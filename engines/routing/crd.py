@@ -17,16 +17,8 @@ from typing import Any
 
 import yaml
 
-from .model import (
-    API_GROUP,
-    API_VERSION,
-    IMMUTABLE_MESSAGE,
-    KIND,
-    PLURAL,
-    RULES,
-    RoutingEntrySpec,
-    RoutingEntryStatus,
-)
+from .contract import API_GROUP, API_VERSION, KIND, PLURAL
+from .model import IMMUTABLE_MESSAGE, RULES, RoutingEntrySpec, RoutingEntryStatus
 
 __all__ = ["CHART_CRD_PATH", "CRD_PATH", "build_crd", "render_crd"]
 

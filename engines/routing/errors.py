@@ -16,7 +16,10 @@ Redis or GCS exception type::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .contract import RoutingKey
 
 __all__ = [
     "BackendUnavailable",
@@ -25,50 +28,8 @@ __all__ = [
     "InvalidRouting",
     "OwnershipConflict",
     "RoutingError",
-    "RoutingKey",
     "TestBackendNotAllowed",
 ]
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class RoutingKey:
-    """The identity of a routing entry: which tenant/env/project uses which kind."""
-
-    env: str
-    tenant: str
-    project: str
-    resource_kind: str
-
-    @property
-    def document_id(self) -> str:
-        """Firestore document id: ``{env}:{tenant}:{project}:{resource_kind}`` (``*`` kept)."""
-        return f"{self.env}:{self.tenant}:{self.project}:{self.resource_kind}"
-
-    @property
-    def configmap_name(self) -> str:
-        """``routing.{env}`` for wildcard-tenant entries, ``routing.{env}.{tenant}`` otherwise."""
-        return f"routing.{self.env}" if self.tenant == "*" else f"routing.{self.env}.{self.tenant}"
-
-    @property
-    def configmap_key(self) -> str:
-        """``{tenant}.{project}.{resource_kind}.json`` with ``*`` written as ``_``."""
-        tenant = "_" if self.tenant == "*" else self.tenant
-        project = "_" if self.project == "*" else self.project
-        return f"{tenant}.{project}.{self.resource_kind}.json"
-
-    def as_dict(self) -> dict[str, str]:
-        return {
-            "tenant": self.tenant,
-            "env": self.env,
-            "project": self.project,
-            "resource_kind": self.resource_kind,
-        }
-
-    def __str__(self) -> str:
-        return (
-            f"tenant={self.tenant} env={self.env} project={self.project} "
-            f"resource_kind={self.resource_kind}"
-        )
 
 
 class RoutingError(Exception):

@@ -12,7 +12,6 @@ settings and the provenance, in the shape of the Firestore document / ConfigMap 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,15 +40,11 @@ from .catalog import (
     ResourceKind,
     Settings,
 )
-from .errors import InvalidRouting, RoutingKey
+from .contract import GROUP_VERSION, SCHEMA_VERSION, RoutingKey, canonical_json
+from .errors import InvalidRouting
 
 __all__ = [
-    "API_GROUP",
-    "API_VERSION",
-    "KIND",
-    "PLURAL",
     "RULES",
-    "SCHEMA_VERSION",
     "Condition",
     "RoutingEntry",
     "RoutingEntrySpec",
@@ -62,12 +57,6 @@ __all__ = [
     "rule_violations",
     "spec_problems",
 ]
-
-API_GROUP = "routing.engines.io"
-API_VERSION = "v1alpha1"
-KIND = "RoutingEntry"
-PLURAL = "routingentries"
-SCHEMA_VERSION = 1
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 DNS_LABEL_OR_WILDCARD = r"^(\*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$"
@@ -393,8 +382,7 @@ class RoutingEntrySpec(BaseModel):
             "config": self.config(),
             "secretRef": {"name": ref.name, "key": ref.key} if ref else None,
         }
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -444,7 +432,7 @@ class RoutingEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    api_version: Annotated[str, Field(alias="apiVersion")] = f"{API_GROUP}/{API_VERSION}"
+    api_version: Annotated[str, Field(alias="apiVersion")] = GROUP_VERSION
     kind: Literal["RoutingEntry"] = "RoutingEntry"
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: RoutingEntrySpec

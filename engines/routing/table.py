@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .catalog import ResourceKind
-from .errors import ConfigMissing, InvalidRouting, RoutingKey
+from .contract import RoutingKey
+from .errors import ConfigMissing, InvalidRouting
 from .model import RoutingRecord
 
 __all__ = ["ChangeType", "RoutingChange", "RoutingTable", "candidate_keys"]

@@ -14,9 +14,16 @@ registry that has not loaded yet, or whose change feed is down, is an ``unavaila
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import PurePath
 from typing import Any
 
+from engines.routing.contract import (
+    RoutingKey,
+    parse_configmap_key,
+    parse_configmap_name,
+)
+from engines.routing.errors import InvalidRouting
 from engines.routing.redact import redact
 from engines.routing.registry import RoutingRegistry
 
@@ -44,23 +51,21 @@ def _no_key() -> dict[str, Any]:
 
 
 def _stored_key(source: str, registry: RoutingRegistry) -> dict[str, Any]:
-    """The key fields a refused entry's document id or file name (and directory) tell."""
+    """The key fields a refused entry's document id or file name (and directory) tell; None
+    for those it does not (a name that cannot be parsed tells none)."""
     key = _no_key()
-    if source.endswith(".json"):  # {tenant}.{project}.{resource_kind}.json, `*` written `_`
-        path = PurePath(source)
-        parts = path.name.removesuffix(".json").split(".")
-        if len(parts) == 3:
-            tenant, project, kind = ("*" if p == "_" else p for p in parts)
-            key.update(tenant=tenant, project=project, resource_kind=kind)
-        env = getattr(registry, "env", None)
-        directory = path.parent.name.split(".")  # routing.{env} or routing.{env}.{tenant}
-        if env is None and len(directory) in (2, 3) and directory[0] == "routing":
-            env = directory[1]
-        key["env"] = env
-    else:  # Firestore document id {env}:{tenant}:{project}:{resource_kind}
-        parts = source.split(":")
-        if len(parts) == 4:
-            key.update(zip(("env", "tenant", "project", "resource_kind"), parts, strict=True))
+    if not source.endswith(".json"):
+        with suppress(InvalidRouting):
+            key.update(RoutingKey.from_document_id(source).as_dict())
+        return key
+    path = PurePath(source)  # a mounted ConfigMap key, in its ConfigMap's directory
+    with suppress(InvalidRouting):
+        tenant, project, kind = parse_configmap_key(path.name)
+        key.update(tenant=tenant, project=project, resource_kind=kind)
+    key["env"] = getattr(registry, "env", None)
+    if key["env"] is None:
+        with suppress(InvalidRouting):
+            key["env"] = parse_configmap_name(path.parent.name)[0]
     return key
 
 

@@ -23,13 +23,8 @@ from typing import Generic, TypeVar
 
 from engines.ports import Port
 from engines.routing.catalog import ResourceKind
-from engines.routing.errors import (
-    BackendUnavailable,
-    ConfigMissing,
-    InvalidRouting,
-    RoutingError,
-    RoutingKey,
-)
+from engines.routing.contract import RoutingKey
+from engines.routing.errors import BackendUnavailable, ConfigMissing, InvalidRouting, RoutingError
 from engines.routing.model import RoutingRecord
 from engines.routing.table import candidate_keys
 

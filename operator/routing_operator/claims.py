@@ -20,11 +20,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engines.routing.errors import RoutingKey
+from engines.routing.contract import API_GROUP as GROUP
+from engines.routing.contract import API_VERSION as VERSION
+from engines.routing.contract import PLURAL, RoutingKey
 
 __all__ = ["Claims", "Contender", "identity_of", "iter_entries"]
 
-GROUP, VERSION, PLURAL = "routing.engines.io", "v1alpha1", "routingentries"
 PAGE = 500
 """RoutingEntries per list call."""
 

@@ -11,6 +11,8 @@ import random
 import sys
 from typing import Any
 
+from engines.routing.contract import DEFAULT_COLLECTION
+
 __all__ = ["main", "parse_args"]
 
 
@@ -26,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     p.add_argument(
         "--collection",
-        default="routing_entries",
+        default=DEFAULT_COLLECTION,
         help="Firestore collection of routing documents (default: routing_entries)",
     )
     p.add_argument(

@@ -31,6 +31,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from engines.routing.contract import API_GROUP as GROUP
+from engines.routing.contract import API_VERSION as VERSION
+from engines.routing.contract import PLURAL
+
 from .metrics import BLOCKED
 
 __all__ = [
@@ -45,7 +49,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION, PLURAL = "routing.engines.io", "v1alpha1", "routingentries"
 PEERING_GROUPS = (("kopf.dev", "v1"), ("zalando.org", "v1"))
 """Where kopf looks for its peering resources (the second is kopf's legacy group)."""
 

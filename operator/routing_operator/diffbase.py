@@ -28,8 +28,9 @@ from typing import Any
 
 import kopf
 
+from engines.routing.contract import canonical_json, digest
+
 from .listing import scope_key
-from .projections import canonical_json, digest
 
 __all__ = ["CHANGED", "HandledInMemory"]
 

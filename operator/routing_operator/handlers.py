@@ -14,6 +14,8 @@ from typing import Any
 
 import kopf
 
+from engines.routing.contract import API_GROUP, API_VERSION, DEFAULT_COLLECTION, PLURAL
+
 from . import claims, heap
 from .diffbase import HandledInMemory
 from .listing import ListingGate
@@ -24,16 +26,16 @@ __all__ = ["OperatorConfig", "build_registry", "pooled_session"]
 log = logging.getLogger(__name__)
 
 
-RESOURCE = ("routing.engines.io", "v1alpha1", "routingentries")
-PREFIX = "routing.engines.io"
-KOPF_PREFIX = "kopf.routing.engines.io"
+RESOURCE = (API_GROUP, API_VERSION, PLURAL)
+PREFIX = API_GROUP
+KOPF_PREFIX = f"kopf.{API_GROUP}"
 """kopf's own annotations (handler progress while an entry is retried). Distinct from PREFIX:
 changes to kopf's annotations are ignored, and ours (paused, requeue) must trigger handlers."""
 
 
 @dataclass(frozen=True, slots=True)
 class OperatorConfig:
-    collection: str = "routing_entries"
+    collection: str = DEFAULT_COLLECTION
     drift_period: float = 60.0
     """Seconds between drift sweeps (three list calls each, whatever the number of entries)."""
     namespaces: list[str] | None = None

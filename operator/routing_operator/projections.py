@@ -21,15 +21,23 @@ and retry on 409.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
-from enum import StrEnum
 from typing import Any
 
-from engines.routing.cluster import ADOPT_ANNOTATION
-from engines.routing.errors import BackendUnavailable, OwnershipConflict, RoutingKey
+from engines.routing.collection import Outcome, OwnerAlive, foreign
+from engines.routing.contract import (
+    ADOPT_ANNOTATION,
+    MANAGED_BY,
+    UPDATED_AT,
+    RoutingKey,
+    canonical_json,
+    configmap_value,
+    digest,
+    owner_of,
+    strip_server_fields,
+)
+from engines.routing.errors import BackendUnavailable, OwnershipConflict
 from engines.routing.model import RoutingRecord, Source
 
 __all__ = [
@@ -37,17 +45,16 @@ __all__ = [
     "ConfigMapProjection",
     "FirestoreProjection",
     "Outcome",
+    "canonical_json",
     "configmap_value",
+    "digest",
     "foreign",
     "owner_of",
     "strip_server_fields",
 ]
 
 log = logging.getLogger(__name__)
-MANAGED_BY = {"app.kubernetes.io/managed-by": "routing-operator"}
 _TIMEOUT = 5.0
-
-OwnerAlive = Callable[[Source], bool]
 
 
 def _vendor_errors() -> tuple[type[Exception], ...]:
@@ -56,54 +63,6 @@ def _vendor_errors() -> tuple[type[Exception], ...]:
     from google.auth import exceptions as auth_exc
 
     return (gexc.GoogleAPICallError, gexc.RetryError, auth_exc.GoogleAuthError)
-
-
-class Outcome(StrEnum):
-    UNCHANGED = "unchanged"
-    WRITTEN = "written"
-    MIGRATED = "migrated"
-    """Rewritten only to record this cluster: the entry's own projection from before cluster
-    identities."""
-    RECLAIMED = "reclaimed"
-    """An orphan of this cluster (its entry is gone) taken by the entry with the same identity."""
-    ADOPTED = "adopted"
-    """Another cluster's document taken over on purpose (the adopt annotation)."""
-
-
-def foreign(owner: Source, cluster: str) -> bool:
-    """Is ``owner`` recorded as another cluster's? (False when no cluster is recorded.)"""
-    return owner.cluster is not None and owner.cluster != cluster
-
-
-def canonical_json(document: Mapping[str, Any]) -> str:
-    """Sorted keys, no spaces; values JSON cannot hold (a stored document's timestamps) as
-    strings."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def digest(canonical: str) -> bytes:
-    """16 bytes standing for a canonical JSON text: what is kept instead of the document (a drift
-    sweep's Firestore documents, the diff base of every entry)."""
-    return hashlib.blake2b(canonical.encode(), digest_size=16).digest()
-
-
-def configmap_value(record: RoutingRecord) -> str:
-    """The ConfigMap value: the Firestore document minus server fields, canonical JSON."""
-    return canonical_json(record.to_document())
-
-
-def owner_of(data: dict[str, Any] | None) -> Source | None:
-    src = (data or {}).get("source")
-    if not isinstance(src, dict):
-        return None
-    try:
-        return Source(**src)
-    except (TypeError, ValueError):
-        return None
-
-
-def strip_server_fields(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if k != "updated_at"}
 
 
 class FirestoreProjection:
@@ -205,7 +164,7 @@ class FirestoreProjection:
             # The common first sync: create() is atomic (fails if the id exists), one RPC.
             try:
                 ref.create(
-                    {**wanted, "updated_at": firestore.SERVER_TIMESTAMP},
+                    {**wanted, UPDATED_AT: firestore.SERVER_TIMESTAMP},
                     timeout=_TIMEOUT,
                     retry=None,
                 )
@@ -230,7 +189,7 @@ class FirestoreProjection:
                 )
                 if decided[0] is Outcome.UNCHANGED:
                     return decided
-            txn.set(ref, {**wanted, "updated_at": firestore.SERVER_TIMESTAMP})
+            txn.set(ref, {**wanted, UPDATED_AT: firestore.SERVER_TIMESTAMP})
             return decided
 
         try:

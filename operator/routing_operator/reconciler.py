@@ -23,10 +23,18 @@ from typing import Any, TypeVar
 import kopf
 import urllib3
 
-from engines.routing.cluster import ADOPT_ANNOTATION, ALLOW_DELETE_ANNOTATION
-from engines.routing.errors import BackendUnavailable, InvalidRouting, OwnershipConflict, RoutingKey
+from engines.routing.collection import single_attempt
+from engines.routing.contract import (
+    ADOPT_ANNOTATION,
+    ALLOW_DELETE_ANNOTATION,
+    API_GROUP,
+    API_VERSION,
+    PAUSED_ANNOTATION,
+    PLURAL,
+    RoutingKey,
+)
+from engines.routing.errors import BackendUnavailable, InvalidRouting, OwnershipConflict
 from engines.routing.model import RoutingRecord, Source, parse_spec
-from engines.routing.registry.firestore import single_attempt
 
 from . import metrics
 from .claims import Claims, Contender, identity_of, iter_entries
@@ -44,7 +52,6 @@ from .projections import ConfigMapProjection, FirestoreProjection, Outcome
 __all__ = ["PAUSED_ANNOTATION", "REQUEUE_ANNOTATION", "DriftSweeper", "Peering", "Reconciler"]
 
 log = logging.getLogger(__name__)
-PAUSED_ANNOTATION = "routing.engines.io/paused"
 REQUEUE_ANNOTATION = "routing.engines.io/requeue"
 T = TypeVar("T")
 
@@ -98,7 +105,7 @@ class Reconciler:
 
         try:
             obj = self.custom_api.get_namespaced_custom_object(
-                "routing.engines.io", "v1alpha1", source.namespace, "routingentries", source.name
+                API_GROUP, API_VERSION, source.namespace, PLURAL, source.name
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -471,10 +478,10 @@ class Reconciler:
 
         try:
             self.custom_api.patch_namespaced_custom_object(
-                "routing.engines.io",
-                "v1alpha1",
+                API_GROUP,
+                API_VERSION,
                 other.namespace,
-                "routingentries",
+                PLURAL,
                 other.name,
                 {
                     "metadata": {

@@ -2,11 +2,10 @@
 
 from .base import ReadOnlyRegistry, RoutingRegistry
 from .files import FileRoutingRegistry
-from .firestore import DEFAULT_COLLECTION, FirestoreRoutingRegistry
+from .firestore import FirestoreRoutingRegistry
 from .memory import InMemoryRoutingRegistry
 
 __all__ = [
-    "DEFAULT_COLLECTION",
     "FileRoutingRegistry",
     "FirestoreRoutingRegistry",
     "InMemoryRoutingRegistry",

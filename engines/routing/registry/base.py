@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 
-from ..errors import RoutingKey
+from ..contract import RoutingKey
 from ..model import RoutingRecord
 from ..table import RoutingChange, RoutingTable
 

@@ -14,89 +14,28 @@ False while the listener is dead, while its first snapshot after a restart is ou
 while the gRPC channel is down (an outage the ``Watch`` is still retrying through), so readiness
 can say the cache may be stale instead of serving a frozen table behind a green ``/readyz``.
 
-Google's ``Watch`` reopens a failed stream at once and without limit. When the server refuses
-connections (Firestore or the emulator down, a proxy rejecting), each new stream fails at once,
-so the thread spins reopening; under load the reopen runs inside the failed call's own callback,
-recursing until a ``RecursionError`` leaves gRPC locks held (a later garbage collection of the
-channel then waits on them forever). So each
-listener may reopen by itself at most once per ``REOPEN_INTERVAL_S``; a stream that fails again
-sooner ends the listener, and the supervisor re-subscribes with its backoff.
-
-The Google client is imported here only; its exceptions are translated into the routing error
-tree at this boundary.
+Reads, writes and the listener itself go through the routing collection's gateway
+(``engines.routing.collection``), which translates the Google client's errors and keeps a failing
+stream from reopening in a tight loop; this module keeps the table and the supervision.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from ..errors import BackendUnavailable, ConfigMissing, EntryExists, InvalidRouting, RoutingKey
+from ..collection import Listener, RoutingCollection
+from ..contract import DEFAULT_COLLECTION, RoutingKey, record_from_document
+from ..errors import InvalidRouting
 from ..model import RoutingRecord
 from .base import RoutingRegistry
 
-__all__ = [
-    "DEFAULT_COLLECTION",
-    "FirestoreRoutingRegistry",
-    "record_from_snapshot",
-    "single_attempt",
-]
+__all__ = ["FirestoreRoutingRegistry"]
 
 log = logging.getLogger(__name__)
-DEFAULT_COLLECTION = "routing_entries"
-_SERVER_FIELDS = ("updated_at",)
-REOPEN_INTERVAL_S = 10.0
-"""Shortest time between two reopens of a listener's stream by Google's client itself."""
-
-
-def single_attempt() -> Any:
-    """A retry policy that never retries, for a synchronous query's ``stream()``/``get()``.
-
-    After a broken query stream, google-cloud-firestore 2.x asks ``retry._predicate`` whether to
-    resume: ``retry=None`` then fails with an AttributeError instead of raising the RPC error,
-    and the default policy looks up a ``_retry`` attribute current gapic callables lack. This
-    policy gives one attempt and lets the RPC error (e.g. DeadlineExceeded) through.
-    """
-    from google.api_core.retry import Retry
-
-    return Retry(predicate=lambda _exc: False)
-
-
-@contextmanager
-def _translate(action: str) -> Iterator[None]:
-    from google.api_core import exceptions as gexc
-
-    try:
-        yield
-    except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError) as exc:
-        raise BackendUnavailable(f"Firestore unavailable while trying to {action}: {exc}") from exc
-    except gexc.GoogleAPICallError as exc:
-        if isinstance(exc, gexc.AlreadyExists | gexc.NotFound):
-            raise
-        raise BackendUnavailable(f"Firestore error while trying to {action}: {exc}") from exc
-
-
-def record_from_snapshot(doc_id: str, data: dict[str, Any]) -> RoutingRecord:
-    """Parse one stored document; the id must match the fields (a hand-edited id is invalid)."""
-    payload = {k: v for k, v in data.items() if k not in _SERVER_FIELDS}
-    record = RoutingRecord.from_document(payload)
-    if record.key.document_id != doc_id:
-        raise InvalidRouting(
-            f"document id {doc_id!r} does not match its fields ({record.key.document_id!r})",
-            field="document id",
-        )
-    return record
-
-
-def _key_from_id(doc_id: str) -> RoutingKey | None:
-    parts = doc_id.split(":")
-    return RoutingKey(*parts) if len(parts) == 4 else None
 
 
 class FirestoreRoutingRegistry(RoutingRegistry):
@@ -114,18 +53,16 @@ class FirestoreRoutingRegistry(RoutingRegistry):
         restart_backoff: tuple[float, float] = (0.5, 30.0),
     ) -> None:
         super().__init__()
-        if client is None:
-            from google.cloud import firestore
-
-            client = firestore.Client(project=project, database=database)
-        self._client = client
+        self.store = RoutingCollection(client, name=collection, project=project, database=database)
+        """The gateway every read, write and listener of this registry goes through."""
+        self._client = self.store.client  # built now: a missing project fails at construction
         self.collection_name = collection
         self.env = env
         self.supervise_interval = supervise_interval
         """Seconds between the supervisor's checks that the listener is still alive."""
         self.restart_backoff = restart_backoff
         """(first, longest) delay before re-subscribing a dead listener; doubles per failure."""
-        self._watch: Any | None = None
+        self._watch: Listener | None = None
         self._generation = 0
         """Bumped whenever the listener is replaced: callbacks of an older one are ignored."""
         self._resync = True
@@ -154,54 +91,21 @@ class FirestoreRoutingRegistry(RoutingRegistry):
 
     # -- writes ------------------------------------------------------------------------------
 
-    def _payload(self, record: RoutingRecord) -> dict[str, Any]:
-        from google.cloud import firestore
-
-        return {**record.to_document(), "updated_at": firestore.SERVER_TIMESTAMP}
-
     def create(self, record: RoutingRecord) -> None:
-        from google.api_core import exceptions as gexc
-
-        try:
-            with _translate(f"create {record.key.document_id}"):
-                self.collection.document(record.key.document_id).create(self._payload(record))
-        except gexc.AlreadyExists as exc:
-            raise EntryExists(record.key) from exc
+        self.store.create(record)
 
     def update(self, record: RoutingRecord) -> None:
-        from google.api_core import exceptions as gexc
-
-        ref = self.collection.document(record.key.document_id)
-        try:
-            with _translate(f"update {record.key.document_id}"):
-                # update() never creates; all top-level fields are given, so it replaces them.
-                ref.update(self._payload(record))
-        except gexc.NotFound as exc:
-            raise ConfigMissing(record.key, (record.key,)) from exc
+        self.store.replace(record)
 
     def delete(self, key: RoutingKey) -> bool:
-        ref = self.collection.document(key.document_id)
-        with _translate(f"delete {key.document_id}"):
-            existed = bool(ref.get().exists)
-            ref.delete()
-        return existed
+        return self.store.delete(key)
 
     def fetch(self, key: RoutingKey) -> RoutingRecord | None:
         """Read one document straight from the store (bypasses the cache)."""
-        with _translate(f"read {key.document_id}"):
-            snap = self.collection.document(key.document_id).get()
-        if not snap.exists:
-            return None
-        return record_from_snapshot(snap.id, snap.to_dict() or {})
+        stored = self.store.get(key)
+        return None if stored is None else stored.record()
 
     # -- change feed -------------------------------------------------------------------------
-
-    def _query(self) -> Any:
-        if self.env is None:
-            return self.collection
-        from google.cloud.firestore_v1.base_query import FieldFilter
-
-        return self.collection.where(filter=FieldFilter("env", "==", self.env))
 
     def start(self) -> None:
         with self._lock:
@@ -224,9 +128,7 @@ class FirestoreRoutingRegistry(RoutingRegistry):
         def on_snapshot(docs: list[Any], changes: list[Any], read_time: Any) -> None:
             self._on_snapshot(generation, docs, changes)
 
-        self._watch = self._query().on_snapshot(on_snapshot)
-        _end_quietly(self._watch, self.collection_name, self._note_failure)
-        _limit_reopens(self._watch)
+        self._watch = self.store.listen(on_snapshot, env=self.env, on_end=self._note_failure)
 
     def _on_snapshot(self, generation: int, docs: list[Any], changes: list[Any]) -> None:
         with self._lock:
@@ -248,7 +150,7 @@ class FirestoreRoutingRegistry(RoutingRegistry):
         invalid: dict[str, str] = {}
         for doc in docs:
             try:
-                records.append(record_from_snapshot(doc.id, doc.to_dict() or {}))
+                records.append(record_from_document(doc.id, doc.to_dict() or {}))
             except Exception as exc:  # a bad document must never kill the listener thread
                 if self.invalid.get(doc.id) != str(exc):
                     log.error("ignoring invalid routing document %s: %s", doc.id, exc)
@@ -267,7 +169,7 @@ class FirestoreRoutingRegistry(RoutingRegistry):
                     self.table.remove(key)
                 continue
             try:
-                record = record_from_snapshot(doc.id, doc.to_dict() or {})
+                record = record_from_document(doc.id, doc.to_dict() or {})
             except Exception as exc:  # a bad document must never kill the listener thread
                 if self.invalid.get(doc.id) != str(exc):
                     log.error("ignoring invalid routing document %s: %s", doc.id, exc)
@@ -282,13 +184,8 @@ class FirestoreRoutingRegistry(RoutingRegistry):
     # -- supervision -------------------------------------------------------------------------
 
     @staticmethod
-    def _alive(watch: Any | None) -> bool:
-        """The listener is running: not closed by Google's client, its consumer thread alive."""
-        return (
-            watch is not None
-            and not getattr(watch, "_closed", False)
-            and bool(getattr(watch, "is_active", True))
-        )
+    def _alive(watch: Listener | None) -> bool:
+        return watch is not None and watch.alive
 
     def _supervise(self) -> None:
         first, longest = self.restart_backoff
@@ -326,7 +223,7 @@ class FirestoreRoutingRegistry(RoutingRegistry):
             self._generation += 1  # nothing the old listener still delivers is applied
             self._current = False
         if old is not None:
-            _close_watch(old)
+            old.close()
         with self._lock:
             if self._stop.is_set():
                 return
@@ -367,10 +264,7 @@ class FirestoreRoutingRegistry(RoutingRegistry):
         """Record why the listener cannot load or follow (``keep_detail``: a vaguer reason,
         the channel's state, does not replace the stream's own error)."""
         if not (keep_detail and self._failed.is_set() and self.last_error):
-            emulator = os.environ.get("FIRESTORE_EMULATOR_HOST")
-            where = f"emulator at {emulator}, " if emulator else ""
-            project = getattr(self._client, "project", None)
-            self.last_error = f"{why} ({where}project {project}, collection {self.collection_name})"
+            self.last_error = f"{why} ({self.store.where()}, collection {self.collection_name})"
         self._failed.set()
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
@@ -402,80 +296,14 @@ class FirestoreRoutingRegistry(RoutingRegistry):
         if channel is not None:
             channel.unsubscribe(self._on_connectivity)
         if watch is not None:
-            _close_watch(watch)
+            watch.close()
         if supervisor is not None and supervisor is not threading.current_thread():
             supervisor.join(timeout=5)
         self._channel_up = True
 
 
-def _limit_reopens(watch: Any) -> None:
-    """Let the ``Watch``'s stream reopen itself at most once per ``REOPEN_INTERVAL_S``.
-
-    Google's resumable stream asks its ``_should_recover`` on every failure, under its own
-    lock, and reopens at once when it says yes. Saying no ends the stream and closes the
-    ``Watch`` (as any non-recoverable error does), which the supervisor then restarts with
-    backoff. One failure is usually reported twice (by gRPC's callback and by the consumer
-    thread reading the stream): when the stream has already been reopened, the second report
-    is let through, and Google's ``_reopen`` finds nothing to do. Installed right after the
-    ``Watch`` starts: a stream that fails before that is reopened by Google's rules once more."""
-    rpc: Any = getattr(watch, "_rpc", None)
-    should_recover = getattr(rpc, "_should_recover", None)
-    if rpc is None or should_recover is None:  # another client version: nothing to wrap
-        log.debug("cannot limit the Firestore listener's reopens (no _rpc._should_recover)")
-        return
-    last_reopen = float("-inf")
-
-    def limited(exc: Any) -> bool:
-        nonlocal last_reopen
-        if not should_recover(exc):
-            return False
-        current = rpc.call
-        if current is not None and current.is_active():
-            return True  # already reopened for this failure
-        now = time.monotonic()
-        if now - last_reopen < REOPEN_INTERVAL_S:
-            return False
-        last_reopen = now
-        return True
-
-    rpc._should_recover = limited
-
-
-def _end_quietly(watch: Any, collection: str, on_error: Callable[[str], None]) -> None:
-    """When the ``Watch``'s stream ends for good, close the ``Watch`` and log why in one line.
-
-    Google's ``Watch`` closes itself from a new thread that then re-raises the stream's error:
-    an "Exception in thread" traceback on stderr each time a listener ends (while Firestore
-    refuses connections: at every re-subscription). The supervisor notices the closed
-    ``Watch`` either way and says so in the log; ``on_error`` gets that line too."""
-    import grpc  # type: ignore[import-untyped]
-    from google.api_core import exceptions as gexc
-
-    rpc: Any = getattr(watch, "_rpc", None)
-    callbacks = getattr(rpc, "_callbacks", None)
-    if not isinstance(callbacks, list):  # another client version: leave Google's handling
-        return
-
-    def ended(reason: Any) -> None:
-        # None: the stream was closed (by us, or by Google's consumer before it reports the
-        # error it got, which it then never passes on); else the gRPC call that failed.
-        if reason is None:
-            log.debug("the Firestore routing listener on %s ended", collection)
-        else:
-            if isinstance(reason, grpc.RpcError):
-                reason = gexc.from_grpc_error(reason)  # type: ignore[no-untyped-call]
-            first_line = (str(reason).splitlines() or [type(reason).__name__])[0]
-            log.warning("the Firestore routing listener on %s ended: %s", collection, first_line)
-            on_error(first_line)
-        threading.Thread(target=watch.close, name="routing-firestore-close", daemon=True).start()
-
-    for i, callback in enumerate(callbacks):
-        if getattr(callback, "__self__", None) is watch and callback.__name__ == "_on_rpc_done":
-            callbacks[i] = ended
-
-
-def _close_watch(watch: Any) -> None:
+def _key_from_id(doc_id: str) -> RoutingKey | None:
     try:
-        watch.unsubscribe()
-    except Exception:  # an already-broken listener: nothing left to stop
-        log.debug("closing a Firestore listener failed", exc_info=True)
+        return RoutingKey.from_document_id(doc_id)
+    except InvalidRouting:
+        return None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigMissing, EntryExists, RoutingKey
+from ..contract import RoutingKey
+from ..errors import ConfigMissing, EntryExists
 from ..model import RoutingRecord
 from ..table import candidate_keys
 from .base import RoutingRegistry

@@ -29,7 +29,7 @@ from devstack import free_port
 from devstack.testing import record as kind_record
 from devstack.testing import wait_for
 from engines.routing import FirestoreRoutingRegistry, RoutingRecord
-from engines.routing.registry.firestore import _limit_reopens
+from engines.routing._listener import _limit_reopens
 
 pytestmark = pytest.mark.firestore
 
@@ -67,8 +67,9 @@ def test_dead_listener_is_resubscribed_and_converges(
 
     with reg._lock:  # the supervisor cannot re-subscribe until the deletion is done
         watch = reg._watch
-        watch.close()  # the RPC ended for good: what Watch._on_rpc_done does
-        assert watch._closed
+        assert watch is not None
+        watch.watch.close()  # the RPC ended for good: what Watch._on_rpc_done does
+        assert not watch.alive
         assert not reg.healthy  # a dead listener: the cache may be stale
         assert writer.delete(deleted.key) is True  # while nobody listens
         updated = record("kept", collection="kpis_v2")

@@ -1,0 +1,131 @@
+"""A snapshot listener on the routing collection, kept from spinning and from spilling tracebacks.
+
+Google's ``Watch`` reopens a failed stream at once and without limit, and closes itself from a
+new thread that re-raises the stream's error. Both are tamed here, for every listener the
+gateway (``engines.routing.collection``) opens; re-subscribing a listener that ended is its
+owner's job (the registry's supervisor).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["REOPEN_INTERVAL_S", "Listener", "first_line", "open_listener"]
+
+log = logging.getLogger(__name__)
+REOPEN_INTERVAL_S = 10.0
+"""Shortest time between two reopens of a listener's stream by Google's client itself."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def open_listener(
+    query: Any,
+    on_snapshot: Callable[[list[Any], list[Any], Any], None],
+    collection: str,
+    on_end: Callable[[str], None],
+) -> Listener:
+    """Start Google's ``Watch`` on ``query`` with its reopens limited and its end reported."""
+    watch = query.on_snapshot(on_snapshot)
+    _end_quietly(watch, collection, on_end)
+    _limit_reopens(watch)
+    return Listener(watch)
+
+
+class Listener:
+    """A running snapshot listener (see :meth:`RoutingCollection.listen`)."""
+
+    def __init__(self, watch: Any) -> None:
+        self.watch = watch
+        """Google's ``Watch`` behind it."""
+
+    @property
+    def alive(self) -> bool:
+        """Running: not closed by Google's client, its consumer thread alive."""
+        return not getattr(self.watch, "_closed", False) and bool(
+            getattr(self.watch, "is_active", True)
+        )
+
+    def close(self) -> None:
+        try:
+            self.watch.unsubscribe()
+        except Exception:  # an already-broken listener: nothing left to stop
+            log.debug("closing a Firestore listener failed", exc_info=True)
+
+
+def _limit_reopens(watch: Any) -> None:
+    """Let the ``Watch``'s stream reopen itself at most once per ``REOPEN_INTERVAL_S``.
+
+    Google's ``Watch`` reopens a failed stream at once and without limit. When the server refuses
+    connections, each new stream fails within milliseconds: a spinning thread, and under load the
+    reopen runs inside the failed call's own callback, recursing until a ``RecursionError``
+    leaves gRPC locks held (a later garbage collection of the channel then waits on them forever).
+
+    Google's resumable stream asks its ``_should_recover`` on every failure, under its own
+    lock, and reopens at once when it says yes. Saying no ends the stream and closes the
+    ``Watch`` (as any non-recoverable error does), which the caller then restarts with
+    backoff. One failure is usually reported twice (by gRPC's callback and by the consumer
+    thread reading the stream): when the stream has already been reopened, the second report
+    is let through, and Google's ``_reopen`` finds nothing to do. Installed right after the
+    ``Watch`` starts: a stream that fails before that is reopened by Google's rules once more."""
+    rpc: Any = getattr(watch, "_rpc", None)
+    should_recover = getattr(rpc, "_should_recover", None)
+    if rpc is None or should_recover is None:  # another client version: nothing to wrap
+        log.debug("cannot limit the Firestore listener's reopens (no _rpc._should_recover)")
+        return
+    last_reopen = float("-inf")
+
+    def limited(exc: Any) -> bool:
+        nonlocal last_reopen
+        if not should_recover(exc):
+            return False
+        current = rpc.call
+        if current is not None and current.is_active():
+            return True  # already reopened for this failure
+        now = time.monotonic()
+        if now - last_reopen < REOPEN_INTERVAL_S:
+            return False
+        last_reopen = now
+        return True
+
+    rpc._should_recover = limited
+
+
+def _end_quietly(watch: Any, collection: str, on_error: Callable[[str], None]) -> None:
+    """When the ``Watch``'s stream ends for good, close the ``Watch`` and log why in one line.
+
+    Google's ``Watch`` closes itself from a new thread that then re-raises the stream's error:
+    an "Exception in thread" traceback on stderr each time a listener ends (while Firestore
+    refuses connections: at every re-subscription). The caller notices the closed ``Watch``
+    either way; ``on_error`` gets that line too."""
+    import grpc  # type: ignore[import-untyped]
+    from google.api_core import exceptions as gexc
+
+    rpc: Any = getattr(watch, "_rpc", None)
+    callbacks = getattr(rpc, "_callbacks", None)
+    if not isinstance(callbacks, list):  # another client version: leave Google's handling
+        return
+
+    def ended(reason: Any) -> None:
+        # None: the stream was closed (by us, or by Google's consumer before it reports the
+        # error it got, which it then never passes on); else the gRPC call that failed.
+        if reason is None:
+            log.debug("the Firestore routing listener on %s ended", collection)
+        else:
+            if isinstance(reason, grpc.RpcError):
+                reason = gexc.from_grpc_error(reason)  # type: ignore[no-untyped-call]
+            line = first_line(reason)
+            log.warning("the Firestore routing listener on %s ended: %s", collection, line)
+            on_error(line)
+        threading.Thread(target=watch.close, name="routing-firestore-close", daemon=True).start()
+
+    for i, callback in enumerate(callbacks):
+        if getattr(callback, "__self__", None) is watch and callback.__name__ == "_on_rpc_done":
+            callbacks[i] = ended
