@@ -276,7 +276,7 @@ def installed(cluster: Any, e2e_gate: str, request: pytest.FixtureRequest) -> It
                 "-n", ns, "annotate", "rte", entry["metadata"]["name"],
                 "routing.engines.io/allow-delete=true", "--overwrite",
             )  # fmt: skip
-    # An operator that lost its Role with the namespace cannot finalize what is left there.
+    # Only when the namespace test failed: nothing must hold the next run's namespace.
     listed = cluster.kubectl("-n", DOOMED, "get", "rte", "-o", "name")
     for name in listed.stdout.split():
         cluster.kubectl(
@@ -497,18 +497,13 @@ def doomed_entry(env: str) -> dict[str, Any]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect this test found: with operator.watchNamespaces the chart grants the "
-    "operator a Role in each watched namespace, which the namespace controller deletes with the "
-    "namespace, so the operator can no longer remove its finalizers and the namespace stays "
-    "Terminating; the contract below also needs issue 15 (projections kept)",
-)
 def test_deleting_a_namespace_of_entries_keeps_what_prod_serves(installed: Any) -> None:
     """The namespace controller deletes every entry of a namespace being deleted, and the
-    namespace goes away (the operator releases its finalizers). A ``test`` entry's document goes
-    with it; a ``prod`` entry deleted this way, without ``allow-delete``, keeps its document:
-    nothing served is lost by accident (DESIGN §2)."""
+    namespace goes away: the operator releases its finalizers although the chart's Role there is
+    deleted with them (its patch right on entries is cluster-wide) and the ConfigMaps refuse it
+    (left to the namespace). A ``test`` entry's document goes with it; a ``prod`` entry deleted
+    this way, without ``allow-delete``, keeps its document: nothing served is lost by accident
+    (DESIGN §2)."""
     cluster = installed
     kubectl(
         cluster,
