@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,6 +318,22 @@ def engines_pod(cluster: Any) -> dict[str, Any] | None:
     return running[0] if len(running) == 1 else None
 
 
+def failed_readiness_probes(cluster: Any, pod_name: str) -> int:
+    """How many readiness probes kubelet reported failed for the pod (its Unhealthy Events,
+    aggregated by count)."""
+    events = json.loads(
+        kubectl(
+            cluster, "-n", NS, "get", "events", "-o", "json",
+            "--field-selector", f"involvedObject.name={pod_name},reason=Unhealthy",
+        )
+    )["items"]  # fmt: skip
+    return sum(
+        int(e.get("count") or 1)
+        for e in events
+        if str(e.get("message", "")).startswith("Readiness probe failed")
+    )
+
+
 def test_readiness_follows_entries_and_backends_switch_live(installed: Any) -> None:
     cluster = installed
     pod = wait_for(lambda: engines_pod(cluster), timeout=300, interval=2, what="engines pod")
@@ -331,9 +346,21 @@ def test_readiness_follows_entries_and_backends_switch_live(installed: Any) -> N
     status, body = wait_for(answered, timeout=120, interval=2, what="/readyz answering")
     assert status == 503 and body["missing"], body
     assert {m["resource_kind"] for m in body["missing"]} >= {"kpi", "chat_bus", "raw_storage"}
-    time.sleep(10)  # several readiness periods: it must stay unready, not flap to ready
+    # kubelet's own probes, not only ours: several fail in a row, and it never turns ready.
+    name = pod["metadata"]["name"]
+    wait_for(
+        lambda: failed_readiness_probes(cluster, name) >= 3,
+        timeout=120,
+        interval=2,
+        what=lambda: (
+            f"3 failed readiness probes of {name}, not {failed_readiness_probes(cluster, name)}"
+        ),
+    )
     deploy = json.loads(kubectl(cluster, "-n", NS, "get", "deploy", ENGINES, "-o", "json"))
     assert not deploy["status"].get("readyReplicas"), deploy["status"]
+    now = engines_pod(cluster)
+    assert now is not None and not pod_ready(now), now
+    assert endpoint_ready(cluster, name) is not True
 
     # The entries arrive: every one turns Ready, and so does the Deployment.
     apply_examples(cluster)
