@@ -41,4 +41,4 @@ image-test: setup image
 # The kind scenarios on a real node of our own (kubelet + containerd beside the local control
 # plane; needs root): see README "End-to-end on a real node". A skip is a failure here.
 e2e: setup image
-	ROUTING_E2E_SKIP_IMAGE=1 bash hack/e2e.sh
+	ROUTING_E2E_SKIP_IMAGE=1 ROUTING_E2E_IMAGE=localhost/$(IMAGE) bash hack/e2e.sh

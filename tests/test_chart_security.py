@@ -8,7 +8,9 @@ crd`` remove every entry at once. Each policy is checked by doing the thing, not
 * operator least privilege: every action the operator's ServiceAccount may and may not take, by
   impersonation (``kubectl --as=system:serviceaccount:NS:NAME``) — refused by RBAC (verbs it
   never uses) or by the ``operator-scope`` ValidatingAdmissionPolicy (ConfigMaps not named
-  ``routing.*``; an entry's spec, labels, owner references, others' annotations and finalizers);
+  ``routing.*``; an entry's spec, labels, owner references, others' annotations and finalizers;
+  any write to an entry outside the watched namespaces, where its cluster-wide patch right on
+  entries would otherwise reach);
 * tenancy: entries admitted only in namespaces bound to their tenant and env (label or
   annotation ``routing.engines.io/tenants`` / ``routing.engines.io/envs``), each refusal naming
   the key and the refused value; a later narrowing refuses spec changes but never blocks the
@@ -177,14 +179,23 @@ class Action:
     then: dict[str, Any] | None = None  # fields the admin then reads back on the entry
     status_patch: dict[str, Any] | None = None  # instead of argv: PATCH the status subresource
     replace: bool = False  # with status_patch: PUT instead
+    entry_patch: dict[str, Any] | None = None  # instead of argv: PATCH the entry, no read first
+    unwatched: bool = False  # ``{ns}`` and the entry in a namespace the operator does not watch
 
 
 def impersonated_status_write(
-    kube_cluster: Any, user: str, ns: str, name: str, body: dict[str, Any], *, replace: bool
+    kube_cluster: Any,
+    user: str,
+    ns: str,
+    name: str,
+    body: dict[str, Any],
+    *,
+    replace: bool,
+    status: bool = True,
 ) -> tuple[int, str]:
-    """The operator's own call (kopf merge-patches ``/status``; it never reads it first, as
-    ``kubectl patch --subresource=status`` does), sent as ``user`` through the API server's
-    impersonation headers, like ``kubectl --as``."""
+    """The operator's own call (kopf merge-patches ``/status``, or the entry itself with
+    ``status=False``; it never reads it first, as ``kubectl patch`` does), sent as ``user``
+    through the API server's impersonation headers, like ``kubectl --as``."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -196,8 +207,10 @@ def impersonated_status_write(
             if replace:
                 current = custom.get_namespaced_custom_object(*args)
                 custom.replace_namespaced_custom_object_status(*args, {**current, **body})
-            else:
+            elif status:
                 custom.patch_namespaced_custom_object_status(*args, body)
+            else:
+                custom.patch_namespaced_custom_object(*args, body)
         except ApiException as exc:
             return exc.status, str(json.loads(exc.body)["message"])
     return 200, ""
@@ -213,6 +226,7 @@ def configmap(name: str) -> dict[str, Any]:
 
 PATCH_ENTRY = ("patch", "rte", "{entry}", "-n", "{ns}")
 ONLY_ROUTING = "may write only the ConfigMaps named routing.*"
+UNWATCHED = "writes only in the namespaces it watches"
 ACTIONS: dict[str, Action] = {
     # ConfigMaps: its projections, and only those
     "create-routing-configmap": Action(("create", "configmap", "routing.prod.made", "-n", "{ns}")),
@@ -375,6 +389,46 @@ ACTIONS: dict[str, Action] = {
     "replace-entry": Action(
         ("replace", "-n", "{ns}", "-f", "-"), "rbac", "cannot update", stdin=entry("{entry}")
     ),
+    # Its patch right on entries is cluster-wide (it must outlive a watched namespace's Role
+    # while the namespace is deleted); the policy keeps it to the watched namespaces.
+    "patch-spec-in-unwatched-namespace": Action(
+        (),
+        "policy",
+        UNWATCHED,
+        entry_patch={"spec": {"firestore": {"collection": "evil"}}},
+        unwatched=True,
+    ),
+    "add-own-finalizer-in-unwatched-namespace": Action(
+        (),
+        "policy",
+        UNWATCHED,
+        entry_patch={"metadata": {"finalizers": [FINALIZER]}},
+        unwatched=True,
+        then={"metadata.finalizers": None},
+    ),
+    "remove-own-finalizer-in-unwatched-namespace": Action(
+        (),
+        "policy",
+        UNWATCHED,
+        entry_patch={"metadata": {"finalizers": [FOREIGN_FINALIZER]}},
+        entry_meta={"finalizers": [FOREIGN_FINALIZER, FINALIZER]},
+        unwatched=True,
+        then={"metadata.finalizers": [FOREIGN_FINALIZER, FINALIZER]},
+    ),
+    "patch-status-in-unwatched-namespace": Action(
+        (),
+        "policy",
+        UNWATCHED,
+        status_patch={"status": {"observedGeneration": 1}},
+        unwatched=True,
+        then={"status": None},
+    ),
+    "get-entry-in-unwatched-namespace": Action(
+        ("get", "rte", "{entry}", "-n", "{ns}"), "rbac", "cannot get", unwatched=True
+    ),
+    "list-entries-in-unwatched-namespace": Action(
+        ("get", "rte", "-n", "{ns}"), "rbac", "cannot list", unwatched=True
+    ),
     # Events, peering, discovery, cluster identity
     "create-event": Action(
         ("create", "-n", "{ns}", "-f", "-"),
@@ -423,7 +477,8 @@ def test_operator_service_account_may_do_only_its_job(
     kube_cluster: Any, secured: Secured, name: str
 ) -> None:
     action = ACTIONS[name]
-    rel, ns = secured.release, secured.ns
+    rel = secured.release
+    ns = secured.namespaces["any"] if action.unwatched else secured.ns
     suffix = secrets.token_hex(2)
     names = {"ns": ns, "entry": f"e-{name}"[:50] + f"-{suffix}", "peering": rel.peering}
     # What an admin set up: the projections the operator wrote, a ConfigMap of someone else,
@@ -441,9 +496,15 @@ def test_operator_service_account_may_do_only_its_job(
     argv = _fill(list(action.argv), names)
     stdin = json.dumps(_fill(action.stdin, names)) if action.stdin else None
 
-    if action.status_patch is not None:
+    if action.status_patch is not None or action.entry_patch is not None:
         status, stderr = impersonated_status_write(
-            kube_cluster, rel.user, ns, names["entry"], action.status_patch, replace=action.replace
+            kube_cluster,
+            rel.user,
+            ns,
+            names["entry"],
+            action.status_patch or action.entry_patch or {},
+            replace=action.replace,
+            status=action.status_patch is not None,
         )
         done = subprocess.CompletedProcess(argv, 0 if status == 200 else 1, "", stderr)
     else:

@@ -48,6 +48,7 @@ from .conditions import (
     now_rfc3339,
 )
 from .projections import ConfigMapProjection, FirestoreProjection, Outcome
+from .terminating import gone_with_namespace
 
 __all__ = ["PAUSED_ANNOTATION", "REQUEUE_ANNOTATION", "DriftSweeper", "Peering", "Reconciler"]
 
@@ -426,9 +427,18 @@ class Reconciler:
                     key.document_id,
                 )
         elif key is not None:
+            from kubernetes.client.exceptions import ApiException
+
             try:
                 await self._run(self.firestore.remove, key, uid)
-                await self._run(self.configmaps.remove, ns, key, uid)
+                try:
+                    await self._run(self.configmaps.remove, ns, key, uid)
+                except ApiException as exc:
+                    # A namespace being deleted takes the ConfigMap (and our Role) with it.
+                    what = f"ConfigMap {ns}/{key.configmap_name} key {key.configmap_key}"
+                    api = self.configmaps.api
+                    if not await self._run(gone_with_namespace, api, ns, exc, what):
+                        raise
             except BackendUnavailable as exc:
                 message = f"deleting: projections not removed yet ({exc}); retrying"
                 kopf.event(body, type="Warning", reason=Reason.BACKEND_UNAVAILABLE, message=message)

@@ -84,16 +84,24 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- define "routing-registry.namespacedRules" -}}
 - apiGroups: ["routing.engines.io"]
   resources: ["routingentries"]
-  verbs: ["get", "list", "watch", "patch"]
-- apiGroups: ["routing.engines.io"]
-  resources: ["routingentries/status"]
-  verbs: ["patch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "create", "update", "patch", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end -}}
+
+{{/*
+The operator's writes to entries (kopf's merge patches of finalizers and annotations; status).
+Always cluster-wide: deleting a watched namespace deletes the Role there at the same time as
+the entries, and the operator must still release their finalizers (see rbac.yaml).
+*/}}
+{{- define "routing-registry.entryWriteRules" -}}
+- apiGroups: ["routing.engines.io"]
+  resources: ["routingentries", "routingentries/status"]
+  verbs: ["patch"]
 {{- end -}}
 
 {{/* "true" when an env list ([{name, ...}]) sets a variable: (list $envList "NAME"). */}}
