@@ -16,8 +16,9 @@ import kopf
 
 from . import claims, memory
 from .diffbase import HandledInMemory
+from .drift import DriftSweeper
 from .listing import ListingGate
-from .reconciler import DriftSweeper, Peering, Reconciler
+from .reconciler import Peering, Reconciler
 
 __all__ = ["OperatorConfig", "build_registry", "pooled_session"]
 
