@@ -5,7 +5,8 @@ Covers: an out-of-band edit and an out-of-band deletion of a Firestore document,
 ConfigMap key and a whole ConfigMap, each repaired with a ``DriftRepaired`` Event and the repair
 metric and no sweep; another cluster's documents in the same collection are not delivered to
 this operator's listener and are left as they are; a Firestore emulator restart (the listener's
-stream fails) is survived: the listener is established again and repairs again.
+stream fails) is survived: the listener is established again and repairs again. And the
+identity a ConfigMap key stands for is known even when its value was edited out of shape.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from typing import Any
 
 import pytest
 from operator_harness import Entries, OperatorProcess, entry
+from routing_operator.drift import _cm_values
+from routing_operator.projections import configmap_value, digest
 
 from engines.devstack import free_port
+from engines.routing.model import RoutingRecord, parse_spec
 from engines.testing import wait_for
 
 CLUSTER = "cluster-a"
@@ -205,3 +209,22 @@ def test_the_firestore_listener_is_established_again_after_the_emulator_restarts
     )
     assert operator.metric(SWEEPS) == 0
     assert "drift listener firestore established again" in operator.log()
+
+
+def test_a_configmap_key_names_its_identity_even_when_its_value_is_out_of_shape() -> None:
+    """The watch compares a key with the document of the same identity: read from the value,
+    or from the ConfigMap's and the key's names when the value was edited into garbage; a key
+    that is neither is not the operator's to judge."""
+    record = RoutingRecord.from_spec(parse_spec(entry("x", tenant="acme", kind="seo")["spec"]))
+    good = configmap_value(record)
+    cm = {
+        "metadata": {"name": "routing.prod.acme", "namespace": "ns"},
+        "data": {"acme._.seo.json": good, "acme._.kpi.json": "not json", "notes.txt": "hi"},
+    }
+    assert _cm_values(cm) == {
+        "acme._.seo.json": (digest(good), "prod:acme:*:seo"),
+        "acme._.kpi.json": (digest("not json"), "prod:acme:*:kpi"),
+    }
+    wildcard = {"metadata": {"name": "routing.test", "namespace": "ns"}, "data": {}}
+    wildcard["data"] = {"_._.kpi.json": "{}"}
+    assert _cm_values(wildcard) == {"_._.kpi.json": (digest("{}"), "test:*:*:kpi")}
