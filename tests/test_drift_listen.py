@@ -212,9 +212,9 @@ def test_the_firestore_listener_is_established_again_after_the_emulator_restarts
 
 
 def test_a_configmap_key_names_its_identity_even_when_its_value_is_out_of_shape() -> None:
-    """The watch compares a key with the document of the same identity: read from the value,
-    or from the ConfigMap's and the key's names when the value was edited into garbage; a key
-    that is neither is not the operator's to judge."""
+    """The watch compares a key with the document of the same identity, named by the
+    ConfigMap's and the key's names, so a value edited into garbage is still compared; a key
+    of another shape is not the operator's to judge."""
     record = RoutingRecord.from_spec(parse_spec(entry("x", tenant="acme", kind="seo")["spec"]))
     good = configmap_value(record)
     cm = {

@@ -707,21 +707,18 @@ def _cm_values(cm: dict[str, Any]) -> dict[str, tuple[bytes, str]]:
     env_tenant = cm["metadata"]["name"].split(".", 2)[1:]
     found: dict[str, tuple[bytes, str]] = {}
     for key, value in (cm.get("data") or {}).items():
-        doc_id = _identity_of_key(env_tenant, key, value)
+        doc_id = _identity_of_key(env_tenant, key)
         if doc_id is not None:
             found[key] = (digest(value), doc_id)
     return found
 
 
-def _identity_of_key(env_tenant: list[str], key: str, value: str) -> str | None:
-    """The identity a ConfigMap key is for: from its value, else (a value edited out of shape)
-    from the ConfigMap's and the key's names."""
-    try:
-        return RoutingRecord.from_document(json.loads(value)).key.document_id
-    except (ValueError, TypeError, InvalidRouting):
-        pass
+def _identity_of_key(env_tenant: list[str], key: str) -> str | None:
+    """The identity a ConfigMap key is for, from the ConfigMap's and the key's names (exact:
+    env, tenant and project are DNS labels, and ``_`` stands for ``*``), so a value edited out of
+    shape is still compared with the right document, and no value is parsed."""
     parts = key.removesuffix(".json").split(".")
-    if not env_tenant or len(parts) != 3:
+    if not env_tenant or len(parts) != 3 or not key.endswith(".json"):
         return None
     tenant, project, kind = ("*" if p == "_" else p for p in parts)
     return RoutingKey(env_tenant[0], tenant, project, kind).document_id
