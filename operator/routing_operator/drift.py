@@ -305,9 +305,10 @@ class DriftListeners:
     projection changed is checked after ``settle`` seconds, which the operator's own writes
     need to land in both places: when its Firestore document and its ConfigMap key then hold the
     same value, nothing more is done (the operator's own writes cost no API call). Otherwise the
-    entry that claims the identity is read once, and requeued when it reports Ready for its
-    current spec while a projection differs from what that spec gives; the reconcile repairs,
-    counts and reports as it does for the sweep.
+    entry that claims the identity is read, and requeued when it reports Ready for its current
+    spec while a projection differs from what that spec gives (a projection that looks wrong is
+    read once more from its store first: a listener catching up with a burst lags behind); the
+    reconcile repairs, counts and reports as it does for the sweep.
 
     Only this cluster's documents are listened to (``source.cluster``); another cluster's are
     never read, judged or touched. A listener that fails is reported (log, metrics) and
@@ -676,10 +677,26 @@ class DriftListeners:
         )
         wanted = digest(configmap_value(record))
         document, value = seen
+        # What a listener saw may lag behind (a listener catching up with a burst of writes):
+        # a projection that looks wrong is read once more, and only the store's word counts.
+        key = record.key
         if document is not _UNKNOWN and document != wanted:
-            return "firestore"
+            current = rec.firestore.read(key)
+            if current is None or digest(canonical_json(strip_server_fields(current))) != wanted:
+                return "firestore"
         if value is not _UNKNOWN and value != wanted:
-            return "configmap"
+            try:
+                cm = rec.configmaps.api.read_namespaced_config_map(
+                    key.configmap_name, winner.namespace
+                )
+                data = cm.data or {}
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                data = {}
+            current_value = data.get(key.configmap_key)
+            if current_value is None or digest(current_value) != wanted:
+                return "configmap"
         return None
 
 
