@@ -205,6 +205,12 @@ def configmap_repairs(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entries", type=int, default=10_000)
+    parser.add_argument(
+        "--model-entries",
+        type=int,
+        default=10_000,
+        help="also print the reads per hour scaled to this many idle entries",
+    )
     parser.add_argument("--repairs", type=int, default=20, help="out-of-band edits of each kind")
     parser.add_argument("--idle", type=float, default=120.0, help="idle window, seconds")
     parser.add_argument(
@@ -222,6 +228,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-drift-") as tmp:
         stack = LocalStack(Path(tmp) / "stack")
         op: subprocess.Popen[bytes] | None = None
+        log_path = Path(tmp) / "operator.log"
         try:
             stack.up(["kube-apiserver", "firestore"])
             env = {**os.environ, **stack.env(), "KUBECONFIG": str(stack.kubeconfig)}
@@ -232,7 +239,6 @@ def main() -> None:
             core, api = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
             core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NS)))
             port = free_port()
-            log_path = Path(tmp) / "operator.log"
 
             def start() -> subprocess.Popen[bytes]:
                 return subprocess.Popen(
@@ -307,6 +313,15 @@ def main() -> None:
                 f"  former 60 s sweep: {former:,.0f}/h → "
                 f"{former / max(1.0, listener_hour + sweep_reads):.0f}x fewer reads now"
             )
+            m = args.model_entries
+            if m != args.entries:
+                scale = m / args.entries
+                print(
+                    f"  scaled to {m} idle entries (every term is per document): listener "
+                    f"{listener_hour * scale:,.0f}/h + sweeps {m * sweeps_hour:,.0f}/h = "
+                    f"{(listener_hour + sweep_reads) * scale:,.0f}/h; first load "
+                    f"{loaded * scale:,.0f}; former 60 s sweep {m * 3600 / FORMER_PERIOD_S:,.0f}/h"
+                )
             print(f"  operator RSS: {rss_mb(op.pid):.0f} MB with the listener on {args.entries}")
 
             fs = _firestore_client(stack)
@@ -335,6 +350,11 @@ def main() -> None:
             print(
                 f"  sweeps run meanwhile: {metric(port, 'routing_operator_drift_sweeps_total'):.0f}"
             )
+        except BaseException:
+            if log_path.exists():
+                tail = log_path.read_text(errors="replace").splitlines()[-40:]
+                print("--- the operator's log, last lines ---", *tail, sep="\n")
+            raise
         finally:
             if op is not None and op.poll() is None:
                 stop_group(op.pid, what="routing-operator", grace=20)
