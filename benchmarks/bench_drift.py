@@ -180,8 +180,8 @@ def configmap_repairs(
                     resource_version=version, timeout_seconds=120,
                 ):  # fmt: skip
                     events.put((time.perf_counter(), (event["object"].data or {}).get(key)))
-            except Exception:  # the stream is cut when the watch is left behind
-                pass
+            except Exception as exc:  # reported by the waiting side
+                events.put((time.perf_counter(), f"<watch failed: {exc!r}>"))
 
         thread = threading.Thread(target=follow, daemon=True)
         thread.start()
@@ -190,7 +190,16 @@ def configmap_repairs(
         core.patch_namespaced_config_map(name, NS, {"data": {key: "{}"}})
         t_seen = t_back = None
         while t_back is None:
-            when, value = events.get(timeout=60)
+            try:
+                when, value = events.get(timeout=60)
+            except queue.Empty:
+                current = (core.read_namespaced_config_map(name, NS).data or {}).get(key)
+                raise SystemExit(
+                    f"{name} {key}: no watch event for 60 s (edit seen: {t_seen is not None}; "
+                    f"the value now: {current!r}, repaired: {current == good})"
+                ) from None
+            if value is not None and value.startswith("<watch failed"):
+                raise SystemExit(f"{name} {key}: {value}")
             if value == "{}" and t_seen is None:
                 t_seen = when
             elif value == good and t_seen is not None:
