@@ -22,8 +22,9 @@ import pytest
 from kubernetes import client
 from operator_harness import Entries, entry
 from routing_operator import claims as claims_module
+from routing_operator.drift import DriftSweeper
 from routing_operator.projections import ConfigMapProjection, FirestoreProjection, Outcome
-from routing_operator.reconciler import DriftSweeper, Peering, Reconciler
+from routing_operator.reconciler import Peering, Reconciler
 
 from engines.routing.errors import OwnershipConflict
 from engines.routing.model import RoutingRecord, Source, parse_spec

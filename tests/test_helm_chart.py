@@ -495,6 +495,7 @@ NEEDED = [
     ("patch", "routingentries.routing.engines.io", "--subresource=status"),
     ("get", "configmaps"),
     ("list", "configmaps"),
+    ("watch", "configmaps"),  # the drift listener (label-selected)
     ("create", "configmaps"),
     ("update", "configmaps"),
     ("patch", "configmaps"),
@@ -519,7 +520,6 @@ FORBIDDEN = [
     # kopf merge-patches entries and their status; it never replaces them
     ("update", "routingentries.routing.engines.io"),
     ("update", "routingentries.routing.engines.io", "--subresource=status"),
-    ("watch", "configmaps"),
     ("deletecollection", "configmaps"),
     ("get", "pods"),
     ("create", "pods"),

@@ -47,8 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--drift-period",
         type=float,
-        default=60.0,
-        help="seconds between drift checks of each entry (default: 60)",
+        default=1800.0,
+        help="seconds between full drift sweeps (default: 1800); drift is repaired as it "
+        "happens by listening to this cluster's Firestore documents and the managed ConfigMaps, "
+        "the sweep is the safety net behind them (and reports orphans)",
     )
     p.add_argument(
         "--metrics-port",

@@ -18,8 +18,9 @@ from engines.routing.contract import API_GROUP, API_VERSION, DEFAULT_COLLECTION,
 
 from . import claims, heap
 from .diffbase import HandledInMemory
+from .drift import DriftListeners, DriftSweeper
 from .listing import ListingGate
-from .reconciler import DriftSweeper, Peering, Reconciler
+from .reconciler import Peering, Reconciler
 
 __all__ = ["OperatorConfig", "build_registry", "pooled_session"]
 
@@ -36,8 +37,9 @@ changes to kopf's annotations are ignored, and ours (paused, requeue) must trigg
 @dataclass(frozen=True, slots=True)
 class OperatorConfig:
     collection: str = DEFAULT_COLLECTION
-    drift_period: float = 60.0
-    """Seconds between drift sweeps (three list calls each, whatever the number of entries)."""
+    drift_period: float = 1800.0
+    """Seconds between drift sweeps (three list calls each, whatever the number of entries): the
+    safety net behind the drift listeners, which repair as changes happen."""
     namespaces: list[str] | None = None
     """Watched namespaces; None means every namespace."""
     peering_lifetime: int = 60
@@ -144,6 +146,7 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         settings.watching.chunk_size = config.list_page
 
     sweeper = DriftSweeper(reconciler, config.namespaces, config.peering)
+    listeners = DriftListeners(reconciler, config.namespaces, sweeper)
     tasks: list[asyncio.Task[None]] = []
 
     async def trim_memory(period: float) -> None:
@@ -175,6 +178,7 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
     async def start_background_tasks(**_: Any) -> None:
         tasks.append(asyncio.create_task(trim_memory(config.trim_period), name="malloc-trim"))
         tasks.append(asyncio.create_task(sweeper.run(config.drift_period), name="drift-sweep"))
+        tasks.append(asyncio.create_task(listeners.run(), name="drift-listen"))
         tasks.append(
             asyncio.create_task(
                 reconciler.watch_takeovers(config.takeover_period),

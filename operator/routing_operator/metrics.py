@@ -8,6 +8,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "BLOCKED",
+    "DRIFT_LISTENER_DOCUMENTS",
+    "DRIFT_LISTENER_FAILURES",
+    "DRIFT_LISTENER_UP",
     "DRIFT_REPAIRS",
     "DRIFT_SWEEPS",
     "ENTRIES",
@@ -39,6 +42,22 @@ DRIFT_REPAIRS = Counter(
 DRIFT_SWEEPS = Counter(
     "routing_operator_drift_sweeps_total",
     "Drift sweeps completed by this replica (a standby does not sweep).",
+)
+DRIFT_LISTENER_UP = Gauge(
+    "routing_operator_drift_listener_up",
+    "1 while the drift listener (firestore: this cluster's documents; configmap: the managed "
+    "ConfigMaps) is established, 0 while it is down and being established again.",
+    ["listener"],
+)
+DRIFT_LISTENER_FAILURES = Counter(
+    "routing_operator_drift_listener_failures_total",
+    "Times a drift listener failed (stream ended or errored) and was established again.",
+    ["listener"],
+)
+DRIFT_LISTENER_DOCUMENTS = Counter(
+    "routing_operator_drift_listener_documents_total",
+    "Firestore documents delivered to the drift listener (each first load of the result set, "
+    "then every added or changed document): the document reads Firestore bills for it.",
 )
 ORPHANS_REMOVED = Counter(
     "routing_operator_orphans_removed_total",

@@ -1,0 +1,742 @@
+"""Drift: the projections an operator wrote are changed or removed out of band, and the
+RoutingEntry (the source of truth) puts them back.
+
+A drifted entry is requeued through the ``routing.engines.io/requeue`` annotation, so every repair
+runs through the normal reconcile path, which counts it and posts the ``DriftRepaired`` Event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engines.routing.collection import single_attempt
+from engines.routing.contract import PAUSED_ANNOTATION, RoutingKey
+from engines.routing.errors import InvalidRouting
+from engines.routing.model import RoutingRecord, Source, parse_spec
+
+from . import metrics
+from .claims import Claims, Contender, iter_entries
+from .conditions import READY, Reason, now_rfc3339
+from .projections import canonical_json, configmap_value, digest, strip_server_fields
+from .reconciler import Peering, Reconciler
+
+__all__ = ["DriftListeners", "DriftSweeper", "Sweep"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Sweep:
+    """What one drift sweep found."""
+
+    stale: list[Contender] = field(default_factory=list)
+    listed: set[str] = field(default_factory=set)
+    """uids of every entry the sweep listed."""
+    orphan_docs: list[tuple[RoutingKey, Source]] = field(default_factory=list)
+    """Firestore documents of this cluster whose entry (in a watched namespace) is gone."""
+    orphan_keys: list[tuple[str, RoutingKey, Source]] = field(default_factory=list)
+    """(namespace, identity, owner) of ConfigMap keys whose entry is gone."""
+
+
+class DriftSweeper:
+    """Finds entries whose projections drifted, in batch, and requeues them.
+
+    One sweep costs three list calls (RoutingEntries, the Firestore collection, the managed
+    ConfigMaps) whatever the number of entries, instead of a timer task and two reads per
+    entry. A drifted entry (or a Conflict loser whose winner is gone) is requeued through the
+    ``routing.engines.io/requeue`` annotation, so the repair itself runs through the normal
+    reconcile path, which counts it and posts the ``DriftRepaired`` Event.
+    """
+
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        namespaces: list[str] | None,
+        peering: Peering | None = None,
+    ) -> None:
+        self.reconciler = reconciler
+        self.namespaces = namespaces  # None: every namespace
+        self.peering = peering
+        """This replica in kopf's peering (None: standalone, it always works)."""
+        self._yielding_to: str | None = None
+        self._orphan_envs: set[str] = set()
+        """Envs the orphans gauge has a sample for (set to 0 when their orphans are gone)."""
+        self._reported: set[tuple[str, ...]] = set()
+        """Kept orphans already logged (each is logged once, not at every sweep)."""
+
+    def standing_by(self) -> str | None:
+        """The peer this replica yields to, as kopf decides it from the peering object (a live
+        peer of higher or equal priority), in every watched namespace; None when it works here,
+        runs standalone, or the peering object cannot be read (then it sweeps: a sweep too many
+        costs reads, a sweep too few leaves drift unrepaired)."""
+        peering = self.peering
+        if peering is None:
+            return None
+        api = self.reconciler.custom_api
+        try:
+            if self.namespaces is None:
+                objects = [
+                    api.get_cluster_custom_object(
+                        "kopf.dev", "v1", "clusterkopfpeerings", peering.name
+                    )
+                ]
+            else:
+                objects = [
+                    api.get_namespaced_custom_object(
+                        "kopf.dev", "v1", ns, "kopfpeerings", peering.name
+                    )
+                    for ns in self.namespaces
+                ]
+        except Exception as exc:
+            log.debug("cannot read the peering %s (%s): sweeping", peering.name, exc)
+            return None
+        yields = [peering.yields_to(obj.get("status") or {}) for obj in objects]
+        return yields[0] if yields and all(yields) else None
+
+    def _configmaps(self) -> dict[tuple[str, str], dict[str, str]]:
+        """(namespace, name) → data of the managed ConfigMaps, read as plain JSON: the client's
+        model objects would cost several times the data for every ConfigMap."""
+        core = self.reconciler.configmaps.api
+        selector = "app.kubernetes.io/managed-by=routing-operator"
+        raw = {"label_selector": selector, "_preload_content": False}
+        if self.namespaces is None:
+            responses = [core.list_config_map_for_all_namespaces(**raw)]
+        else:
+            responses = [core.list_namespaced_config_map(ns, **raw) for ns in self.namespaces]
+        found: dict[tuple[str, str], dict[str, str]] = {}
+        for response in responses:
+            for cm in json.loads(response.data)["items"]:
+                meta = cm["metadata"]
+                found[(meta["namespace"], meta["name"])] = cm.get("data") or {}
+        return found
+
+    def _watched(self, namespace: str) -> bool:
+        return self.namespaces is None or namespace in self.namespaces
+
+    def find_stale(self) -> Sweep:
+        """Entries to requeue (drifted projections, or a lost conflict whose winner is gone) and
+        orphans (projections of this cluster whose owning entry, in a watched namespace, no
+        longer exists). Another cluster's documents are never orphans here, and a Conflict
+        entry whose document another cluster holds is not requeued (it never takes the document
+        back by itself).
+
+        Documents are kept as digests and owners; entries are read a page at a time and
+        compared as they come."""
+        from .projections import (
+            canonical_json,
+            configmap_value,
+            digest,
+            owner_of,
+            strip_server_fields,
+        )
+
+        # Projections first, entries last: an entry that wrote a projection we saw existed
+        # before we looked, so it is in the list below and its projection is never an orphan.
+        # Both timestamps compared with it are the operator's own, RFC 3339 to the second, so
+        # they compare as strings; one second of margin for the truncation.
+        started = now_rfc3339(seconds_ago=1)
+        sweep = Sweep()
+        docs: dict[str, tuple[bytes, Source | None]] = {}  # id → (digest, owner)
+        for snap in self.reconciler.firestore.client.collection(self.reconciler.collection).stream(
+            timeout=30, retry=single_attempt()
+        ):
+            data = strip_server_fields(snap.to_dict() or {})
+            docs[snap.id] = (digest(canonical_json(data)), owner_of(data))
+        cms = self._configmaps()
+        cluster = self.reconciler.cluster
+        live = sweep.listed
+        claims = Claims()  # as listed now, for the Conflict losers below
+        losers: list[tuple[Contender, str]] = []
+        for obj in iter_entries(self.reconciler.custom_api, self.namespaces):
+            meta = obj["metadata"]
+            me = claims.observe(meta, obj.get("spec") or {})
+            live.add(me.uid)
+            if me.deleting or (meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true":
+                continue
+            try:
+                spec = parse_spec(obj.get("spec") or {})
+            except InvalidRouting:
+                continue
+            record = RoutingRecord.from_spec(
+                spec,
+                generation=int(meta.get("generation") or 0),
+                source=self.reconciler.source(me.namespace, me.name, me.uid),
+            )
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            ready: dict[str, Any] = next((c for c in conditions if c.get("type") == READY), {})
+            if ready.get("reason") == Reason.CONFLICT:
+                losers.append((me, record.key.document_id))
+                continue
+            if ready.get("status") != "True":
+                continue  # not synced yet: its own retries are in charge
+            synced_at = ((obj.get("status") or {}).get("firestore") or {}).get("syncedAt") or ""
+            if max(str(ready.get("lastTransitionTime") or ""), str(synced_at)) >= started:
+                # Synced after the projections above were read: they may predate it.
+                continue
+            key, value = record.key, configmap_value(record)
+            doc_ok = docs.get(key.document_id, (b"", None))[0] == digest(value)
+            cm = cms.get((me.namespace, key.configmap_name), {})
+            cm_ok = cm.get(key.configmap_key) == value
+            if not (doc_ok and cm_ok):
+                sweep.stale.append(me)
+        for me, document_id in losers:
+            if claims.winner(document_id) != me:
+                continue  # an older entry of this cluster still holds the identity
+            holder = docs.get(document_id, (b"", None))[1]
+            theirs = holder is not None and holder.uid != me.uid and holder.uid not in live
+            if theirs and holder is not None and holder.cluster != cluster:
+                continue  # another cluster's (or of none): it stays theirs until adopted
+            sweep.stale.append(me)
+        for doc_id, (_, owner) in docs.items():
+            if owner is None or owner.uid in live or not self._watched(owner.namespace):
+                continue
+            if owner.cluster != cluster:
+                continue  # another cluster's, or of no recorded cluster: never ours to judge
+            parts = doc_id.split(":")
+            if len(parts) == 4:
+                sweep.orphan_docs.append((RoutingKey(*parts), owner))
+        for (ns, _name), data in cms.items():
+            for value in data.values():
+                try:
+                    orphan = RoutingRecord.from_document(json.loads(value))
+                except (ValueError, InvalidRouting):
+                    continue
+                if orphan.source and orphan.source.uid not in live:
+                    sweep.orphan_keys.append((ns, orphan.key, orphan.source))
+        return sweep
+
+    async def _handle_orphans(self, sweep: Sweep) -> None:
+        """Orphans of env ``test`` are removed; any other is kept (it may still be served: its
+        entry may have vanished by accident), counted by env and reported once."""
+        rec = self.reconciler
+        kept: dict[str, int] = {}
+        seen: set[tuple[str, ...]] = set()
+        for key, owner in sweep.orphan_docs:
+            where = f"Firestore document {rec.collection}/{key.document_id}"
+            if key.env != "test":
+                kept[key.env] = kept.get(key.env, 0) + 1
+                seen.add(("firestore", key.document_id, owner.uid))
+                self._report_kept(("firestore", key.document_id, owner.uid), where, owner)
+            elif await rec.run_blocking(rec.firestore.remove, key, owner.uid):
+                metrics.ORPHANS_REMOVED.labels("firestore").inc()
+                log.warning(
+                    "removed orphaned %s (env test; its RoutingEntry %s/%s is gone)",
+                    where,
+                    owner.namespace,
+                    owner.name,
+                )
+        for ns, key, owner in sweep.orphan_keys:
+            where = f"ConfigMap key {ns}/{key.configmap_name} {key.configmap_key}"
+            if key.env != "test":
+                kept[key.env] = kept.get(key.env, 0) + 1
+                seen.add(("configmap", ns, key.configmap_key, owner.uid))
+                self._report_kept(("configmap", ns, key.configmap_key, owner.uid), where, owner)
+            elif await rec.run_blocking(rec.configmaps.remove, ns, key, owner.uid):
+                metrics.ORPHANS_REMOVED.labels("configmap").inc()
+                log.warning(
+                    "removed orphaned %s (env test; its RoutingEntry %s/%s is gone)",
+                    where,
+                    owner.namespace,
+                    owner.name,
+                )
+        for env in self._orphan_envs - kept.keys():
+            metrics.ORPHANS.labels(env).set(0)
+        for env, count in kept.items():
+            metrics.ORPHANS.labels(env).set(count)
+        self._orphan_envs |= kept.keys()
+        self._reported &= seen
+
+    def _report_kept(self, ident: tuple[str, ...], where: str, owner: Source) -> None:
+        if ident in self._reported:
+            return
+        self._reported.add(ident)
+        log.warning(
+            "orphan kept: %s (its RoutingEntry %s/%s is gone); an entry with the same identity "
+            "takes it back, `routingctl prune` deletes it",
+            where,
+            owner.namespace,
+            owner.name,
+        )
+
+    async def run(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            try:
+                peer = await self.reconciler.run_blocking(self.standing_by)
+                if peer != self._yielding_to:
+                    if peer is not None:
+                        log.info("drift sweeps paused: the peer %s works", peer)
+                    else:
+                        log.info("drift sweeps resumed: this replica works")
+                    self._yielding_to = peer
+                if peer is not None or not self.reconciler.cluster:
+                    continue  # a standby, or the cluster identity is not known yet
+                self.reconciler.claims.begin_list()
+                sweep = await self.reconciler.run_blocking(self.find_stale)
+                for gone in self.reconciler.claims.prune(sweep.listed):
+                    log.info("claimant %s/%s is gone; forgetting it", gone.namespace, gone.name)
+                for entry in sweep.stale:
+                    log.info("drift or takeover: requeueing %s/%s", entry.namespace, entry.name)
+                    await self.reconciler.run_blocking(self.reconciler.requeue, entry)
+                await self._handle_orphans(sweep)
+                metrics.DRIFT_SWEEPS.inc()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep sweeping; say what failed
+                log.warning("drift sweep failed (%s); next sweep in %ss", exc, period)
+
+
+LISTENERS = ("firestore", "configmap")
+"""The ``listener`` label of the listener metrics."""
+
+
+class DriftListeners:
+    """Repairs drift as it happens: a Firestore listener on this cluster's documents and a
+    label-selected watch on the managed ConfigMaps, so an out-of-band edit or deletion is
+    requeued within a fraction of a second instead of at the next sweep.
+
+    Both keep a 16-byte digest per projection (what was last seen of it). An identity whose
+    projection changed is checked after ``settle`` seconds, which the operator's own writes
+    need to land in both places: when its Firestore document and its ConfigMap key then hold the
+    same value, nothing more is done (the operator's own writes cost no API call). Otherwise the
+    entry that claims the identity is read, and requeued when it reports Ready for its current
+    spec while a projection differs from what that spec gives (a projection that looks wrong is
+    read once more from its store first: a listener catching up with a burst lags behind); the
+    reconcile repairs, counts and reports as it does for the sweep.
+
+    Only this cluster's documents are listened to (``source.cluster``); another cluster's are
+    never read, judged or touched. A listener that fails is reported (log, metrics) and
+    established again; what it missed meanwhile is found by comparing what it sees again with
+    what it had, and the sweep stays the last resort.
+    """
+
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        namespaces: list[str] | None,
+        sweeper: DriftSweeper,
+        *,
+        settle: float = 0.2,
+        retry: float = 1.0,
+    ) -> None:
+        self.reconciler = reconciler
+        self.namespaces = namespaces
+        self.sweeper = sweeper
+        self.settle = settle
+        self.retry = retry
+        self._docs: dict[str, bytes] = {}
+        """document id → digest of this cluster's document, as the listener last saw it."""
+        self._cms: dict[tuple[str, str], dict[str, tuple[bytes, str]]] = {}
+        """(namespace, ConfigMap) → key → (digest of the value, the identity it is for)."""
+        self._primed = {name: False for name in LISTENERS}
+        """Whether each listener's first full view has arrived (until then it judges nothing)."""
+        self._pending: set[str] = set()
+        self._checks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = threading.Event()
+        self._watches: list[Any] = []
+        self._health = threading.Lock()
+        self._down_since: dict[str, float] = {}
+        """listener → when it went down (monotonic), while it is down."""
+        for name in LISTENERS:
+            metrics.DRIFT_LISTENER_UP.labels(name).set(0)
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Listen until cancelled (both listeners, each established again when it fails)."""
+        self._loop = asyncio.get_running_loop()
+        scopes: list[str | None] = list(self.namespaces) if self.namespaces is not None else [None]
+        threads = [
+            threading.Thread(
+                target=self._watch_configmaps, args=(ns,), name=f"drift-cm-{ns or '*'}", daemon=True
+            )
+            for ns in scopes
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            await self._listen_firestore()
+        finally:
+            self._stopping.set()
+            for watch in self._watches:
+                watch.stop()
+            for task in self._checks:
+                task.cancel()
+
+    def _down(self, listener: str, problem: str) -> None:
+        """Report a listener down: logged and counted once per outage, the gauge at 0."""
+        metrics.DRIFT_LISTENER_UP.labels(listener).set(0)
+        with self._health:
+            if listener in self._down_since:
+                return
+            self._down_since[listener] = time.monotonic()
+        metrics.DRIFT_LISTENER_FAILURES.labels(listener).inc()
+        log.warning(
+            "drift listener %s is down (%s); establishing it again every %ss, the drift sweep "
+            "covers the gap",
+            listener,
+            problem,
+            self.retry,
+        )
+
+    def _up(self, listener: str) -> None:
+        metrics.DRIFT_LISTENER_UP.labels(listener).set(1)
+        with self._health:
+            since = self._down_since.pop(listener, None)
+        if since is not None:
+            log.info(
+                "drift listener %s established again after %.0fs (what it missed is found by "
+                "comparing)",
+                listener,
+                time.monotonic() - since,
+            )
+
+    # -- Firestore ---------------------------------------------------------------------------
+
+    async def _listen_firestore(self) -> None:
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        while not self.reconciler.cluster:  # nothing of ours to listen to before it is known
+            await asyncio.sleep(self.retry)
+        cluster = self.reconciler.cluster
+        query = self.reconciler.firestore.client.collection(self.reconciler.collection).where(
+            filter=FieldFilter("source.cluster", "==", cluster)
+        )
+        while True:
+            first = threading.Event()
+
+            def on_snapshot(
+                docs: list[Any], changes: list[Any], _: Any, first: Any = first
+            ) -> None:
+                try:
+                    if not first.is_set():
+                        first.set()
+                        full = {d.id: self._doc_digest(d) for d in docs}
+                        metrics.DRIFT_LISTENER_DOCUMENTS.inc(len(full))
+                        self._post(self._firestore_reset, full)
+                        return
+                    seen = [
+                        (
+                            c.document.id,
+                            None if c.type.name == "REMOVED" else self._doc_digest(c.document),
+                        )
+                        for c in changes
+                    ]
+                    metrics.DRIFT_LISTENER_DOCUMENTS.inc(sum(1 for _, d in seen if d is not None))
+                    self._post(self._firestore_changes, seen)
+                except Exception:  # never let the client's thread die on our account
+                    log.exception("drift listener firestore: a snapshot could not be handled")
+
+            try:
+                watch = await asyncio.to_thread(query.on_snapshot, on_snapshot)
+            except Exception as exc:
+                self._down("firestore", f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(self.retry)
+                continue
+            try:
+                problem = await self._supervise(watch, first)
+            finally:
+                await asyncio.to_thread(watch.unsubscribe)
+            self._down("firestore", problem)
+            await asyncio.sleep(self.retry)
+
+    async def _supervise(self, watch: Any, first: threading.Event) -> str:
+        """Until the listener fails; returns why. The client reconnects a broken stream by
+        itself, silently and for as long as it takes: a stream found disconnected at
+        ``GRACE`` checks in a row is a failure here (then the listener is replaced, and its
+        first snapshot compared with what the last one had seen)."""
+        disconnected = 0
+        while True:
+            await asyncio.sleep(self.retry)
+            if not watch.is_active:
+                return "its stream ended"
+            if _stream_open(watch):
+                disconnected = 0
+                if first.is_set():
+                    self._up("firestore")
+                continue
+            disconnected += 1
+            if disconnected >= GRACE:
+                return f"its stream has been disconnected for {disconnected} checks"
+
+    @staticmethod
+    def _doc_digest(snap: Any) -> bytes:
+        return digest(canonical_json(strip_server_fields(snap.to_dict() or {})))
+
+    def _firestore_reset(self, full: dict[str, bytes]) -> None:
+        """A listener's first full view: the differences from the last one are what it missed."""
+        if self._primed["firestore"]:
+            for doc_id in self._docs.keys() | full.keys():
+                if self._docs.get(doc_id) != full.get(doc_id):
+                    self._schedule(doc_id)
+        self._docs = full
+        self._primed["firestore"] = True
+        log.info("drift listener firestore: listening to %d documents of this cluster", len(full))
+
+    def _firestore_changes(self, seen: list[tuple[str, bytes | None]]) -> None:
+        for doc_id, value in seen:
+            if self._docs.get(doc_id) == value:
+                continue
+            if value is None:
+                self._docs.pop(doc_id, None)
+            else:
+                self._docs[doc_id] = value
+            self._schedule(doc_id)
+
+    # -- ConfigMaps --------------------------------------------------------------------------
+
+    def _watch_configmaps(self, namespace: str | None) -> None:
+        """One watch thread per watched namespace (or one for all): list, then watch from the
+        list's resourceVersion; listed again when the watch expires or fails."""
+        from kubernetes import watch as kwatch
+        from kubernetes.client.exceptions import ApiException
+
+        core = self.reconciler.configmaps.api
+        scope = {"label_selector": SELECTOR}
+        while not self._stopping.is_set():
+            try:
+                if namespace is None:
+                    listed = core.list_config_map_for_all_namespaces(
+                        **scope, _preload_content=False
+                    )
+                else:
+                    listed = core.list_namespaced_config_map(
+                        namespace, **scope, _preload_content=False
+                    )
+                body = json.loads(listed.data)
+                full = {
+                    (cm["metadata"]["namespace"], cm["metadata"]["name"]): _cm_values(cm)
+                    for cm in body["items"]
+                }
+                self._post(self._configmaps_reset, namespace, full)
+                version = body["metadata"]["resourceVersion"]
+                # The first watch lasts a second: ended without an error, it proves the watch
+                # is allowed and works, and only then is the listener reported up.
+                seconds = 1
+                while not self._stopping.is_set():
+                    watch = kwatch.Watch()  # type: ignore[no-untyped-call]
+                    self._watches.append(watch)
+                    try:
+                        args: list[Any] = [] if namespace is None else [namespace]
+                        func = (
+                            core.list_config_map_for_all_namespaces
+                            if namespace is None
+                            else core.list_namespaced_config_map
+                        )
+                        for event in watch.stream(  # type: ignore[no-untyped-call]
+                            func, *args, **scope, resource_version=version,
+                            timeout_seconds=seconds, deserialize=False,
+                        ):  # fmt: skip
+                            cm = event["object"]
+                            meta = cm["metadata"]
+                            version = meta.get("resourceVersion") or version
+                            if event["type"] == "BOOKMARK":
+                                continue
+                            values = None if event["type"] == "DELETED" else _cm_values(cm)
+                            self._post(
+                                self._configmap_changed, (meta["namespace"], meta["name"]), values
+                            )
+                    finally:
+                        self._watches.remove(watch)
+                    self._up("configmap")
+                    seconds = WATCH_SECONDS
+            except ApiException as exc:
+                if exc.status == 410:  # expired: list again, and compare
+                    continue
+                self._down("configmap", f"HTTP {exc.status} {exc.reason}")
+            except Exception as exc:
+                self._down("configmap", f"{type(exc).__name__}: {exc}")
+            self._stopping.wait(self.retry)
+
+    def _configmaps_reset(
+        self, namespace: str | None, full: dict[tuple[str, str], dict[str, tuple[bytes, str]]]
+    ) -> None:
+        mine = [where for where in self._cms if namespace is None or where[0] == namespace]
+        old = {where: self._cms.pop(where) for where in mine}
+        if self._primed["configmap"]:
+            for where in old.keys() | full.keys():
+                self._compare(old.get(where, {}), full.get(where, {}))
+        self._cms.update(full)
+        self._primed["configmap"] = True
+
+    def _configmap_changed(
+        self, where: tuple[str, str], values: dict[str, tuple[bytes, str]] | None
+    ) -> None:
+        old = self._cms.pop(where, {})
+        if values is not None:
+            self._cms[where] = values
+        self._compare(old, values or {})
+
+    def _compare(
+        self, old: dict[str, tuple[bytes, str]], new: dict[str, tuple[bytes, str]]
+    ) -> None:
+        for key in old.keys() | new.keys():
+            before, after = old.get(key), new.get(key)
+            if before != after:
+                for value in (before, after):
+                    if value is not None:
+                        self._schedule(value[1])
+
+    # -- checking ----------------------------------------------------------------------------
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn`` on the event loop (the listeners' threads never touch the maps)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fn, *args)
+
+    def _schedule(self, doc_id: str) -> None:
+        if doc_id in self._pending:
+            return
+        self._pending.add(doc_id)
+        task = asyncio.get_running_loop().create_task(self._check(doc_id))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _check(self, doc_id: str) -> None:
+        await asyncio.sleep(self.settle)
+        self._pending.discard(doc_id)
+        rec = self.reconciler
+        winner = rec.claims.winner(doc_id)
+        parts = doc_id.split(":")
+        if winner is None or len(parts) != 4:
+            return  # no entry of this cluster claims it: an orphan, for the sweep
+        key = RoutingKey(*parts)
+        document = self._docs.get(doc_id)
+        value = self._cms.get((winner.namespace, key.configmap_name), {}).get(key.configmap_key)
+        if document is not None and value is not None and document == value[0]:
+            return  # both projections agree: the operator's own write
+        seen = (
+            document if self._primed["firestore"] else _UNKNOWN,
+            value[0] if value is not None else None,
+        )
+        if not self._primed["configmap"]:
+            seen = (seen[0], _UNKNOWN)
+        try:
+            drifted = await rec.run_blocking(self._drifted, winner, seen)
+            if drifted is None:
+                return
+            if await rec.run_blocking(self.sweeper.standing_by) is not None:
+                return  # a standby: the working replica repairs
+            log.info(
+                "drift: the %s projection of %s/%s changed out of band; requeueing",
+                drifted,
+                winner.namespace,
+                winner.name,
+            )
+            await rec.run_blocking(rec.requeue, winner)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the sweep is the last resort
+            log.warning("drift check of %s failed: %s", doc_id, exc)
+
+    def _drifted(self, winner: Contender, seen: tuple[bytes | None, bytes | None]) -> str | None:
+        """Which projection of ``winner`` differs from what its spec gives, if it reports Ready
+        for that spec (an entry not synced yet is in its own retries' hands)."""
+        from kubernetes.client.exceptions import ApiException
+
+        rec = self.reconciler
+        try:
+            obj = rec.custom_api.get_namespaced_custom_object(
+                "routing.engines.io", "v1alpha1", winner.namespace, "routingentries", winner.name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        meta, status = obj["metadata"], obj.get("status") or {}
+        if (
+            meta.get("uid") != winner.uid
+            or meta.get("deletionTimestamp")
+            or (meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true"
+        ):
+            return None
+        try:
+            spec = parse_spec(obj.get("spec") or {})
+        except InvalidRouting:
+            return None
+        generation = int(meta.get("generation") or 0)
+        conditions = status.get("conditions") or []
+        ready: dict[str, Any] = next((c for c in conditions if c.get("type") == READY), {})
+        if (
+            ready.get("status") != "True"
+            or status.get("revision") != spec.revision()
+            or status.get("observedGeneration") != generation
+        ):
+            return None
+        record = RoutingRecord.from_spec(
+            spec,
+            generation=generation,
+            source=rec.source(winner.namespace, winner.name, winner.uid),
+        )
+        wanted = digest(configmap_value(record))
+        document, value = seen
+        # What a listener saw may lag behind (a listener catching up with a burst of writes):
+        # a projection that looks wrong is read once more, and only the store's word counts.
+        key = record.key
+        if document is not _UNKNOWN and document != wanted:
+            current = rec.firestore.read(key)
+            if current is None or digest(canonical_json(strip_server_fields(current))) != wanted:
+                return "firestore"
+        if value is not _UNKNOWN and value != wanted:
+            try:
+                cm = rec.configmaps.api.read_namespaced_config_map(
+                    key.configmap_name, winner.namespace
+                )
+                data = cm.data or {}
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                data = {}
+            current_value = data.get(key.configmap_key)
+            if current_value is None or digest(current_value) != wanted:
+                return "configmap"
+        return None
+
+
+GRACE = 3
+"""Checks in a row a Firestore listener's stream may be found disconnected before it counts as
+failed (the client reconnects after a server-side close within one)."""
+SELECTOR = "app.kubernetes.io/managed-by=routing-operator"
+"""The managed ConfigMaps (the label every projection carries)."""
+WATCH_SECONDS = 300
+"""Server-side timeout of one ConfigMap watch request (then it resumes where it was)."""
+_UNKNOWN = b"?"
+"""Stands for a projection whose listener has not seen everything yet: never judged."""
+
+
+def _stream_open(watch: Any) -> bool:
+    """Is a Firestore listener's stream connected right now? Read from the client's private
+    ``_rpc`` (its resumable stream): the public ``is_active`` stays true while the client
+    retries a stream that cannot connect, and that must be reported, not hidden."""
+    call = getattr(getattr(watch, "_rpc", None), "call", None)
+    return bool(call is not None and call.is_active())
+
+
+def _cm_values(cm: dict[str, Any]) -> dict[str, tuple[bytes, str]]:
+    """A managed ConfigMap's keys → (digest of the value, the identity the key is for)."""
+    env_tenant = cm["metadata"]["name"].split(".", 2)[1:]
+    found: dict[str, tuple[bytes, str]] = {}
+    for key, value in (cm.get("data") or {}).items():
+        doc_id = _identity_of_key(env_tenant, key)
+        if doc_id is not None:
+            found[key] = (digest(value), doc_id)
+    return found
+
+
+def _identity_of_key(env_tenant: list[str], key: str) -> str | None:
+    """The identity a ConfigMap key is for, from the ConfigMap's and the key's names (exact:
+    env, tenant and project are DNS labels, and ``_`` stands for ``*``), so a value edited out of
+    shape is still compared with the right document, and no value is parsed."""
+    parts = key.removesuffix(".json").split(".")
+    if not env_tenant or len(parts) != 3 or not key.endswith(".json"):
+        return None
+    tenant, project, kind = ("*" if p == "_" else p for p in parts)
+    return RoutingKey(env_tenant[0], tenant, project, kind).document_id
