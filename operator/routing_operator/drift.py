@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,8 @@ class DriftSweeper:
         """Envs the orphans gauge has a sample for (set to 0 when their orphans are gone)."""
         self._reported: set[tuple[str, ...]] = set()
         """Kept orphans already logged (each is logged once, not at every sweep)."""
+        self._unreadable: set[str] = set()
+        """Watched namespaces the last sweep could not read (logged once until readable again)."""
 
     def standing_by(self) -> str | None:
         """The peer this replica yields to, as kopf decides it from the peering object (a live
@@ -100,7 +102,7 @@ class DriftSweeper:
         yields = [peering.yields_to(obj.get("status") or {}) for obj in objects]
         return yields[0] if yields and all(yields) else None
 
-    def _configmaps(self) -> dict[tuple[str, str], dict[str, str]]:
+    def _configmaps(self, unreadable: set[str]) -> dict[tuple[str, str], dict[str, str]]:
         """(namespace, name) → data of the managed ConfigMaps, read as plain JSON: the client's
         model objects would cost several times the data for every ConfigMap."""
         core = self.reconciler.configmaps.api
@@ -109,7 +111,15 @@ class DriftSweeper:
         if self.namespaces is None:
             responses = [core.list_config_map_for_all_namespaces(**raw)]
         else:
-            responses = [core.list_namespaced_config_map(ns, **raw) for ns in self.namespaces]
+            responses = []
+            for ns in self.namespaces:
+                if ns in unreadable:
+                    continue
+                try:
+                    responses.append(core.list_namespaced_config_map(ns, **raw))
+                except Exception as exc:
+                    if not self._skippable(ns, exc, unreadable):
+                        raise
         found: dict[tuple[str, str], dict[str, str]] = {}
         for response in responses:
             for cm in json.loads(response.data)["items"]:
@@ -119,6 +129,39 @@ class DriftSweeper:
 
     def _watched(self, namespace: str) -> bool:
         return self.namespaces is None or namespace in self.namespaces
+
+    def _skippable(self, namespace: str, exc: Exception, unreadable: set[str]) -> bool:
+        """A watched namespace answering 403 or 404 is left out of this sweep instead of failing
+        it for every namespace: while a namespace is being deleted, the controller removes the
+        chart's Role there before the entries are gone. Nothing in it is judged (no repair, no
+        orphan) until it reads again."""
+        status = getattr(exc, "status", None)
+        if status not in (403, 404):
+            return False
+        if namespace not in self._unreadable | unreadable:
+            log.warning(
+                "drift sweep: namespace %s answers %s; left out of the sweep until it can be read"
+                " (being deleted, or the operator's Role there is missing)",
+                namespace,
+                status,
+            )
+        unreadable.add(namespace)
+        return True
+
+    def _entries(self, unreadable: set[str]) -> Iterator[dict[str, Any]]:
+        """The watched entries, one namespace at a time so an unreadable one is skipped alone."""
+        api = self.reconciler.custom_api
+        if self.namespaces is None:
+            yield from iter_entries(api, None)
+            return
+        for ns in self.namespaces:
+            if ns in unreadable:
+                continue
+            try:
+                yield from iter_entries(api, [ns])
+            except Exception as exc:
+                if not self._skippable(ns, exc, unreadable):
+                    raise
 
     def find_stale(self) -> Sweep:
         """Entries to requeue (drifted projections, or a lost conflict whose winner is gone) and
@@ -149,17 +192,20 @@ class DriftSweeper:
         ):
             data = strip_server_fields(snap.to_dict() or {})
             docs[snap.id] = (digest(canonical_json(data)), owner_of(data))
-        cms = self._configmaps()
+        unreadable: set[str] = set()
+        cms = self._configmaps(unreadable)
         cluster = self.reconciler.cluster
         live = sweep.listed
         claims = Claims()  # as listed now, for the Conflict losers below
         losers: list[tuple[Contender, str]] = []
-        for obj in iter_entries(self.reconciler.custom_api, self.namespaces):
+        for obj in self._entries(unreadable):
             meta = obj["metadata"]
             me = claims.observe(meta, obj.get("spec") or {})
             live.add(me.uid)
             if me.deleting or (meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true":
                 continue
+            if me.namespace in unreadable:
+                continue  # its ConfigMaps could not be listed: nothing to compare with
             try:
                 spec = parse_spec(obj.get("spec") or {})
             except InvalidRouting:
@@ -197,6 +243,8 @@ class DriftSweeper:
         for doc_id, (_, owner) in docs.items():
             if owner is None or owner.uid in live or not self._watched(owner.namespace):
                 continue
+            if owner.namespace in unreadable:
+                continue  # its entries could not be listed: absent from `live` is no proof
             if owner.cluster != cluster:
                 continue  # another cluster's, or of no recorded cluster: never ours to judge
             parts = doc_id.split(":")
@@ -210,6 +258,9 @@ class DriftSweeper:
                     continue
                 if orphan.source and orphan.source.uid not in live:
                     sweep.orphan_keys.append((ns, orphan.key, orphan.source))
+        for ns in self._unreadable - unreadable:
+            log.info("drift sweep: namespace %s can be read again", ns)
+        self._unreadable = unreadable
         return sweep
 
     async def _handle_orphans(self, sweep: Sweep) -> None:
