@@ -1,5 +1,6 @@
-"""Operator throughput and memory on the local stack (targets: 1,000 new entries → all
-Ready=True in ≤ 20 s on 2 cores; operator RSS ≤ 200 MB with 10,000 entries).
+"""Operator throughput and memory on the local stack (DESIGN §10: 1,000 new entries → all
+Ready=True within 2x the create-only floor measured in the same run; operator RSS ≤ 200 MB with
+10,000 entries, steady and at peak through their creation burst).
 
 Starts its own local stack (kube-apiserver + etcd + Firestore emulator) in a temporary state dir,
 runs ``routing-operator`` as a subprocess on one namespace, creates N entries with distinct
@@ -356,8 +357,8 @@ def main() -> None:
                 profiler.stop()
             print(
                 f"operator: {args.entries} new entries → all Ready=True in {done - t0:.1f} s "
-                f"(creating them took {created - t0:.1f} s); target ≤ 20 s: "
-                f"{'met' if done - t0 <= 20 else 'NOT met'}"
+                f"(creating them took {created - t0:.1f} s); target ≤ 2x the floor: "
+                f"{'met' if done - t0 <= 2 * floor else 'NOT met'}"
             )
             after = apiserver_requests(stack.kubeconfig)
             writes = writes_since(before, after)
@@ -388,7 +389,8 @@ def main() -> None:
                     f"operator RSS with {args.rss_entries} entries: {rss:.0f} MB steady ({parts}; "
                     f"{SETTLE_S:.0f} s after the last became Ready; {busy:.0f} MB at that moment, "
                     f"peak {peak.max_mb:.0f} MB while they were created; all Ready after "
-                    f"{took:.0f} s more); target ≤ 200 MB: {'met' if rss <= 200 else 'NOT met'}"
+                    f"{took:.0f} s more); target ≤ 200 MB steady and peak: "
+                    f"{'met' if max(rss, peak.max_mb) <= 200 else 'NOT met'}"
                 )
 
                 if args.restart:
@@ -417,7 +419,8 @@ def main() -> None:
                         f"writes of entries, ConfigMaps or Events; RSS {rss:.0f} MB steady "
                         f"({parts}; {SETTLE_S:.0f} s later; "
                         f"peak {peak.max_mb:.0f} MB while resuming); "
-                        f"target ≤ 200 MB: {'met' if rss <= 200 else 'NOT met'}"
+                        f"target ≤ 200 MB steady and peak: "
+                        f"{'met' if max(rss, peak.max_mb) <= 200 else 'NOT met'}"
                     )
         finally:
             if op is not None:
