@@ -121,8 +121,9 @@ class FirestoreProjection:
         """This operator's cluster identity: it writes and deletes only that cluster's
         documents (empty until known: then it writes nothing)."""
         self._known: dict[str, bytes] = {}
-        """document id → update time (8 bytes), digest of the owning entry's uid and of the
-        content (16 each) as this projection last wrote or read it: 40 bytes a document."""
+        """document id → update time (8 bytes), digest of the owner (this cluster and the
+        entry's uid) and of the content (16 each) as this projection last wrote or read it:
+        40 bytes a document."""
 
     def _ref(self, key: RoutingKey) -> Any:
         return self.client.collection(self.collection).document(key.document_id)
@@ -183,12 +184,15 @@ class FirestoreProjection:
             owner_uid=owner.uid,
         )
 
+    def _owner_tag(self, uid: str) -> bytes:
+        return digest(f"{self.cluster}/{uid}")
+
     def _remember(self, document_id: str, update_time: Any, uid: str, content: bytes) -> None:
         """The document is, as of ``update_time``, ``content`` (a digest) owned by the entry
         ``uid`` of this cluster."""
         stamp = update_time.timestamp_pb()  # the client's DatetimeWithNanoseconds
         nanos = stamp.seconds * 1_000_000_000 + stamp.nanos
-        self._known[document_id] = nanos.to_bytes(8, "big") + digest(uid) + content
+        self._known[document_id] = nanos.to_bytes(8, "big") + self._owner_tag(uid) + content
 
     def _known_as(self, document_id: str, uid: str) -> tuple[Any, bytes] | None:
         """(update time, content digest) of the document as last written or read here, if it
@@ -196,7 +200,7 @@ class FirestoreProjection:
         from google.protobuf.timestamp_pb2 import Timestamp
 
         known = self._known.get(document_id)
-        if known is None or known[8:24] != digest(uid):
+        if known is None or known[8:24] != self._owner_tag(uid):
             return None
         seconds, nanos = divmod(int.from_bytes(known[:8], "big"), 1_000_000_000)
         return Timestamp(seconds=seconds, nanos=nanos), known[24:]
