@@ -64,7 +64,14 @@ class HandledInMemory(kopf.DiffBaseStorage):
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
         if extra_fields is not None:  # kopf passes its handlers' fields; fetch must use them too
             self._extra_fields = list(extra_fields)
-        essence = super().build(body=body, extra_fields=extra_fields)
+        source: Any = body
+        if not extra_fields:
+            # kopf's build deep-copies the whole body (status, managedFields…) and then drops all
+            # but spec, labels and annotations: hand it only what it keeps (same essence).
+            meta = body.get("metadata") or {}
+            source = {k: v for k, v in body.items() if k not in ("metadata", "status")}
+            source["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
+        essence = super().build(body=source, extra_fields=extra_fields)
         # kopf's own annotations (handler progress, the legacy diff base) are bookkeeping, not
         # something to react to; kopf only drops them when it finds its marker annotation.
         annotations = essence.get("metadata", {}).get("annotations", {})

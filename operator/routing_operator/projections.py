@@ -11,12 +11,17 @@ a Conflict unless the entry asks to adopt it. A document written before cluster 
 ``source.cluster``) is this cluster's when its owner is the writing entry itself (taken over
 silently) or lives here; otherwise its cluster is unknown and it is treated as another's.
 
-A new Firestore document is written with ``create()`` (atomic: it fails if the id exists);
-replacing an existing one runs in a transaction (read owner, then write). Calls carry short
-timeouts and no client-side retry, so
-an unreachable emulator or service surfaces as ``BackendUnavailable`` within seconds instead of
-hanging a handler. ConfigMap writes use the object's ``resourceVersion`` (optimistic concurrency)
-and retry on 409.
+A new Firestore document is written with ``create()`` (atomic: it fails if the id exists).
+Replacing an existing one is a read (owner and content) and a write conditioned on the update
+time that read saw, so a document changed in between is read and decided again: the same
+guarantee as a transaction (begin, read, commit), in two round trips instead of three. The
+projection also remembers, per document, the update time and content of its own last write or
+read of a document the writing entry owns in this cluster; while that holds (the conditioned
+write proves it), changing the document is that one write, with no read at all: on a switch,
+the only Firestore round trip before the app can see the new backend. Calls carry short
+timeouts and no client-side retry, so an unreachable emulator or service surfaces as
+``BackendUnavailable`` within seconds instead of hanging a handler. ConfigMap writes use the
+object's ``resourceVersion`` (optimistic concurrency) and retry on 409.
 """
 
 from __future__ import annotations
@@ -74,6 +79,10 @@ class FirestoreProjection:
         self.cluster = cluster
         """This operator's cluster identity: it writes and deletes only that cluster's
         documents (empty until known: then it writes nothing)."""
+        self._known: dict[str, bytes] = {}
+        """document id → update time (8 bytes), digest of the owner (this cluster and the
+        entry's uid) and of the content (16 each) as this projection last wrote or read it:
+        40 bytes a document."""
 
     def _ref(self, key: RoutingKey) -> Any:
         return self.client.collection(self.collection).document(key.document_id)
@@ -134,6 +143,31 @@ class FirestoreProjection:
             owner_uid=owner.uid,
         )
 
+    def _owner_tag(self, uid: str) -> bytes:
+        return digest(f"{self.cluster}/{uid}")
+
+    def _remember(self, document_id: str, update_time: Any, uid: str, content: bytes) -> None:
+        """The document is, as of ``update_time``, ``content`` (a digest) owned by the entry
+        ``uid`` of this cluster."""
+        stamp = update_time.timestamp_pb()  # the client's DatetimeWithNanoseconds
+        nanos = stamp.seconds * 1_000_000_000 + stamp.nanos
+        self._known[document_id] = nanos.to_bytes(8, "big") + self._owner_tag(uid) + content
+
+    def _known_as(self, document_id: str, uid: str) -> tuple[Any, bytes] | None:
+        """(update time, content digest) of the document as last written or read here, if it
+        was then owned by the entry ``uid`` of this cluster."""
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        known = self._known.get(document_id)
+        if known is None or known[8:24] != self._owner_tag(uid):
+            return None
+        seconds, nanos = divmod(int.from_bytes(known[:8], "big"), 1_000_000_000)
+        return Timestamp(seconds=seconds, nanos=nanos), known[24:]
+
+    def forget(self, document_id: str) -> None:
+        """Drop what is remembered of a document (its entry is gone)."""
+        self._known.pop(document_id, None)
+
     def ensure(
         self,
         record: RoutingRecord,
@@ -149,57 +183,66 @@ class FirestoreProjection:
         from google.cloud import firestore
 
         ref = self._ref(record.key)
+        document_id = record.key.document_id
         wanted = record.to_document()
         mine = record.source
         if mine is None or not self.cluster or mine.cluster != self.cluster:
-            raise ValueError(f"{record.key.document_id}: a record to write names this cluster")
-        current: dict[str, Any] | None = None
-        if not fresh:
-            # Fast probe outside the transaction: BeginTransaction retries for a long time on an
-            # unreachable service, a bare read with retry=None fails within the timeout.
-            current = self.read(record.key)
-            if current is not None and strip_server_fields(current) == wanted:
-                return Outcome.UNCHANGED, None
-        if current is None:
-            # The common first sync: create() is atomic (fails if the id exists), one RPC.
-            try:
-                ref.create(
-                    {**wanted, UPDATED_AT: firestore.SERVER_TIMESTAMP},
-                    timeout=_TIMEOUT,
-                    retry=None,
-                )
-                return Outcome.WRITTEN, None
-            except gexc.AlreadyExists:
-                # It exists (written meanwhile, or by an earlier attempt of ours): decide
-                # ownership and equality in the transaction below.
-                pass
-            except _vendor_errors() as exc:
-                raise BackendUnavailable(
-                    f"Firestore write of {record.key.document_id} failed: {exc}"
-                ) from exc
+            raise ValueError(f"{document_id}: a record to write names this cluster")
+        content = digest(canonical_json(wanted))
+        stamped = {**wanted, UPDATED_AT: firestore.SERVER_TIMESTAMP}
 
-        @firestore.transactional
-        def write(txn: Any) -> tuple[Outcome, Source | None]:
-            snap = ref.get(transaction=txn, timeout=_TIMEOUT, retry=None)
-            current = snap.to_dict() if snap.exists else None
-            decided: tuple[Outcome, Source | None] = (Outcome.WRITTEN, None)
-            if current is not None:
-                decided = self._decide(
-                    record.key.document_id, current, wanted, mine, owner_alive, adopt
-                )
-                if decided[0] is Outcome.UNCHANGED:
-                    return decided
-            txn.set(ref, {**wanted, UPDATED_AT: firestore.SERVER_TIMESTAMP})
-            return decided
+        def replace(update_time: Any) -> Any:
+            """Overwrite every field, if the document was last updated at ``update_time``."""
+            return ref.update(
+                stamped,
+                option=self.client.write_option(last_update_time=update_time),
+                timeout=_TIMEOUT,
+                retry=None,
+            )
 
         try:
-            return write(self.client.transaction(max_attempts=3))  # type: ignore[no-any-return]
+            known = None if fresh else self._known_as(document_id, mine.uid)
+            if known is not None and known[1] != content:
+                # This entry's own document as last seen here; the condition proves it still is.
+                try:
+                    result = replace(known[0])
+                    self._remember(document_id, result.update_time, mine.uid, content)
+                    return Outcome.WRITTEN, None
+                except (gexc.FailedPrecondition, gexc.NotFound):
+                    self.forget(document_id)  # changed or deleted since: read and decide
+            if fresh:
+                # The common first sync: create() is atomic (fails if the id exists), one RPC.
+                try:
+                    result = ref.create(stamped, timeout=_TIMEOUT, retry=None)
+                    self._remember(document_id, result.update_time, mine.uid, content)
+                    return Outcome.WRITTEN, None
+                except gexc.AlreadyExists:
+                    pass  # written meanwhile, or by an earlier attempt of ours: read and decide
+            for _ in range(3):
+                snap = ref.get(timeout=_TIMEOUT, retry=None)
+                current = snap.to_dict() if snap.exists else None
+                if current is None:
+                    try:
+                        result = ref.create(stamped, timeout=_TIMEOUT, retry=None)
+                    except gexc.AlreadyExists:
+                        continue
+                    self._remember(document_id, result.update_time, mine.uid, content)
+                    return Outcome.WRITTEN, None
+                decided = self._decide(document_id, current, wanted, mine, owner_alive, adopt)
+                if decided[0] is Outcome.UNCHANGED:
+                    self._remember(document_id, snap.update_time, mine.uid, content)
+                    return decided
+                try:
+                    result = replace(snap.update_time)
+                except (gexc.FailedPrecondition, gexc.NotFound):
+                    continue  # changed since the read: read and decide again
+                self._remember(document_id, result.update_time, mine.uid, content)
+                return decided
         except _vendor_errors() as exc:
-            raise BackendUnavailable(
-                f"Firestore write of {record.key.document_id} failed: {exc}"
-            ) from exc
-        except ValueError as exc:  # the client's "transaction failed after N attempts"
-            raise BackendUnavailable(f"Firestore transaction failed: {exc}") from exc
+            raise BackendUnavailable(f"Firestore write of {document_id} failed: {exc}") from exc
+        raise BackendUnavailable(
+            f"Firestore document {document_id} kept changing while it was written; will retry"
+        )
 
     def remove(self, key: RoutingKey, owner_uid: str) -> bool:
         """Delete the document if ``owner_uid`` of this cluster owns it; True if deleted."""

@@ -447,6 +447,7 @@ class Reconciler:
                 )
                 raise kopf.TemporaryError(message, delay=backoff(retry)) from exc
         if key is not None:
+            self.firestore.forget(key.document_id)
             # Hand the identity over: wake every other claimant so the next oldest takes it
             # (a kept projection included: it is an orphan now, and the same identity's).
             self.claims.forget(uid)
