@@ -539,7 +539,7 @@ def test_the_operator_scope_names_what_the_operator_writes(helm: Path) -> None:
     """The policy's owned names are the operator's own constants: renaming one in the operator
     without the chart would make the policy refuse the operator's bookkeeping."""
     from routing_operator.handlers import KOPF_PREFIX, PREFIX
-    from routing_operator.reconciler import REQUEUE_ANNOTATION
+    from routing_operator.handover import REQUEUE_ANNOTATION
 
     done = render(helm, "rr", "engines", {"operator": {"firestore": {"project": "p"}}})
     assert done.returncode == 0, done.stderr

@@ -23,8 +23,9 @@ from kubernetes import client
 from operator_harness import Entries, entry
 from routing_operator import claims as claims_module
 from routing_operator.drift import DriftSweeper
+from routing_operator.peering import Peering
 from routing_operator.projections import ConfigMapProjection, FirestoreProjection, Outcome
-from routing_operator.reconciler import Peering, Reconciler
+from routing_operator.reconciler import Reconciler
 
 from engines.routing.errors import OwnershipConflict
 from engines.routing.model import RoutingRecord, Source, parse_spec

@@ -155,8 +155,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from .diagnostics import Checks, Diagnostics, alongside, firestore_target
     from .handlers import OperatorConfig, build_registry
+    from .peering import Peering
     from .projections import ConfigMapProjection, FirestoreProjection
-    from .reconciler import Peering, Reconciler
+    from .reconciler import Reconciler
 
     kopf.configure(
         verbose=args.verbose,

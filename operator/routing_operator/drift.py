@@ -24,8 +24,9 @@ from engines.routing.model import RoutingRecord, Source, parse_spec
 from . import metrics
 from .claims import Claims, Contender, iter_entries
 from .conditions import READY, Reason, now_rfc3339
+from .peering import Peering
 from .projections import canonical_json, configmap_value, digest, strip_server_fields
-from .reconciler import Peering, Reconciler
+from .reconciler import Reconciler
 
 __all__ = ["DriftListeners", "DriftSweeper", "Sweep"]
 

@@ -17,10 +17,13 @@ import kopf
 from engines.routing.contract import API_GROUP, API_VERSION, DEFAULT_COLLECTION, PLURAL
 
 from . import claims, heap
+from .deletion import delete as delete_entry
 from .diffbase import HandledInMemory
 from .drift import DriftListeners, DriftSweeper
+from .handover import watch_takeovers
 from .listing import ListingGate
-from .reconciler import Peering, Reconciler
+from .peering import Peering
+from .reconciler import Reconciler
 
 __all__ = ["OperatorConfig", "build_registry", "pooled_session"]
 
@@ -161,7 +164,7 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         from kubernetes.client.exceptions import ApiException
 
         try:
-            count = await reconciler._run(reconciler.load_claims, config.namespaces)
+            count = await reconciler.run_blocking(reconciler.load_claims, config.namespaces)
         except ApiException as exc:
             if exc.status not in (401, 403, 404):
                 raise
@@ -181,7 +184,7 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         tasks.append(asyncio.create_task(listeners.run(), name="drift-listen"))
         tasks.append(
             asyncio.create_task(
-                reconciler.watch_takeovers(config.takeover_period),
+                watch_takeovers(reconciler, config.takeover_period),
                 name="takeover-watch",
             )
         )
@@ -221,6 +224,6 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
 
     @kopf.on.delete(*RESOURCE, id="delete", backoff=5, registry=registry)
     async def delete(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-        await reconciler.delete(body=body, patch=patch, retry=int(kwargs.get("retry", 0)))
+        await delete_entry(reconciler, body=body, patch=patch, retry=int(kwargs.get("retry", 0)))
 
     return registry
