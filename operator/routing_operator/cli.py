@@ -138,7 +138,7 @@ def _identity() -> Any:
     import socket
     import uuid
 
-    from kopf._core.engines.peering import Identity
+    from .kopf_internals import Identity
 
     pod = os.environ.get("POD_ID")
     return Identity(pod or f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}")

@@ -26,7 +26,7 @@ class Peering:
         """The live peer (in a peering object's status) kopf pauses this replica for: one of
         higher priority, or of the same (kopf then pauses both). Read with kopf's own ``Peer``,
         so liveness is judged as kopf judges it."""
-        from kopf._core.engines.peering import Identity, Peer
+        from .kopf_internals import Identity, Peer
 
         for identity, info in status.items():
             if identity == self.identity:
