@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import kopf
 
-from engines.routing.contract import ALLOW_DELETE_ANNOTATION
+from engines.routing.contract import ALLOW_DELETE_ANNOTATION, annotated
 from engines.routing.errors import BackendUnavailable
 
 from . import metrics
@@ -42,7 +42,7 @@ async def delete(reconciler: Reconciler, *, body: kopf.Body, patch: kopf.Patch, 
     uid, ns = str(meta.uid), str(meta.namespace)
     key = identity_of(body.spec)
     reconciler.losers.pop(uid, None)
-    allowed = (meta.annotations or {}).get(ALLOW_DELETE_ANNOTATION) == "true"
+    allowed = annotated(meta, ALLOW_DELETE_ANNOTATION)
     if key is not None and key.env != "test" and not allowed:
         # Whatever removed it (a namespace or the CRD deleted, a plain delete where the
         # admission policy is not installed), what it serves stays served.

@@ -26,9 +26,11 @@ from engines.routing.contract import (
     API_VERSION,
     PAUSED_ANNOTATION,
     PLURAL,
+    annotated,
+    expected_record,
 )
 from engines.routing.errors import InvalidRouting
-from engines.routing.model import RoutingRecord, Source, parse_spec
+from engines.routing.model import Source, parse_spec
 
 from . import metrics
 from .batcher import ConfigMapBatcher
@@ -148,12 +150,12 @@ class Reconciler:
 
     async def _reconcile(self, body: kopf.Body, patch: kopf.Patch, retry: int) -> str:
         meta, spec, status = body.meta, body.spec, body.status
-        uid, ns, name = str(meta.uid), str(meta.namespace), str(meta.name)
+        uid, ns = str(meta.uid), str(meta.namespace)
         generation = meta.get("generation")
         self.losers.pop(uid, None)
         ready_before = previous(status, READY)
 
-        if (meta.annotations or {}).get(PAUSED_ANNOTATION) == "true":
+        if annotated(meta, PAUSED_ANNOTATION):
             message = (
                 f'syncing paused by annotation {PAUSED_ANNOTATION}="true"; projections are '
                 "left as they were until it is removed"
@@ -213,10 +215,8 @@ class Reconciler:
                 ],
             )
 
-        record = RoutingRecord.from_spec(
-            parsed, generation=int(generation or 0), source=self.source(ns, name, uid)
-        )
-        adopt = (meta.annotations or {}).get(ADOPT_ANNOTATION) == "true"
+        record = expected_record(parsed, meta, self.cluster)
+        adopt = annotated(meta, ADOPT_ANNOTATION)
         was_synced = (
             status.get("revision") == record.revision
             and previous(status, FIRESTORE_SYNCED).get("status") == "True"
