@@ -1,14 +1,20 @@
-"""Fixtures shared by the operator test modules: a private Firestore collection per test, and
-RoutingEntry helpers bound to the test's namespace on the real API server."""
+"""Fixtures shared by the operator test modules: a private Firestore collection per test,
+RoutingEntry helpers bound to the test's namespace on the real API server, a Firestore client,
+the cluster's default identity, and a running operator (a module may define its own ``operator``
+with other flags)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_harness import Entries
+from kubernetes import client
+from operator_harness import Entries, OperatorProcess, running_operator
+
+DRIFT_PERIOD = "2"
 
 
 @pytest.fixture
@@ -20,3 +26,26 @@ def collection() -> str:
 def entries(kube_cluster: Any, namespace: str) -> Iterator[Entries]:
     with kube_cluster.api_client() as api:
         yield Entries(api, namespace)
+
+
+@pytest.fixture
+def fs(firestore_emulator: Any) -> Any:
+    return firestore_emulator.client()
+
+
+@pytest.fixture
+def operator(
+    kube_cluster: Any, firestore_emulator: Any, namespace: str, collection: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    with running_operator(
+        kube_cluster.kubeconfig, namespace, collection, tmp_path, "--drift-period", DRIFT_PERIOD
+    ) as op:
+        yield op
+    print(f"--- operator log ({op.log_path}) ---\n{op.log()[-6000:]}")
+
+
+@pytest.fixture(scope="module")
+def cluster_uid(kube_cluster: Any) -> str:
+    """This cluster's default identity: the uid of namespace kube-system."""
+    with kube_cluster.api_client() as api:
+        return str(client.CoreV1Api(api).read_namespace("kube-system").metadata.uid)

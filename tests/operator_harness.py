@@ -23,6 +23,13 @@ from devstack import stop_group
 from devstack.testing import metric_sum, wait_for
 
 GROUP, VERSION, PLURAL = "routing.engines.io", "v1alpha1", "routingentries"
+ALLOW_DELETE = {"routing.engines.io/allow-delete": "true"}
+
+
+def doc(fs: Any, collection: str, doc_id: str) -> dict[str, Any] | None:
+    """The Firestore document ``collection/doc_id`` as a dict, or None when there is none."""
+    snap = fs.collection(collection).document(doc_id).get()
+    return snap.to_dict() if snap.exists else None
 
 
 class OperatorProcess:

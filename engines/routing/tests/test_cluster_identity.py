@@ -1,7 +1,8 @@
 """The cluster identity rule shared by the operator and ``routingctl`` (``source.cluster``):
 a given ``--cluster-id`` is checked, not trusted blindly; an API server that does not answer is
 asked again for the time allowed and then named with the fix. (The refused and the working
-cases run against a real API server in tests/test_operator.py and tests/test_two_clusters.py.)
+cases run against a real API server in tests/test_operator_restarts.py and
+tests/test_two_clusters.py.)
 """
 
 from __future__ import annotations
