@@ -291,7 +291,16 @@ def main() -> None:
         default=None,
         help="the operator's sweep period (default: the operator's own default)",
     )
+    parser.add_argument(
+        "--listener-memory",
+        action="store_true",
+        help="only measure what a Firestore listener on --entries documents costs in memory "
+        "(this process's RSS before and after the listener's first load; Firestore emulator only)",
+    )
     args = parser.parse_args()
+    if args.listener_memory:
+        listener_memory(args.entries)
+        return
     period_args = [] if args.drift_period is None else [f"--drift-period={args.drift_period}"]
     from routing_operator.cli import parse_args
 
@@ -446,6 +455,68 @@ def main() -> None:
             if op is not None and op.poll() is None:
                 stop_group(op.pid, what="routing-operator", grace=20)
                 op.wait()
+            stack.down()
+
+
+def listener_memory(entries: int) -> None:
+    """RSS of this process before and after a listener like the operator's (a query on
+    ``source.cluster``) delivered ``entries`` documents shaped like the operator's, and with the
+    16-byte digests the operator keeps per document, then after the listener is gone."""
+    import gc
+
+    from google.cloud.firestore_v1.base_query import FieldFilter
+    from routing_operator.projections import canonical_json, digest, strip_server_fields
+
+    with tempfile.TemporaryDirectory(prefix="bench-drift-mem-") as tmp:
+        stack = LocalStack(Path(tmp) / "stack")
+        try:
+            stack.up(["firestore"])
+            os.environ.update(stack.env())
+            fs = _firestore_client(stack)
+            col = fs.collection(COLLECTION)
+            for start in range(0, entries, 500):
+                batch = fs.batch()
+                for i in range(start, min(entries, start + 500)):
+                    doc_id = identity(i)[0]
+                    env, tenant, project, kind = doc_id.split(":")
+                    batch.set(col.document(doc_id), {
+                        "tenant": tenant, "env": env, "project": project, "resource_kind": kind,
+                        "backend": "firestore", "config": {"collection": kind,
+                        "database": "(default)"}, "secret_ref": None, "revision": f"r{i:08x}",
+                        "generation": 1, "schema_version": 1,
+                        "source": {"cluster": "bench-cluster", "namespace": NS,
+                                   "name": f"e{i:05d}", "uid": f"{i:08d}-uid-0000-0000"},
+                        "updated_at": time.time(),
+                    })  # fmt: skip
+                batch.commit()
+            gc.collect()
+            before = rss_mb(os.getpid())
+            loaded = threading.Event()
+            kept: dict[str, bytes] = {}
+
+            def on_snapshot(docs: list[Any], _c: Any, _t: Any) -> None:
+                if not loaded.is_set():
+                    for d in docs:
+                        kept[d.id] = digest(canonical_json(strip_server_fields(d.to_dict())))
+                    loaded.set()
+
+            query = col.where(filter=FieldFilter("source.cluster", "==", "bench-cluster"))
+            watch = query.on_snapshot(on_snapshot)
+            loaded.wait(600)
+            time.sleep(2)  # the client's thread finishes handling the first snapshot
+            gc.collect()
+            listening = rss_mb(os.getpid())
+            watch.unsubscribe()
+            del watch
+            gc.collect()
+            after = rss_mb(os.getpid())
+            print(
+                f"listener on {len(kept)} documents: this process's RSS {before:.0f} MB before, "
+                f"{listening:.0f} MB listening (+{listening - before:.0f} MB: the client's "
+                f"snapshot of every document + the digests kept), {after:.0f} MB after "
+                "unsubscribing"
+            )
+        finally:
             stack.down()
 
 
