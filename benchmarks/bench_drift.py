@@ -15,9 +15,14 @@ full sweep far away (``--drift-period``, default the operator's own), and then:
    a watcher in this process sees the projection restored. The floor is measured in the same
    iteration: the same watcher seeing the out-of-band edit itself (raw write → snapshot for
    Firestore, raw PATCH → watch event for the ConfigMap). The repair needs at least two such
-   hops (edit seen by the operator, its rewrite seen here) plus the operator's settle delay
-   (0.2 s: its own writes land in both projections meanwhile), the read of the entry, the
-   requeue PATCH, kopf's watch event and the reconcile.
+   hops (edit seen by the operator, its rewrite seen here) plus, for a ConfigMap, the
+   operator's settle delay (0.2 s: its own writes land in both projections meanwhile; a
+   Firestore document edited under the same making is judged at once), the read of the entry,
+   the confirming read, the requeue PATCH, kopf's watch event and the reconcile. The Firestore
+   repair is broken down: edit → the requeue PATCH seen by a watch on the entry here, requeue →
+   repaired, and the operator's own timing of each step (from its requeue log line).
+
+``--listener-memory`` measures only what a listener like the operator's costs in RSS.
 
 Prints the figures and the ratios; nothing is asserted. Times depend on the machine's load.
 """
