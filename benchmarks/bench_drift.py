@@ -415,7 +415,6 @@ def main() -> None:
             logged = len(log_path.read_text(errors="replace"))
             fs = firestore_repairs(fs_client, api, args.repairs, args.entries)
             fs_seen, fs_req, fs_after, fs_back = fs
-            cm_seen, cm_back = configmap_repairs(core, args.repairs, args.entries)
             delivered = metric(port, DELIVERED) - before
             print(f"\nrepair latency ({args.repairs} out-of-band edits of each projection):")
             print(row("Firestore: edit → seen here (floor hop)", fs_seen))
@@ -433,6 +432,8 @@ def main() -> None:
             ):
                 if steps.get(name):
                     print(row(label, steps[name]))
+            sys.stdout.flush()
+            cm_seen, cm_back = configmap_repairs(core, args.repairs, args.entries)
             print(row("ConfigMap: edit → seen here (floor hop)", cm_seen))
             print(row("ConfigMap: edit → repaired, seen here", cm_back))
             for label, hop, back in (
