@@ -161,9 +161,11 @@ def main(argv: list[str] | None = None) -> None:
     import kubernetes
     from google.cloud import firestore
 
+    from engines.routing.collection import RoutingCollection
+
     from .diagnostics import Checks, Diagnostics, alongside, firestore_target
     from .handlers import OperatorConfig, build_registry
-    from .projections import ConfigMapProjection, FirestoreProjection
+    from .projections import ConfigMapProjection
     from .reconciler import Peering, Reconciler
 
     kopf.configure(
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         namespaces=None if args.all_namespaces else list(args.namespace),
     )
     reconciler = Reconciler(
-        firestore=FirestoreProjection(client, args.collection, cluster),
+        firestore=RoutingCollection(client, name=args.collection, cluster=cluster),
         configmaps=ConfigMapProjection(kubernetes.client.CoreV1Api(api)),
         custom_api=kubernetes.client.CustomObjectsApi(api),
         collection=args.collection,

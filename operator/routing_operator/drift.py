@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from engines.routing.collection import single_attempt
-from engines.routing.contract import PAUSED_ANNOTATION, RoutingKey
+from engines.routing.contract import MANAGED_BY_SELECTOR, PAUSED_ANNOTATION, RoutingKey
 from engines.routing.errors import InvalidRouting
 from engines.routing.model import RoutingRecord, Source, parse_spec
 
@@ -106,8 +105,7 @@ class DriftSweeper:
         """(namespace, name) → data of the managed ConfigMaps, read as plain JSON: the client's
         model objects would cost several times the data for every ConfigMap."""
         core = self.reconciler.configmaps.api
-        selector = "app.kubernetes.io/managed-by=routing-operator"
-        raw = {"label_selector": selector, "_preload_content": False}
+        raw = {"label_selector": MANAGED_BY_SELECTOR, "_preload_content": False}
         if self.namespaces is None:
             responses = [core.list_config_map_for_all_namespaces(**raw)]
         else:
@@ -172,14 +170,6 @@ class DriftSweeper:
 
         Documents are kept as digests and owners; entries are read a page at a time and
         compared as they come."""
-        from .projections import (
-            canonical_json,
-            configmap_value,
-            digest,
-            owner_of,
-            strip_server_fields,
-        )
-
         # Projections first, entries last: an entry that wrote a projection we saw existed
         # before we looked, so it is in the list below and its projection is never an orphan.
         # Both timestamps compared with it are the operator's own, RFC 3339 to the second, so
@@ -187,11 +177,8 @@ class DriftSweeper:
         started = now_rfc3339(seconds_ago=1)
         sweep = Sweep()
         docs: dict[str, tuple[bytes, Source | None]] = {}  # id → (digest, owner)
-        for snap in self.reconciler.firestore.client.collection(self.reconciler.collection).stream(
-            timeout=30, retry=single_attempt()
-        ):
-            data = strip_server_fields(snap.to_dict() or {})
-            docs[snap.id] = (digest(canonical_json(data)), owner_of(data))
+        for doc in self.reconciler.firestore.documents(timeout=30):
+            docs[doc.id] = (doc.digest(), doc.owner)
         unreadable: set[str] = set()
         cms = self._configmaps(unreadable)
         cluster = self.reconciler.cluster
@@ -247,9 +234,10 @@ class DriftSweeper:
                 continue  # its entries could not be listed: absent from `live` is no proof
             if owner.cluster != cluster:
                 continue  # another cluster's, or of no recorded cluster: never ours to judge
-            parts = doc_id.split(":")
-            if len(parts) == 4:
-                sweep.orphan_docs.append((RoutingKey(*parts), owner))
+            try:
+                sweep.orphan_docs.append((RoutingKey.from_document_id(doc_id), owner))
+            except InvalidRouting:
+                continue  # not an entry's document id: nothing of ours to remove
         for (ns, _name), data in cms.items():
             for value in data.values():
                 try:
@@ -568,7 +556,7 @@ class DriftListeners:
         from kubernetes.client.exceptions import ApiException
 
         core = self.reconciler.configmaps.api
-        scope = {"label_selector": SELECTOR}
+        scope = {"label_selector": MANAGED_BY_SELECTOR}
         while not self._stopping.is_set():
             try:
                 if namespace is None:
@@ -765,8 +753,8 @@ class DriftListeners:
         key = record.key
         started = time.monotonic()
         if document is not _UNKNOWN and document != wanted:
-            current = rec.firestore.read(key)
-            if current is None or digest(canonical_json(strip_server_fields(current))) != wanted:
+            current = rec.firestore.get(key)
+            if current is None or current.digest() != wanted:
                 return "firestore", time.monotonic() - started
         if value is not _UNKNOWN and value != wanted:
             try:
@@ -787,8 +775,6 @@ class DriftListeners:
 GRACE = 3
 """Checks in a row a Firestore listener's stream may be found disconnected before it counts as
 failed (the client reconnects after a server-side close within one)."""
-SELECTOR = "app.kubernetes.io/managed-by=routing-operator"
-"""The managed ConfigMaps (the label every projection carries)."""
 WATCH_SECONDS = 300
 """Server-side timeout of one ConfigMap watch request (then it resumes where it was)."""
 _UNKNOWN = b"?"

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import kopf
 import urllib3
 
+from engines.routing.collection import RoutingCollection
 from engines.routing.contract import (
     ADOPT_ANNOTATION,
     ALLOW_DELETE_ANNOTATION,
@@ -44,7 +45,7 @@ from .conditions import (
     merge_conditions,
     now_rfc3339,
 )
-from .projections import ConfigMapProjection, FirestoreProjection, Outcome
+from .projections import ConfigMapProjection, Outcome
 from .terminating import gone_with_namespace
 
 __all__ = ["PAUSED_ANNOTATION", "REQUEUE_ANNOTATION", "Peering", "Reconciler"]
@@ -64,7 +65,7 @@ class Reconciler:
     def __init__(
         self,
         *,
-        firestore: FirestoreProjection,
+        firestore: RoutingCollection,
         configmaps: ConfigMapProjection,
         custom_api: Any,
         collection: str,
@@ -267,8 +268,8 @@ class Reconciler:
         replaced: list[Source] = []
 
         def write_document() -> Outcome:
-            outcome, previous = self.firestore.ensure(
-                record, self.owner_alive, not status.get("revision"), adopt
+            outcome, previous = self.firestore.write(
+                record, self.owner_alive, fresh=not status.get("revision"), adopt=adopt
             )
             if previous is not None:
                 replaced.append(previous)
