@@ -15,9 +15,14 @@ full sweep far away (``--drift-period``, default the operator's own), and then:
    a watcher in this process sees the projection restored. The floor is measured in the same
    iteration: the same watcher seeing the out-of-band edit itself (raw write → snapshot for
    Firestore, raw PATCH → watch event for the ConfigMap). The repair needs at least two such
-   hops (edit seen by the operator, its rewrite seen here) plus the operator's settle delay
-   (0.2 s: its own writes land in both projections meanwhile), the read of the entry, the
-   requeue PATCH, kopf's watch event and the reconcile.
+   hops (edit seen by the operator, its rewrite seen here) plus, for a ConfigMap, the
+   operator's settle delay (0.2 s: its own writes land in both projections meanwhile; a
+   Firestore document edited under the same making is judged at once), the read of the entry,
+   the confirming read, the requeue PATCH, kopf's watch event and the reconcile. The Firestore
+   repair is broken down: edit → the requeue PATCH seen by a watch on the entry here, requeue →
+   repaired, and the operator's own timing of each step (from its requeue log line).
+
+``--listener-memory`` measures only what a listener like the operator's costs in RSS.
 
 Prints the figures and the ratios; nothing is asserted. Times depend on the machine's load.
 """
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import re
 import statistics
 import subprocess
 import sys
@@ -48,6 +54,12 @@ COLLECTION = "routing_entries"
 KINDS = ["kpi", "seo", "budget", "maybes", "firearms", "page_content", "video_timeline"]
 DELIVERED = "routing_operator_drift_listener_documents_total"
 FORMER_PERIOD_S = 60.0
+REQUEUE = "routing.engines.io/requeue"
+STEPS = re.compile(
+    r"drift: the firestore projection .*? requeued (?P<total>[\d.]+) ms after the change reached "
+    r"the listener \(settle (?P<settle>[\d.]+) ms, judging (?P<judging>[\d.]+) ms of which "
+    r"confirming read (?P<confirm>[\d.]+) ms, requeue (?P<requeue>[\d.]+) ms\)"
+)
 
 
 def body(i: int) -> dict[str, Any]:
@@ -118,12 +130,20 @@ def row(label: str, samples: list[float]) -> str:
     )
 
 
-def firestore_repairs(fs: Any, n: int, entries: int) -> tuple[list[float], list[float]]:
-    """(edit seen, edit repaired) in ms, for ``n`` out-of-band edits of distinct documents."""
+def firestore_repairs(
+    fs: Any, api: client.CustomObjectsApi, n: int, entries: int
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """(edit seen, requeue seen, requeue → repaired, edit repaired) in ms, for ``n`` out-of-band
+    edits of distinct documents. The requeue is the operator's PATCH of the entry's requeue
+    annotation, seen by a watch on the entry here: it splits the repair into the operator's
+    noticing and judging, and kopf's reconcile with its write."""
     seen: list[float] = []
+    requeued: list[float] = []
+    after: list[float] = []
     repaired: list[float] = []
     for r in range(n):
-        doc_id = identity((r * 7919) % entries)[0]
+        i = (r * 7919) % entries
+        doc_id = identity(i)[0]
         ref = fs.collection(COLLECTION).document(doc_id)
         events: queue.Queue[tuple[float, str]] = queue.Queue()
 
@@ -133,8 +153,20 @@ def firestore_repairs(fs: Any, n: int, entries: int) -> tuple[list[float], list[
                 events.put((now, (d.to_dict() or {}).get("backend", "")))
 
         listener = ref.on_snapshot(on_snapshot)
+        obj: dict[str, Any] = api.get_namespaced_custom_object(  # type: ignore[assignment]
+            GROUP, VERSION, NS, PLURAL, f"e{i:05d}"
+        )
+        marks: queue.Queue[float] = queue.Queue()
+        w = watch.Watch()  # type: ignore[no-untyped-call]
+        thread = threading.Thread(
+            target=_follow_requeue,
+            args=(w, api, obj, marks),
+            daemon=True,
+        )
+        thread.start()
         try:
             assert events.get(timeout=30)[1] == "firestore"  # the listener's first view
+            time.sleep(0.2)  # the entry's watch request is open before the edit
             t0 = time.perf_counter()
             ref.update({"backend": "memory"})
             t_seen = t_back = None
@@ -147,9 +179,45 @@ def firestore_repairs(fs: Any, n: int, entries: int) -> tuple[list[float], list[
             assert t_seen is not None
             seen.append((t_seen - t0) * 1000)
             repaired.append((t_back - t0) * 1000)
+            try:
+                mark = marks.get(timeout=5)
+                requeued.append((mark - t0) * 1000)
+                after.append((t_back - mark) * 1000)
+            except queue.Empty:
+                pass
         finally:
             listener.unsubscribe()
-    return seen, repaired
+            w.stop()  # type: ignore[no-untyped-call]
+    return seen, requeued, after, repaired
+
+
+def _follow_requeue(
+    w: Any, api: client.CustomObjectsApi, obj: dict[str, Any], marks: queue.Queue[float]
+) -> None:
+    """Put the time of each new requeue mark of the entry ``obj`` (watched from its version)."""
+    meta = obj["metadata"]
+    name, version = meta["name"], meta["resourceVersion"]
+    last = (meta.get("annotations") or {}).get(REQUEUE)
+    try:
+        for event in w.stream(
+            api.list_namespaced_custom_object, GROUP, VERSION, NS, PLURAL,
+            field_selector=f"metadata.name={name}", resource_version=version, timeout_seconds=120,
+        ):  # fmt: skip
+            mark = (event["object"]["metadata"].get("annotations") or {}).get(REQUEUE)
+            if mark is not None and mark != last:
+                marks.put(time.perf_counter())
+                last = mark
+    except Exception:  # the requeue split is then missing from the breakdown
+        pass
+
+
+def operator_steps(log: str) -> dict[str, list[float]]:
+    """The operator's own timing of each Firestore repair it requeued (its log line)."""
+    steps: dict[str, list[float]] = {}
+    for m in STEPS.finditer(log):
+        for name in ("total", "settle", "judging", "confirm", "requeue"):
+            steps.setdefault(name, []).append(float(m[name]))
+    return steps
 
 
 def configmap_repairs(
@@ -228,7 +296,16 @@ def main() -> None:
         default=None,
         help="the operator's sweep period (default: the operator's own default)",
     )
+    parser.add_argument(
+        "--listener-memory",
+        action="store_true",
+        help="only measure what a Firestore listener on --entries documents costs in memory "
+        "(this process's RSS before and after the listener's first load; Firestore emulator only)",
+    )
     args = parser.parse_args()
+    if args.listener_memory:
+        listener_memory(args.entries)
+        return
     period_args = [] if args.drift_period is None else [f"--drift-period={args.drift_period}"]
     from routing_operator.cli import parse_args
 
@@ -333,14 +410,30 @@ def main() -> None:
                 )
             print(f"  operator RSS: {rss_mb(op.pid):.0f} MB with the listener on {args.entries}")
 
-            fs = _firestore_client(stack)
+            fs_client = _firestore_client(stack)
             before = metric(port, DELIVERED)
-            fs_seen, fs_back = firestore_repairs(fs, args.repairs, args.entries)
-            cm_seen, cm_back = configmap_repairs(core, args.repairs, args.entries)
+            logged = len(log_path.read_text(errors="replace"))
+            fs = firestore_repairs(fs_client, api, args.repairs, args.entries)
+            fs_seen, fs_req, fs_after, fs_back = fs
             delivered = metric(port, DELIVERED) - before
             print(f"\nrepair latency ({args.repairs} out-of-band edits of each projection):")
             print(row("Firestore: edit → seen here (floor hop)", fs_seen))
             print(row("Firestore: edit → repaired, seen here", fs_back))
+            if fs_req:
+                print(row("  of which edit → requeue PATCH seen here", fs_req))
+                print(row("  of which requeue → repaired (kopf + write)", fs_after))
+            steps = operator_steps(log_path.read_text(errors="replace")[logged:])
+            for name, label in (
+                ("total", "operator: change reached listener → requeued"),
+                ("settle", "  settle (incl. event-loop lag)"),
+                ("judging", "  judging: entry read + confirming read"),
+                ("confirm", "  confirming read of the projection"),
+                ("requeue", "  requeue PATCH"),
+            ):
+                if steps.get(name):
+                    print(row(label, steps[name]))
+            sys.stdout.flush()
+            cm_seen, cm_back = configmap_repairs(core, args.repairs, args.entries)
             print(row("ConfigMap: edit → seen here (floor hop)", cm_seen))
             print(row("ConfigMap: edit → repaired, seen here", cm_back))
             for label, hop, back in (
@@ -368,6 +461,68 @@ def main() -> None:
             if op is not None and op.poll() is None:
                 stop_group(op.pid, what="routing-operator", grace=20)
                 op.wait()
+            stack.down()
+
+
+def listener_memory(entries: int) -> None:
+    """RSS of this process before and after a listener like the operator's (a query on
+    ``source.cluster``) delivered ``entries`` documents shaped like the operator's, and with the
+    16-byte digests the operator keeps per document, then after the listener is gone."""
+    import gc
+
+    from google.cloud.firestore_v1.base_query import FieldFilter
+    from routing_operator.projections import canonical_json, digest, strip_server_fields
+
+    with tempfile.TemporaryDirectory(prefix="bench-drift-mem-") as tmp:
+        stack = LocalStack(Path(tmp) / "stack")
+        try:
+            stack.up(["firestore"])
+            os.environ.update(stack.env())
+            fs = _firestore_client(stack)
+            col = fs.collection(COLLECTION)
+            for start in range(0, entries, 500):
+                batch = fs.batch()
+                for i in range(start, min(entries, start + 500)):
+                    doc_id = identity(i)[0]
+                    env, tenant, project, kind = doc_id.split(":")
+                    batch.set(col.document(doc_id), {
+                        "tenant": tenant, "env": env, "project": project, "resource_kind": kind,
+                        "backend": "firestore", "config": {"collection": kind,
+                        "database": "(default)"}, "secret_ref": None, "revision": f"r{i:08x}",
+                        "generation": 1, "schema_version": 1,
+                        "source": {"cluster": "bench-cluster", "namespace": NS,
+                                   "name": f"e{i:05d}", "uid": f"{i:08d}-uid-0000-0000"},
+                        "updated_at": time.time(),
+                    })  # fmt: skip
+                batch.commit()
+            gc.collect()
+            before = rss_mb(os.getpid())
+            loaded = threading.Event()
+            kept: dict[str, bytes] = {}
+
+            def on_snapshot(docs: list[Any], _c: Any, _t: Any) -> None:
+                if not loaded.is_set():
+                    for d in docs:
+                        kept[d.id] = digest(canonical_json(strip_server_fields(d.to_dict())))
+                    loaded.set()
+
+            query = col.where(filter=FieldFilter("source.cluster", "==", "bench-cluster"))
+            watch = query.on_snapshot(on_snapshot)
+            loaded.wait(600)
+            time.sleep(2)  # the client's thread finishes handling the first snapshot
+            gc.collect()
+            listening = rss_mb(os.getpid())
+            watch.unsubscribe()
+            del watch
+            gc.collect()
+            after = rss_mb(os.getpid())
+            print(
+                f"listener on {len(kept)} documents: this process's RSS {before:.0f} MB before, "
+                f"{listening:.0f} MB listening (+{listening - before:.0f} MB: the client's "
+                f"snapshot of every document + the digests kept), {after:.0f} MB after "
+                "unsubscribing"
+            )
+        finally:
             stack.down()
 
 

@@ -6,7 +6,8 @@ ConfigMap key and a whole ConfigMap, each repaired with a ``DriftRepaired`` Even
 metric and no sweep; another cluster's documents in the same collection are not delivered to
 this operator's listener and are left as they are; a Firestore emulator restart (the listener's
 stream fails) is survived: the listener is established again and repairs again. And the
-identity a ConfigMap key stands for is known even when its value was edited out of shape.
+identity a ConfigMap key stands for is known even when its value was edited out of shape. And a
+burst of the operator's own writes and removals is never taken for drift (no requeue).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ SWEEPS = "routing_operator_drift_sweeps_total"
 UP = "routing_operator_drift_listener_up"
 FAILURES = "routing_operator_drift_listener_failures_total"
 DELIVERED = "routing_operator_drift_listener_documents_total"
+BURST_KINDS = ("kpi", "seo", "budget", "maybes", "firearms", "page_content", "video_timeline")
 REPAIR_DEADLINE = 15.0
 """Far below the sweep period: only a listener can meet it (the figures are in bench_drift)."""
 
@@ -209,6 +211,66 @@ def test_the_firestore_listener_is_established_again_after_the_emulator_restarts
     )
     assert operator.metric(SWEEPS) == 0
     assert "drift listener firestore established again" in operator.log()
+
+
+def test_a_burst_of_creations_updates_and_deletions_requeues_nothing(
+    operator: OperatorProcess, entries: Entries, fs: Any, collection: str
+) -> None:
+    """The operator's own writes and removals reach both listeners, its Firestore writes first:
+    none of them may be taken for drift. Entries are created, then all updated (new
+    generation), and a tenant's deleted, at once; then one ConfigMap key is edited out of band
+    as a sentinel: it is judged after every check of the burst began, and it is the only
+    repair, the only requeue."""
+    names = []
+    for tenant in ("acme", "beta", "gamma", "delta"):
+        for kind in BURST_KINDS:
+            name = f"{tenant}-{kind.replace('_', '-')}"
+            entries.create(entry(name, tenant=tenant, kind=kind))
+            names.append(name)
+    for listener in ("firestore", "configmap"):
+        wait_for(
+            lambda listener=listener: operator.metric(UP, {"listener": listener}) == 1,  # type: ignore[misc]
+            timeout=60,
+            what=f"the {listener} drift listener to be up",
+        )
+    for name in names:
+        entries.wait_reason(name, "Synced", "True")
+
+    for name in names:
+        entries.patch(name, {"spec": {"firestore": {"collection": "moved"}}})
+    gone = [name for name in names if name.startswith("delta-")]
+    for name in gone:
+        entries.delete(name)
+    kept = [name for name in names if name not in gone]
+    for name in kept:
+        entries.wait_reason(name, "Synced", "True")
+
+    def settled() -> bool:
+        moved = {
+            d.id
+            for d in fs.collection(collection).stream()
+            if (d.to_dict().get("config") or {}).get("collection") == "moved"
+        }
+        return len(moved) >= len(kept)
+
+    wait_for(settled, timeout=120, what="every update written")
+    wait_for(lambda: all(entries.get(name) is None for name in gone), timeout=60, what="deletions")
+    # every write of the burst reached the listener before the sentinel is made
+    wait_for(
+        lambda: operator.metric(DELIVERED) >= 2 * len(names),
+        timeout=60,
+        what="the burst's writes delivered to the listener",
+    )
+
+    entries.core.patch_namespaced_config_map(CM, entries.ns, {"data": {KEY: "{}"}})
+    wait_for(
+        lambda: operator.metric(REPAIRS, {"projection": "configmap"}) == 1,
+        timeout=REPAIR_DEADLINE,
+        what="the sentinel repaired",
+    )
+    assert operator.metric(REPAIRS, {"projection": "firestore"}) == 0
+    assert operator.log().count("drift: the ") == 1, "an own write was taken for drift"
+    assert operator.metric(SWEEPS) == 0
 
 
 def test_a_configmap_key_names_its_identity_even_when_its_value_is_out_of_shape() -> None:

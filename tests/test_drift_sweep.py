@@ -24,9 +24,10 @@ from operator_harness import Entries, entry
 from routing_operator import claims as claims_module
 from routing_operator.drift import DriftSweeper
 from routing_operator.peering import Peering
-from routing_operator.projections import ConfigMapProjection, FirestoreProjection, Outcome
+from routing_operator.projections import ConfigMapProjection
 from routing_operator.reconciler import Reconciler
 
+from engines.routing.collection import Outcome, RoutingCollection
 from engines.routing.errors import OwnershipConflict
 from engines.routing.model import RoutingRecord, Source, parse_spec
 
@@ -43,7 +44,7 @@ CLUSTER = "cluster-a"
 def reconciler(api: client.ApiClient, fs_client: Any, collection: str) -> Reconciler:
     """An in-process reconciler on the real API server (no kopf around it)."""
     return Reconciler(
-        firestore=FirestoreProjection(fs_client, collection, CLUSTER),
+        firestore=RoutingCollection(fs_client, name=collection, cluster=CLUSTER),
         configmaps=ConfigMapProjection(client.CoreV1Api(api)),
         custom_api=client.CustomObjectsApi(api),
         collection=collection,
@@ -91,7 +92,7 @@ def test_a_paged_sweep_finds_exactly_the_drifted_entry_and_the_orphan(
     kinds = ["kpi", "seo", "budget", "maybes", "firearms"]
     records = [synced(entries, entries.create(entry(f"e-{k}", kind=k))) for k in kinds]
     for record in records:
-        rec.firestore.ensure(record, rec.owner_alive)
+        rec.firestore.write(record, rec.owner_alive)
     rec.configmaps.ensure_many(namespace, records[0].key.configmap_name, records, rec.owner_alive)
     # drift: one document edited out of band
     fs_client.collection(collection).document(records[3].key.document_id).update(
@@ -102,7 +103,7 @@ def test_a_paged_sweep_finds_exactly_the_drifted_entry_and_the_orphan(
         parse_spec(entry("gone", kind="video_timeline")["spec"]),
         source=Source(cluster=CLUSTER, namespace=namespace, name="gone", uid=str(uuid.uuid4())),
     )
-    rec.firestore.ensure(gone, rec.owner_alive)
+    rec.firestore.write(gone, rec.owner_alive)
 
     # synced a moment ago, projections not seen yet: the sweep must not take it for drift
     just_now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
@@ -188,8 +189,8 @@ def test_a_document_is_written_only_when_free_this_clusters_or_adopted(
     its owner, and adopting it on purpose replaces it."""
     collection = f"routing_{uuid.uuid4().hex[:8]}"
     fs_client = firestore_emulator.client()
-    mine = FirestoreProjection(fs_client, collection, CLUSTER)
-    theirs = FirestoreProjection(fs_client, collection, "cluster-b")
+    mine = RoutingCollection(fs_client, name=collection, cluster=CLUSTER)
+    theirs = RoutingCollection(fs_client, name=collection, cluster="cluster-b")
     spec = parse_spec(entry("x", kind="kpi")["spec"])
 
     def record(cluster: str, name: str, uid: str) -> RoutingRecord:
@@ -201,26 +202,26 @@ def test_a_document_is_written_only_when_free_this_clusters_or_adopted(
     legacy = me.to_document()
     legacy["source"] = {k: v for k, v in legacy["source"].items() if k != "cluster"}
     ref.set(legacy)
-    assert mine.ensure(me, lambda _: True) == (Outcome.MIGRATED, None)
+    assert mine.write(me, lambda _: True) == (Outcome.MIGRATED, None)
     assert ref.get().to_dict()["source"]["cluster"] == CLUSTER
-    assert mine.ensure(me, lambda _: True) == (Outcome.UNCHANGED, None)
+    assert mine.write(me, lambda _: True) == (Outcome.UNCHANGED, None)
 
     # another cluster may not write it, adopt or not, unless it adopts on purpose
     other = record("cluster-b", "other", str(uuid.uuid4()))
     with pytest.raises(OwnershipConflict) as refused:
-        theirs.ensure(other, lambda _: False)
+        theirs.write(other, lambda _: False)
     assert f"belongs to cluster {CLUSTER} (RoutingEntry ns/me there); nothing written" in str(
         refused.value
     )
     assert 'routing.engines.io/adopt="true"' in str(refused.value)
     assert ref.get().to_dict()["source"]["name"] == "me"
-    outcome, replaced = theirs.ensure(other, lambda _: False, adopt=True)
+    outcome, replaced = theirs.write(other, lambda _: False, adopt=True)
     assert outcome is Outcome.ADOPTED and replaced is not None and replaced.name == "me"
     assert ref.get().to_dict()["source"] == other.to_document()["source"]
 
     # back in this cluster: that document is another's now, whether its owner lives or not
     with pytest.raises(OwnershipConflict, match="belongs to cluster cluster-b"):
-        mine.ensure(me, lambda _: False)
+        mine.write(me, lambda _: False)
     assert mine.remove(spec.key, other.source.uid) is False  # type: ignore[union-attr]
     assert ref.get().exists
 
@@ -228,8 +229,8 @@ def test_a_document_is_written_only_when_free_this_clusters_or_adopted(
     ref.set(me.to_document())
     successor = record(CLUSTER, "successor", str(uuid.uuid4()))
     with pytest.raises(OwnershipConflict, match="owned by RoutingEntry ns/me"):
-        mine.ensure(successor, lambda _: True)
-    outcome, replaced = mine.ensure(successor, lambda _: False)
+        mine.write(successor, lambda _: True)
+    outcome, replaced = mine.write(successor, lambda _: False)
     assert outcome is Outcome.RECLAIMED and replaced is not None and replaced.name == "me"
 
     # no cluster recorded and an owner that is not here: its cluster is unknown, so not ours
@@ -237,7 +238,7 @@ def test_a_document_is_written_only_when_free_this_clusters_or_adopted(
     unknown["source"] = {"namespace": "ns", "name": "elsewhere", "uid": str(uuid.uuid4())}
     ref.set(unknown)
     with pytest.raises(OwnershipConflict, match="records no cluster"):
-        mine.ensure(successor, lambda _: False)
+        mine.write(successor, lambda _: False)
 
 
 def test_a_sweep_judges_only_its_own_clusters_documents(
@@ -253,7 +254,7 @@ def test_a_sweep_judges_only_its_own_clusters_documents(
     collection = f"routing_{uuid.uuid4().hex[:8]}"
     fs_client = firestore_emulator.client()
     rec = reconciler(api, fs_client, collection)
-    theirs = FirestoreProjection(fs_client, collection, "cluster-b")
+    theirs = RoutingCollection(fs_client, name=collection, cluster="cluster-b")
     entries = Entries(api, namespace)
 
     def elsewhere(kind: str, cluster: str | None, env: str = "prod") -> RoutingRecord:
@@ -273,13 +274,13 @@ def test_a_sweep_judges_only_its_own_clusters_documents(
     my_test_orphan = elsewhere("firearms", CLUSTER, env="test")
 
     adopted = synced(entries, entries.create(entry("e-kpi", kind="kpi")))
-    rec.firestore.ensure(adopted, rec.owner_alive)
+    rec.firestore.write(adopted, rec.owner_alive)
     rec.configmaps.ensure_many(namespace, adopted.key.configmap_name, [adopted], rec.owner_alive)
     other = RoutingRecord.from_spec(
         parse_spec(entry("x", kind="kpi")["spec"]),
         source=Source(cluster="cluster-b", namespace="far", name="kpi", uid=str(uuid.uuid4())),
     )
-    assert theirs.ensure(other, lambda _: True, adopt=True)[0] is Outcome.ADOPTED
+    assert theirs.write(other, lambda _: True, adopt=True)[0] is Outcome.ADOPTED
 
     sweeper = DriftSweeper(rec, [namespace])
     sweep = sweeper.find_stale()

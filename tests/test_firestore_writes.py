@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from operator_harness import entry
-from routing_operator.projections import FirestoreProjection, Outcome
 
+from engines.routing.collection import Outcome, RoutingCollection
 from engines.routing.errors import OwnershipConflict
 from engines.routing.model import RoutingRecord, Source, parse_spec
 
@@ -27,9 +27,9 @@ def record(spec: dict[str, Any], source: Source, generation: int = 1) -> Routing
 
 
 @pytest.fixture
-def setup(firestore_emulator: Any, collection: str) -> tuple[Any, FirestoreProjection, Source]:
+def setup(firestore_emulator: Any, collection: str) -> tuple[Any, RoutingCollection, Source]:
     fs_client = firestore_emulator.client()
-    mine = FirestoreProjection(fs_client, collection, CLUSTER)
+    mine = RoutingCollection(fs_client, name=collection, cluster=CLUSTER)
     source = Source(cluster=CLUSTER, namespace="ns", name="me", uid=str(uuid.uuid4()))
     return fs_client.collection(collection), mine, source
 
@@ -40,16 +40,16 @@ def test_a_changed_spec_replaces_the_whole_document_of_the_entry(setup: Any) -> 
     docs, mine, me = setup
     redis = entry("x", kind="rate_limit", backend="redis", settings={"url": "redis://r:6379/3"})
     first = record(redis["spec"], me)
-    assert mine.ensure(first, lambda _: True, fresh=True) == (Outcome.WRITTEN, None)
+    assert mine.write(first, lambda _: True, fresh=True) == (Outcome.WRITTEN, None)
     firestore = entry("x", kind="rate_limit")
     second = record(firestore["spec"], me, generation=2)
-    assert mine.ensure(second, lambda _: True) == (Outcome.WRITTEN, None)
+    assert mine.write(second, lambda _: True) == (Outcome.WRITTEN, None)
     stored = docs.document(second.key.document_id).get().to_dict()
     stored.pop("updated_at")
     assert stored == second.to_document()
-    assert mine.ensure(second, lambda _: True) == (Outcome.UNCHANGED, None)
+    assert mine.write(second, lambda _: True) == (Outcome.UNCHANGED, None)
     third = record(redis["spec"], me, generation=3)
-    assert mine.ensure(third, lambda _: True) == (Outcome.WRITTEN, None)
+    assert mine.write(third, lambda _: True) == (Outcome.WRITTEN, None)
     assert docs.document(third.key.document_id).get().to_dict()["config"] == first.config
 
 
@@ -57,14 +57,14 @@ def test_a_document_adopted_by_another_cluster_since_the_last_write_is_never_ove
     setup: Any, firestore_emulator: Any, collection: str
 ) -> None:
     docs, mine, me = setup
-    theirs = FirestoreProjection(firestore_emulator.client(), collection, "cluster-b")
+    theirs = RoutingCollection(firestore_emulator.client(), name=collection, cluster="cluster-b")
     spec = entry("x", kind="kpi")["spec"]
-    mine.ensure(record(spec, me), lambda _: True, fresh=True)
+    mine.write(record(spec, me), lambda _: True, fresh=True)
     other = Source(cluster="cluster-b", namespace="ns", name="other", uid=str(uuid.uuid4()))
-    assert theirs.ensure(record(spec, other), lambda _: True, adopt=True)[0] is Outcome.ADOPTED
+    assert theirs.write(record(spec, other), lambda _: True, adopt=True)[0] is Outcome.ADOPTED
     changed = record(entry("x", kind="kpi", settings={"collection": "moved"})["spec"], me, 2)
     with pytest.raises(OwnershipConflict, match="belongs to cluster cluster-b"):
-        mine.ensure(changed, lambda _: True)
+        mine.write(changed, lambda _: True)
     assert docs.document(changed.key.document_id).get().to_dict()["source"]["name"] == "other"
 
 
@@ -74,14 +74,14 @@ def test_a_document_edited_or_deleted_since_the_last_write_is_read_and_rewritten
     docs, mine, me = setup
     spec = entry("x", kind="kpi")["spec"]
     first = record(spec, me)
-    mine.ensure(first, lambda _: True, fresh=True)
+    mine.write(first, lambda _: True, fresh=True)
     ref = docs.document(first.key.document_id)
     ref.update({"config": {"collection": "edited out of band"}})
-    assert mine.ensure(first, lambda _: True) == (Outcome.WRITTEN, None)
+    assert mine.write(first, lambda _: True) == (Outcome.WRITTEN, None)
     assert ref.get().to_dict()["config"] == first.config
     changed = record(entry("x", kind="kpi", settings={"collection": "moved"})["spec"], me, 2)
     ref.delete()
-    assert mine.ensure(changed, lambda _: True) == (Outcome.WRITTEN, None)
+    assert mine.write(changed, lambda _: True) == (Outcome.WRITTEN, None)
     assert ref.get().to_dict()["config"] == changed.config
 
 
@@ -90,10 +90,10 @@ def test_an_orphan_written_by_a_deleted_entry_is_reclaimed_by_its_successor(setu
     identity still meets the previous owner (taken back only if it is gone)."""
     _, mine, me = setup
     spec = entry("x", kind="kpi")["spec"]
-    mine.ensure(record(spec, me), lambda _: True, fresh=True)
+    mine.write(record(spec, me), lambda _: True, fresh=True)
     successor = Source(cluster=CLUSTER, namespace="ns", name="next", uid=str(uuid.uuid4()))
     changed = record(entry("x", kind="kpi", settings={"collection": "moved"})["spec"], successor)
     with pytest.raises(OwnershipConflict, match="owned by RoutingEntry ns/me"):
-        mine.ensure(changed, lambda _: True)
-    outcome, replaced = mine.ensure(changed, lambda _: False)
+        mine.write(changed, lambda _: True)
+    outcome, replaced = mine.write(changed, lambda _: False)
     assert outcome is Outcome.RECLAIMED and replaced == me

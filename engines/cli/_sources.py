@@ -198,7 +198,7 @@ def firestore_documents(store: RoutingCollection, env: str | None) -> list[Store
     """Every document of the routing collection (optionally of one env only), each with the
     update time a later write can be made conditional on."""
     try:
-        return store.documents(env)
+        return list(store.documents(env))
     except BackendUnavailable as exc:
         raise SourceError(str(exc)) from exc
 

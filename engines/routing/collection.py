@@ -1,11 +1,11 @@
 """The one gateway to the routing collection (§5): every read, write and listener of
 ``routing_entries`` goes through :class:`RoutingCollection`.
 
-The runtime registry's listener and ``routingctl`` (``explain``/``matrix``/``diff``/``prune``)
-use it; the operator's projection writer and drift sweep are built to use the same methods
-(:meth:`~RoutingCollection.write`, :meth:`~RoutingCollection.remove`,
-:meth:`~RoutingCollection.documents`). One gateway means one set of ownership rules, one policy
-for timeouts and retries, and one translation of the Google client's errors:
+The runtime registry's listener, ``routingctl`` (``explain``/``matrix``/``diff``/``prune``) and
+the operator (its reconciler writes and removes documents with :meth:`~RoutingCollection.write`
+and :meth:`~RoutingCollection.remove`, its drift sweep streams
+:meth:`~RoutingCollection.documents`) use it. One gateway means one set of ownership rules, one
+policy for timeouts and retries, and one translation of the Google client's errors:
 
 - every failure that means "the collection cannot be used right now" (the emulator or the service
   down or refusing, a deadline, a retry given up, credentials) becomes ``BackendUnavailable``,
@@ -23,6 +23,14 @@ recording no cluster (written before cluster identities) is this cluster's when 
 writing entry (rewritten to record the cluster) or still lives here; otherwise its cluster is
 unknown and it is treated as another's. Deletes remove only what the deleting entry owns in this
 cluster, or (``routingctl prune``) exactly the document read, if unchanged since.
+
+Writes without transactions: a new document is written with ``create()`` (atomic: it fails if
+the id exists); replacing or deleting an existing one is a read (owner and content) and a write
+conditioned on the update time that read saw, so a document changed in between is read and
+decided again: the guarantee of a transaction (begin, read, commit) in two round trips instead
+of three. A gateway also remembers, per document, the update time and content of its own last
+write or read of a document the writing entry owns in this cluster; while that holds (the
+conditioned write proves it), changing the document is that one write with no read at all.
 
 Calls carry a short timeout and no client-side retry, so an unreachable store surfaces within
 seconds instead of hanging a caller; callers that must outlast an outage retry themselves (the
@@ -209,6 +217,10 @@ class RoutingCollection:
         """Seconds for one read or write."""
         self.list_timeout = list_timeout
         """Seconds for listing the whole collection."""
+        self._known: dict[str, bytes] = {}
+        """document id → update time (8 bytes), digest of the owner (this cluster and the
+        entry's uid) and of the content (16 each) as :meth:`write` last wrote or read it: 40
+        bytes a document."""
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -235,19 +247,10 @@ class RoutingCollection:
     @contextmanager
     def _translate(self, action: str) -> Iterator[None]:
         """Vendor failures inside the block become ``BackendUnavailable`` naming ``action``."""
-        vendor = _vendor_errors()
         try:
             yield
-        except vendor as exc:
+        except _vendor_errors() as exc:
             raise self._unavailable(action, exc) from exc
-        except ValueError as exc:
-            # A transaction that could not begin fails again while rolling back ("no
-            # transaction ID") and hides the RPC error in its context; one that kept conflicting
-            # says "failed after N attempts". Neither is a bad argument of the caller's.
-            if "transaction" not in str(exc).lower():
-                raise
-            cause = exc.__context__ if isinstance(exc.__context__, vendor) else exc
-            raise self._unavailable(action, cause) from exc
 
     def _unavailable(self, action: str, exc: BaseException) -> BackendUnavailable:
         return BackendUnavailable(
@@ -289,16 +292,19 @@ class RoutingCollection:
             snap = self._ref(key).get(timeout=self.timeout, retry=None)
         return self._stored(snap) if snap.exists else None
 
-    def documents(self, env: str | None = None) -> list[StoredDocument]:
-        """Every document (of ``env`` only, when given), read in one streamed query."""
+    def documents(
+        self, env: str | None = None, *, timeout: float | None = None
+    ) -> Iterator[StoredDocument]:
+        """Every document (of ``env`` only, when given), streamed by one query that must end
+        within ``timeout`` seconds (default :attr:`list_timeout`); a caller keeping only a
+        digest of each never holds the whole collection."""
         what = f"list {self.name}" + (f" (env {env})" if env else "")
         with self._translate(what):
-            return [
-                self._stored(snap)
-                for snap in self._query(env).stream(
-                    timeout=self.list_timeout, retry=single_attempt()
-                )
-            ]
+            for snap in self._query(env).stream(
+                timeout=self.list_timeout if timeout is None else timeout,
+                retry=single_attempt(),
+            ):
+                yield self._stored(snap)
 
     def listen(
         self,
@@ -367,7 +373,14 @@ class RoutingCollection:
 
         ``fresh``: the entry was never synced, so the document most likely does not exist: try
         ``create()`` first (one RPC) and read only if it does exist. ``adopt``: take over
-        another cluster's document."""
+        another cluster's document.
+
+        A document this collection last wrote (or read) as the entry's own in this cluster is
+        changed with one write conditioned on that update time and no read: on a switch, the
+        only round trip before the app can see the new backend. Otherwise, or when that
+        condition fails (changed, adopted or deleted since), it is a read and a write
+        conditioned on the update time read, at most three times: the guarantee of a
+        transaction in two round trips."""
         from google.api_core import exceptions as gexc
         from google.cloud import firestore
 
@@ -377,63 +390,115 @@ class RoutingCollection:
             raise ValueError(f"{doc_id}: a record to write names this cluster ({self.cluster!r})")
         ref = self._ref(record.key)
         wanted = record.to_document()
-        action = f"write {self.name}/{doc_id}"
-        current: StoredDocument | None = None
-        if not fresh:
-            # A bare read with no retry fails within the timeout on an unreachable service;
-            # BeginTransaction would retry for a long time.
-            current = self._get(record.key, action)
-            if current is not None and current.data == wanted:
-                return Outcome.UNCHANGED, None
-        if current is None:
-            with self._translate(action):
+        content = digest(canonical_json(wanted))
+        stamped = {**wanted, UPDATED_AT: firestore.SERVER_TIMESTAMP}
+
+        def replace(update_time: Any) -> Any:
+            """Overwrite every field, if the document was last updated at ``update_time``."""
+            return ref.update(
+                stamped,
+                option=self.client.write_option(last_update_time=update_time),
+                timeout=self.timeout,
+                retry=None,
+            )
+
+        with self._translate(f"write {self.name}/{doc_id}"):
+            known = None if fresh else self._known_as(doc_id, mine.uid)
+            if known is not None and known[1] != content:
+                # This entry's own document as last seen here; the condition proves it still is.
                 try:
-                    ref.create(self._payload(record), timeout=self.timeout, retry=None)
+                    result = replace(known[0])
+                    self._remember(doc_id, result.update_time, mine.uid, content)
+                    return Outcome.WRITTEN, None
+                except (gexc.FailedPrecondition, gexc.NotFound):
+                    self.forget(doc_id)  # changed or deleted since: read and decide
+            if fresh:
+                # The common first sync: create() is atomic (fails if the id exists), one RPC.
+                try:
+                    result = ref.create(stamped, timeout=self.timeout, retry=None)
+                    self._remember(doc_id, result.update_time, mine.uid, content)
                     return Outcome.WRITTEN, None
                 except gexc.AlreadyExists:
-                    pass  # written meanwhile: decide ownership in the transaction below
-
-        @firestore.transactional
-        def txn_write(txn: Any) -> tuple[Outcome, Source | None]:
-            snap = ref.get(transaction=txn, timeout=self.timeout, retry=None)
-            decided: tuple[Outcome, Source | None] = (Outcome.WRITTEN, None)
-            if snap.exists:
+                    pass  # written meanwhile, or by an earlier attempt of ours: read and decide
+            for _ in range(3):
+                snap = ref.get(timeout=self.timeout, retry=None)
+                if not snap.exists:
+                    try:
+                        result = ref.create(stamped, timeout=self.timeout, retry=None)
+                    except gexc.AlreadyExists:
+                        continue
+                    self._remember(doc_id, result.update_time, mine.uid, content)
+                    return Outcome.WRITTEN, None
                 decided = decide_write(
                     doc_id, snap.to_dict() or {}, wanted, mine, self.cluster, owner_alive, adopt
                 )
                 if decided[0] is Outcome.UNCHANGED:
+                    self._remember(doc_id, snap.update_time, mine.uid, content)
                     return decided
-            txn.set(ref, self._payload(record))
-            return decided
-
-        with self._translate(action):
-            return txn_write(self.client.transaction(max_attempts=3))  # type: ignore[no-any-return]
+                try:
+                    result = replace(snap.update_time)
+                except (gexc.FailedPrecondition, gexc.NotFound):
+                    continue  # changed since the read: read and decide again
+                self._remember(doc_id, result.update_time, mine.uid, content)
+                return decided
+        raise BackendUnavailable(
+            f"cannot write {self.name}/{doc_id}: the document kept changing while it was "
+            "written; will retry"
+        )
 
     def remove(self, key: RoutingKey, owner_uid: str) -> bool:
         """Delete the document if the RoutingEntry ``owner_uid`` of this cluster owns it; True
-        if deleted."""
-        from google.cloud import firestore
+        if deleted. A read and a delete conditioned on the update time read (a document changed
+        in between is read and judged again), at most three times."""
+        from google.api_core import exceptions as gexc
 
         ref = self._ref(key)
         action = f"delete {self.name}/{key.document_id}"
-        # The same fast probe as in write(): nothing to delete is known without a transaction,
-        # and an unreachable store fails within the timeout instead of BeginTransaction's retries.
-        current = self._get(key, action)
-        if current is None or not self._owned(current, owner_uid):
-            return False
-
-        @firestore.transactional
-        def txn_delete(txn: Any) -> bool:
-            snap = ref.get(transaction=txn, timeout=self.timeout, retry=None)
-            if not snap.exists:
+        for _ in range(3):
+            current = self._get(key, action)
+            if current is None or not self._owned(current, owner_uid):
                 return False
-            if not self._owned(self._stored(snap), owner_uid):
-                return False
-            txn.delete(ref)
+            with self._translate(action):
+                try:
+                    ref.delete(
+                        option=self.client.write_option(last_update_time=current.update_time),
+                        timeout=self.timeout,
+                        retry=None,
+                    )
+                except (gexc.FailedPrecondition, gexc.NotFound):
+                    continue  # changed or gone since the read: read and judge again
+            self.forget(key.document_id)
             return True
+        raise BackendUnavailable(
+            f"cannot {action}: the document kept changing while it was deleted; will retry"
+        )
 
-        with self._translate(action):
-            return txn_delete(self.client.transaction(max_attempts=3))  # type: ignore[no-any-return]
+    # -- what this writer last saw of its own documents ----------------------------------------
+
+    def _owner_tag(self, uid: str) -> bytes:
+        return digest(f"{self.cluster}/{uid}")
+
+    def _remember(self, document_id: str, update_time: Any, uid: str, content: bytes) -> None:
+        """The document is, as of ``update_time``, ``content`` (a digest) owned by the entry
+        ``uid`` of this cluster."""
+        stamp = update_time.timestamp_pb()  # the client's DatetimeWithNanoseconds
+        nanos = stamp.seconds * 1_000_000_000 + stamp.nanos
+        self._known[document_id] = nanos.to_bytes(8, "big") + self._owner_tag(uid) + content
+
+    def _known_as(self, document_id: str, uid: str) -> tuple[Any, bytes] | None:
+        """(update time, content digest) of the document as last written or read here, if it
+        was then owned by the entry ``uid`` of this cluster."""
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        known = self._known.get(document_id)
+        if known is None or known[8:24] != self._owner_tag(uid):
+            return None
+        seconds, nanos = divmod(int.from_bytes(known[:8], "big"), 1_000_000_000)
+        return Timestamp(seconds=seconds, nanos=nanos), known[24:]
+
+    def forget(self, document_id: str) -> None:
+        """Drop what is remembered of a document (its entry is gone)."""
+        self._known.pop(document_id, None)
 
     def _owned(self, document: StoredDocument, owner_uid: str) -> bool:
         """Is ``document`` the entry ``owner_uid``'s, in this cluster? (Only that is removed.)"""

@@ -13,10 +13,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from engines.routing.collection import Outcome
 from engines.routing.errors import OwnershipConflict
 from engines.routing.model import RoutingRecord
-
-from .projections import Outcome
 
 if TYPE_CHECKING:
     from .reconciler import Reconciler

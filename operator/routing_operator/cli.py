@@ -53,6 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the sweep is the safety net behind them (and reports orphans)",
     )
     p.add_argument(
+        "--drift-listen",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="repair drift as it happens by listening (default); --no-drift-listen leaves it to "
+        "the sweep alone (no Firestore listener, no ConfigMap watch: less memory and no "
+        "listener stream, repairs wait for the next sweep: shorten --drift-period with it)",
+    )
+    p.add_argument(
         "--metrics-port",
         type=int,
         default=8080,
@@ -153,10 +161,12 @@ def main(argv: list[str] | None = None) -> None:
     import kubernetes
     from google.cloud import firestore
 
+    from engines.routing.collection import RoutingCollection
+
     from .diagnostics import Checks, Diagnostics, alongside, firestore_target
     from .handlers import OperatorConfig, build_registry
     from .peering import Peering
-    from .projections import ConfigMapProjection, FirestoreProjection
+    from .projections import ConfigMapProjection
     from .reconciler import Reconciler
 
     kopf.configure(
@@ -187,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     config = OperatorConfig(
         collection=args.collection,
         drift_period=args.drift_period,
+        drift_listen=args.drift_listen,
         peering_lifetime=args.peering_lifetime,
         concurrent_entries=args.concurrent_entries,
         api_connections=args.api_connections,
@@ -195,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         namespaces=None if args.all_namespaces else list(args.namespace),
     )
     reconciler = Reconciler(
-        firestore=FirestoreProjection(client, args.collection, cluster),
+        firestore=RoutingCollection(client, name=args.collection, cluster=cluster),
         configmaps=ConfigMapProjection(kubernetes.client.CoreV1Api(api)),
         custom_api=kubernetes.client.CustomObjectsApi(api),
         collection=args.collection,

@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from engines.routing.collection import single_attempt
-from engines.routing.contract import PAUSED_ANNOTATION, RoutingKey
+from engines.routing.contract import MANAGED_BY_SELECTOR, PAUSED_ANNOTATION, RoutingKey
 from engines.routing.errors import InvalidRouting
 from engines.routing.model import RoutingRecord, Source, parse_spec
 
@@ -107,8 +106,7 @@ class DriftSweeper:
         """(namespace, name) → data of the managed ConfigMaps, read as plain JSON: the client's
         model objects would cost several times the data for every ConfigMap."""
         core = self.reconciler.configmaps.api
-        selector = "app.kubernetes.io/managed-by=routing-operator"
-        raw = {"label_selector": selector, "_preload_content": False}
+        raw = {"label_selector": MANAGED_BY_SELECTOR, "_preload_content": False}
         if self.namespaces is None:
             responses = [core.list_config_map_for_all_namespaces(**raw)]
         else:
@@ -173,14 +171,6 @@ class DriftSweeper:
 
         Documents are kept as digests and owners; entries are read a page at a time and
         compared as they come."""
-        from .projections import (
-            canonical_json,
-            configmap_value,
-            digest,
-            owner_of,
-            strip_server_fields,
-        )
-
         # Projections first, entries last: an entry that wrote a projection we saw existed
         # before we looked, so it is in the list below and its projection is never an orphan.
         # Both timestamps compared with it are the operator's own, RFC 3339 to the second, so
@@ -188,11 +178,8 @@ class DriftSweeper:
         started = now_rfc3339(seconds_ago=1)
         sweep = Sweep()
         docs: dict[str, tuple[bytes, Source | None]] = {}  # id → (digest, owner)
-        for snap in self.reconciler.firestore.client.collection(self.reconciler.collection).stream(
-            timeout=30, retry=single_attempt()
-        ):
-            data = strip_server_fields(snap.to_dict() or {})
-            docs[snap.id] = (digest(canonical_json(data)), owner_of(data))
+        for doc in self.reconciler.firestore.documents(timeout=30):
+            docs[doc.id] = (doc.digest(), doc.owner)
         unreadable: set[str] = set()
         cms = self._configmaps(unreadable)
         cluster = self.reconciler.cluster
@@ -248,9 +235,10 @@ class DriftSweeper:
                 continue  # its entries could not be listed: absent from `live` is no proof
             if owner.cluster != cluster:
                 continue  # another cluster's, or of no recorded cluster: never ours to judge
-            parts = doc_id.split(":")
-            if len(parts) == 4:
-                sweep.orphan_docs.append((RoutingKey(*parts), owner))
+            try:
+                sweep.orphan_docs.append((RoutingKey.from_document_id(doc_id), owner))
+            except InvalidRouting:
+                continue  # not an entry's document id: nothing of ours to remove
         for (ns, _name), data in cms.items():
             for value in data.values():
                 try:
@@ -385,11 +373,14 @@ class DriftListeners:
         self.retry = retry
         self._docs: dict[str, bytes] = {}
         """document id → digest of this cluster's document, as the listener last saw it."""
+        self._made: dict[str, bytes] = {}
+        """document id → digest of what made that document (its source, revision, generation)."""
         self._cms: dict[tuple[str, str], dict[str, tuple[bytes, str]]] = {}
         """(namespace, ConfigMap) → key → (digest of the value, the identity it is for)."""
         self._primed = {name: False for name in LISTENERS}
         """Whether each listener's first full view has arrived (until then it judges nothing)."""
-        self._pending: set[str] = set()
+        self._pending: dict[str, float] = {}
+        """identity → when its projection was first seen changed (monotonic), until checked."""
         self._checks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = threading.Event()
@@ -471,14 +462,14 @@ class DriftListeners:
                 try:
                     if not first.is_set():
                         first.set()
-                        full = {d.id: self._doc_digest(d) for d in docs}
+                        full = {d.id: self._doc_digests(d) for d in docs}
                         metrics.DRIFT_LISTENER_DOCUMENTS.inc(len(full))
                         self._post(self._firestore_reset, full)
                         return
                     seen = [
                         (
                             c.document.id,
-                            None if c.type.name == "REMOVED" else self._doc_digest(c.document),
+                            None if c.type.name == "REMOVED" else self._doc_digests(c.document),
                         )
                         for c in changes
                     ]
@@ -520,28 +511,42 @@ class DriftListeners:
                 return f"its stream has been disconnected for {disconnected} checks"
 
     @staticmethod
-    def _doc_digest(snap: Any) -> bytes:
-        return digest(canonical_json(strip_server_fields(snap.to_dict() or {})))
+    def _doc_digests(snap: Any) -> tuple[bytes, bytes]:
+        """(digest of the document, digest of what made it: its source, revision, generation)."""
+        data = strip_server_fields(snap.to_dict() or {})
+        made = {name: data.get(name) for name in ("source", "revision", "generation")}
+        return digest(canonical_json(data)), digest(canonical_json(made))
 
-    def _firestore_reset(self, full: dict[str, bytes]) -> None:
+    def _firestore_reset(self, full: dict[str, tuple[bytes, bytes]]) -> None:
         """A listener's first full view: the differences from the last one are what it missed."""
+        docs = {doc_id: value for doc_id, (value, _) in full.items()}
         if self._primed["firestore"]:
-            for doc_id in self._docs.keys() | full.keys():
-                if self._docs.get(doc_id) != full.get(doc_id):
+            for doc_id in self._docs.keys() | docs.keys():
+                if self._docs.get(doc_id) != docs.get(doc_id):
                     self._schedule(doc_id)
-        self._docs = full
+        self._docs = docs
+        self._made = {doc_id: made for doc_id, (_, made) in full.items()}
         self._primed["firestore"] = True
-        log.info("drift listener firestore: listening to %d documents of this cluster", len(full))
+        log.info("drift listener firestore: listening to %d documents of this cluster", len(docs))
 
-    def _firestore_changes(self, seen: list[tuple[str, bytes | None]]) -> None:
-        for doc_id, value in seen:
-            if self._docs.get(doc_id) == value:
+    def _firestore_changes(self, seen: list[tuple[str, tuple[bytes, bytes] | None]]) -> None:
+        for doc_id, digests in seen:
+            before = self._docs.get(doc_id)
+            if before == (digests[0] if digests is not None else None):
                 continue
-            if value is None:
+            # This operator writes the same document for the same source, revision and
+            # generation, and removes one only once its entry is gone or moved: a document whose
+            # content changed under the same making, or that vanished, was edited out of band,
+            # and is judged at once. Any other change may be this operator's own write, whose
+            # ConfigMap half lands a moment later: judged after the settle delay.
+            if digests is None:
                 self._docs.pop(doc_id, None)
+                self._made.pop(doc_id, None)
+                foreign = before is not None
             else:
-                self._docs[doc_id] = value
-            self._schedule(doc_id)
+                foreign = before is not None and self._made.get(doc_id) == digests[1]
+                self._docs[doc_id], self._made[doc_id] = digests
+            self._schedule(doc_id, at_once=foreign)
 
     # -- ConfigMaps --------------------------------------------------------------------------
 
@@ -552,7 +557,7 @@ class DriftListeners:
         from kubernetes.client.exceptions import ApiException
 
         core = self.reconciler.configmaps.api
-        scope = {"label_selector": SELECTOR}
+        scope = {"label_selector": MANAGED_BY_SELECTOR}
         while not self._stopping.is_set():
             try:
                 if namespace is None:
@@ -644,17 +649,19 @@ class DriftListeners:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(fn, *args)
 
-    def _schedule(self, doc_id: str) -> None:
+    def _schedule(self, doc_id: str, at_once: bool = False) -> None:
         if doc_id in self._pending:
             return
-        self._pending.add(doc_id)
-        task = asyncio.get_running_loop().create_task(self._check(doc_id))
+        self._pending[doc_id] = time.monotonic()
+        task = asyncio.get_running_loop().create_task(
+            self._check(doc_id, 0.0 if at_once else self.settle)
+        )
         self._checks.add(task)
         task.add_done_callback(self._checks.discard)
 
-    async def _check(self, doc_id: str) -> None:
-        await asyncio.sleep(self.settle)
-        self._pending.discard(doc_id)
+    async def _check(self, doc_id: str, settle: float) -> None:
+        await asyncio.sleep(settle)
+        changed = self._pending.pop(doc_id, time.monotonic())
         rec = self.reconciler
         winner = rec.claims.winner(doc_id)
         parts = doc_id.split(":")
@@ -672,26 +679,38 @@ class DriftListeners:
         if not self._primed["configmap"]:
             seen = (seen[0], _UNKNOWN)
         try:
-            drifted = await rec.run_blocking(self._drifted, winner, seen)
+            checked = time.monotonic()
+            drifted, confirmed = await rec.run_blocking(self._drifted, winner, seen)
             if drifted is None:
                 return
             if await rec.run_blocking(self.sweeper.standing_by) is not None:
                 return  # a standby: the working replica repairs
+            judged = time.monotonic()
+            await rec.run_blocking(rec.requeue, winner)
             log.info(
-                "drift: the %s projection of %s/%s changed out of band; requeueing",
+                "drift: the %s projection of %s/%s changed out of band; requeued %.0f ms after "
+                "the change reached the listener (settle %.0f ms, judging %.0f ms of which "
+                "confirming read %.0f ms, requeue %.0f ms)",
                 drifted,
                 winner.namespace,
                 winner.name,
+                (time.monotonic() - changed) * 1000,
+                (checked - changed) * 1000,
+                (judged - checked) * 1000,
+                confirmed * 1000,
+                (time.monotonic() - judged) * 1000,
             )
-            await rec.run_blocking(rec.requeue, winner)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the sweep is the last resort
             log.warning("drift check of %s failed: %s", doc_id, exc)
 
-    def _drifted(self, winner: Contender, seen: tuple[bytes | None, bytes | None]) -> str | None:
+    def _drifted(
+        self, winner: Contender, seen: tuple[bytes | None, bytes | None]
+    ) -> tuple[str | None, float]:
         """Which projection of ``winner`` differs from what its spec gives, if it reports Ready
-        for that spec (an entry not synced yet is in its own retries' hands)."""
+        for that spec (an entry not synced yet is in its own retries' hands); and the seconds
+        spent confirming it."""
         from kubernetes.client.exceptions import ApiException
 
         rec = self.reconciler
@@ -701,7 +720,7 @@ class DriftListeners:
             )
         except ApiException as exc:
             if exc.status == 404:
-                return None
+                return None, 0.0
             raise
         meta, status = obj["metadata"], obj.get("status") or {}
         if (
@@ -709,11 +728,11 @@ class DriftListeners:
             or meta.get("deletionTimestamp")
             or (meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true"
         ):
-            return None
+            return None, 0.0
         try:
             spec = parse_spec(obj.get("spec") or {})
         except InvalidRouting:
-            return None
+            return None, 0.0
         generation = int(meta.get("generation") or 0)
         conditions = status.get("conditions") or []
         ready: dict[str, Any] = next((c for c in conditions if c.get("type") == READY), {})
@@ -722,7 +741,7 @@ class DriftListeners:
             or status.get("revision") != spec.revision()
             or status.get("observedGeneration") != generation
         ):
-            return None
+            return None, 0.0
         record = RoutingRecord.from_spec(
             spec,
             generation=generation,
@@ -733,10 +752,11 @@ class DriftListeners:
         # What a listener saw may lag behind (a listener catching up with a burst of writes):
         # a projection that looks wrong is read once more, and only the store's word counts.
         key = record.key
+        started = time.monotonic()
         if document is not _UNKNOWN and document != wanted:
-            current = rec.firestore.read(key)
-            if current is None or digest(canonical_json(strip_server_fields(current))) != wanted:
-                return "firestore"
+            current = rec.firestore.get(key)
+            if current is None or current.digest() != wanted:
+                return "firestore", time.monotonic() - started
         if value is not _UNKNOWN and value != wanted:
             try:
                 cm = rec.configmaps.api.read_namespaced_config_map(
@@ -749,15 +769,13 @@ class DriftListeners:
                 data = {}
             current_value = data.get(key.configmap_key)
             if current_value is None or digest(current_value) != wanted:
-                return "configmap"
-        return None
+                return "configmap", time.monotonic() - started
+        return None, time.monotonic() - started
 
 
 GRACE = 3
 """Checks in a row a Firestore listener's stream may be found disconnected before it counts as
 failed (the client reconnects after a server-side close within one)."""
-SELECTOR = "app.kubernetes.io/managed-by=routing-operator"
-"""The managed ConfigMaps (the label every projection carries)."""
 WATCH_SECONDS = 300
 """Server-side timeout of one ConfigMap watch request (then it resumes where it was)."""
 _UNKNOWN = b"?"

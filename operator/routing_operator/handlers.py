@@ -43,6 +43,8 @@ class OperatorConfig:
     drift_period: float = 1800.0
     """Seconds between drift sweeps (three list calls each, whatever the number of entries): the
     safety net behind the drift listeners, which repair as changes happen."""
+    drift_listen: bool = True
+    """Whether the drift listeners run (off: the sweep alone finds drift)."""
     namespaces: list[str] | None = None
     """Watched namespaces; None means every namespace."""
     peering_lifetime: int = 60
@@ -181,7 +183,8 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
     async def start_background_tasks(**_: Any) -> None:
         tasks.append(asyncio.create_task(trim_memory(config.trim_period), name="malloc-trim"))
         tasks.append(asyncio.create_task(sweeper.run(config.drift_period), name="drift-sweep"))
-        tasks.append(asyncio.create_task(listeners.run(), name="drift-listen"))
+        if config.drift_listen:
+            tasks.append(asyncio.create_task(listeners.run(), name="drift-listen"))
         tasks.append(
             asyncio.create_task(
                 watch_takeovers(reconciler, config.takeover_period),

@@ -19,9 +19,9 @@ from typing import Any
 import kopf
 
 from engines.routing.cluster import ClusterIdentityError, cluster_identity
+from engines.routing.collection import RoutingCollection
 
 from .diagnostics import Blocker
-from .projections import FirestoreProjection
 
 __all__ = ["ClusterIdentity"]
 
@@ -30,7 +30,7 @@ REASON = "ClusterIdentityUnknown"
 
 
 class ClusterIdentity:
-    def __init__(self, core_api: Any, projection: FirestoreProjection) -> None:
+    def __init__(self, core_api: Any, projection: RoutingCollection) -> None:
         self.core_api = core_api
         self.projection = projection
         """Holds the identity once known (its ``cluster``; empty until then)."""

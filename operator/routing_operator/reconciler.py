@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import kopf
 
+from engines.routing.collection import RoutingCollection
 from engines.routing.contract import (
     ADOPT_ANNOTATION,
     API_GROUP,
@@ -44,7 +45,7 @@ from .conditions import (
     now_rfc3339,
 )
 from .handover import requeue
-from .projections import ConfigMapProjection, FirestoreProjection, Outcome
+from .projections import ConfigMapProjection, Outcome
 from .status import backoff, previous, set_status, sync
 
 __all__ = ["Reconciler"]
@@ -59,7 +60,7 @@ class Reconciler:
     def __init__(
         self,
         *,
-        firestore: FirestoreProjection,
+        firestore: RoutingCollection,
         configmaps: ConfigMapProjection,
         custom_api: Any,
         collection: str,
@@ -226,8 +227,8 @@ class Reconciler:
         replaced: list[Source] = []
 
         def write_document() -> Outcome:
-            outcome, previous = self.firestore.ensure(
-                record, self.owner_alive, not status.get("revision"), adopt
+            outcome, previous = self.firestore.write(
+                record, self.owner_alive, fresh=not status.get("revision"), adopt=adopt
             )
             if previous is not None:
                 replaced.append(previous)

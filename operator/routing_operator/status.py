@@ -14,10 +14,10 @@ from typing import Any
 import kopf
 import urllib3
 
+from engines.routing.collection import Outcome
 from engines.routing.errors import BackendUnavailable, OwnershipConflict
 
 from .conditions import READY, Reason, Wanted, merge_conditions
-from .projections import Outcome
 
 __all__ = ["backoff", "previous", "set_status", "sync"]
 

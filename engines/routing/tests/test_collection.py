@@ -210,7 +210,7 @@ def test_every_failure_with_the_emulator_stopped_is_backend_unavailable_naming_w
     try:
         calls = {
             f"read {name}/{record.key.document_id}": lambda: gateway.get(record.key),
-            f"list {name} (env prod)": lambda: gateway.documents("prod"),
+            f"list {name} (env prod)": lambda: list(gateway.documents("prod")),
             f"create {name}/prod:globex:*:seo": lambda: gateway.create(
                 entry("globex-seo", "a", tenant="globex")
             ),
