@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from operator_harness import Entries, OperatorProcess, entry
-from routing_operator.drift import _cm_values
+from routing_operator.drift_listeners import _cm_values
 from routing_operator.projections import configmap_value, digest
 
 from devstack import free_port

@@ -22,7 +22,7 @@ import pytest
 from kubernetes import client
 from operator_harness import Entries, entry
 from routing_operator import claims as claims_module
-from routing_operator.drift import DriftSweeper
+from routing_operator.drift_sweep import DriftSweeper
 from routing_operator.peering import Peering
 from routing_operator.projections import ConfigMapProjection
 from routing_operator.reconciler import Reconciler

@@ -19,7 +19,8 @@ from engines.routing.contract import API_GROUP, API_VERSION, DEFAULT_COLLECTION,
 from . import claims, heap
 from .deletion import delete as delete_entry
 from .diffbase import HandledInMemory
-from .drift import DriftListeners, DriftSweeper
+from .drift_listeners import DriftListeners
+from .drift_sweep import DriftSweeper
 from .handover import watch_takeovers
 from .listing import ListingGate
 from .peering import Peering
