@@ -40,11 +40,6 @@ REPAIR_DEADLINE = 15.0
 
 
 @pytest.fixture
-def fs(firestore_emulator: Any) -> Any:
-    return firestore_emulator.client()
-
-
-@pytest.fixture
 def operator(
     kube_cluster: Any, firestore_emulator: Any, namespace: str, collection: str, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
