@@ -44,38 +44,24 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench_operator import KINDS, NS, body
 from kubernetes import client, config, watch
+from routing_operator.handover import REQUEUE_ANNOTATION as REQUEUE
 
 from devstack import LocalStack, free_port, stop_group
 from devstack.testing import metric_sum
+from engines.routing.contract import API_GROUP as GROUP
+from engines.routing.contract import API_VERSION as VERSION
+from engines.routing.contract import DEFAULT_COLLECTION as COLLECTION
+from engines.routing.contract import PLURAL
 
-GROUP, VERSION, PLURAL, NS = "routing.engines.io", "v1alpha1", "routingentries", "bench"
-COLLECTION = "routing_entries"
-KINDS = ["kpi", "seo", "budget", "maybes", "firearms", "page_content", "video_timeline"]
 DELIVERED = "routing_operator_drift_listener_documents_total"
 FORMER_PERIOD_S = 60.0
-REQUEUE = "routing.engines.io/requeue"
 STEPS = re.compile(
     r"drift: the firestore projection .*? requeued (?P<total>[\d.]+) ms after the change reached "
     r"the listener \(settle (?P<settle>[\d.]+) ms, judging (?P<judging>[\d.]+) ms of which "
     r"confirming read (?P<confirm>[\d.]+) ms, requeue (?P<requeue>[\d.]+) ms\)"
 )
-
-
-def body(i: int) -> dict[str, Any]:
-    kind = KINDS[i % len(KINDS)]
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "RoutingEntry",
-        "metadata": {"name": f"e{i:05d}"},
-        "spec": {
-            "tenant": f"t{i // len(KINDS):05d}",
-            "env": "prod",
-            "resourceKind": kind,
-            "backend": "firestore",
-            "firestore": {"collection": kind},
-        },
-    }
 
 
 def identity(i: int) -> tuple[str, str, str]:
