@@ -100,6 +100,12 @@ def _create_buckets(buckets: set[str], project: str) -> None:
             client.create_bucket(name)
 
 
+def _wait_entries_ready(kubeconfig: Path) -> None:
+    """``kubectl wait`` until every entry of the demo namespace is Ready."""
+    ready = ("--for=condition=Ready", "rte", "--all", "--timeout=60s")
+    _kubectl(kubeconfig, "wait", "-n", NAMESPACE, *ready)
+
+
 def _readyz(http: httpx.Client) -> tuple[int, dict[str, Any]]:
     r = http.get("/readyz")
     return r.status_code, r.json()
@@ -211,16 +217,7 @@ def run_demo(state_dir: Path | None = None, *, interactive: bool | None = None) 
         defaults, more = _localize(examples / "prod-defaults.yaml", env["REDIS_URL"])
         _create_buckets(buckets | more, env["GOOGLE_CLOUD_PROJECT"])
         _kubectl(kubeconfig, "apply", "-f", "-", stdin=acme)
-        _kubectl(
-            kubeconfig,
-            "wait",
-            "-n",
-            NAMESPACE,
-            "--for=condition=Ready",
-            "rte",
-            "--all",
-            "--timeout=60s",
-        )
+        _wait_entries_ready(kubeconfig)
 
         def only_globex_missing() -> bool:
             code, body = _readyz(http)
@@ -232,16 +229,7 @@ def run_demo(state_dir: Path | None = None, *, interactive: bool | None = None) 
 
         _step(4, 'kubectl apply examples/prod-defaults.yaml (tenant "*": env-wide defaults)')
         _kubectl(kubeconfig, "apply", "-f", "-", stdin=defaults)
-        _kubectl(
-            kubeconfig,
-            "wait",
-            "-n",
-            NAMESPACE,
-            "--for=condition=Ready",
-            "rte",
-            "--all",
-            "--timeout=60s",
-        )
+        _wait_entries_ready(kubeconfig)
         _wait("/readyz to turn 200", lambda: _readyz(http)[0] == 200, 30)
         _show_readyz(http)
         console.print("  kubectl get rte -n engines (first lines):")
