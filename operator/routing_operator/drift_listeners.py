@@ -493,22 +493,15 @@ def _stream_open(watch: Any) -> bool:
 
 
 def _cm_values(cm: dict[str, Any]) -> dict[str, tuple[bytes, str]]:
-    """A managed ConfigMap's keys → (digest of the value, the identity the key is for)."""
-    env_tenant = cm["metadata"]["name"].split(".", 2)[1:]
+    """A managed ConfigMap's keys → (digest of the value, the identity the key is for). The
+    identity comes from the ConfigMap's and the key's names alone, so a value edited out of
+    shape is still compared with the right document, and no value is parsed."""
+    name = cm["metadata"]["name"]
     found: dict[str, tuple[bytes, str]] = {}
     for key, value in (cm.get("data") or {}).items():
-        doc_id = _identity_of_key(env_tenant, key)
-        if doc_id is not None:
-            found[key] = (digest(value), doc_id)
+        try:
+            doc_id = RoutingKey.from_configmap(name, key).document_id
+        except InvalidRouting:
+            continue  # not a routing key of this ConfigMap: nothing of ours to judge
+        found[key] = (digest(value), doc_id)
     return found
-
-
-def _identity_of_key(env_tenant: list[str], key: str) -> str | None:
-    """The identity a ConfigMap key is for, from the ConfigMap's and the key's names (exact:
-    env, tenant and project are DNS labels, and ``_`` stands for ``*``), so a value edited out of
-    shape is still compared with the right document, and no value is parsed."""
-    parts = key.removesuffix(".json").split(".")
-    if not env_tenant or len(parts) != 3 or not key.endswith(".json"):
-        return None
-    tenant, project, kind = ("*" if p == "_" else p for p in parts)
-    return RoutingKey(env_tenant[0], tenant, project, kind).document_id
