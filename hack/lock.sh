@@ -11,7 +11,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 echo "[lock] resolving into a fresh venv" >&2
 "$PY" -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install -q --upgrade pip
+"$work/venv/bin/python" -m pip install -q "pip==26.3"
 "$work/venv/bin/python" -m pip install -q ".[test]"
 {
   cat <<'HEADER'

@@ -27,7 +27,8 @@ fi
 stamp=".venv/.installed-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)"
 if [[ ! -f "$stamp" ]]; then
   log "installing the project and its test dependencies (constrained by requirements.lock)"
-  .venv/bin/python -m pip install -q --upgrade pip
+  # pip itself pinned too, so a fresh machine installs with the same resolver as CI did.
+  .venv/bin/python -m pip install -q "pip==26.3"
   if ! .venv/bin/python -m pip install -q -c requirements.lock -e ".[test]"; then
     log "pyproject.toml asks for versions requirements.lock does not pin: run 'make lock'"
     exit 1
