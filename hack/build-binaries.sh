@@ -9,7 +9,8 @@
 # ROUTING_BINARIES (space-separated, default all four) selects what to build, so a stack that
 # needs only the GCS emulator does not wait for kube-apiserver; SKIP_HELM=1 drops helm.
 #
-# Output: $ROUTING_BIN_DIR (default ~/.cache/routing-registry/bin/<component>-<version>/).
+# Output: $ROUTING_BIN_DIR (default ~/.cache/routing-registry/bin/<component>-<version>[-stamped]/;
+# -stamped marks the builds that carry their version, so an older unstamped cache is not reused).
 # When KUBEBUILDER_ASSETS is set and holds etcd + kube-apiserver, those are used instead,
 # as envtest users expect. Prints the bin directory of each component on stdout.
 set -euo pipefail
@@ -26,9 +27,35 @@ export CGO_ENABLED=0
 
 log() { echo "[build-binaries] $*" >&2; }
 
+k8s_version_ldflags() {
+  # What `kubectl version` and `/version` report, as a release build stamps it: unstamped, the API
+  # server says v0.0.0 and a chart's kubeVersion constraint could never be checked against it.
+  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  local pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    printf -- '-X %s.gitVersion=%s -X %s.gitMajor=1 -X %s.gitMinor=%s -X %s.gitTreeState=clean ' \
+      "$pkg" "$K8S_VERSION" "$pkg" "$pkg" "$minor" "$pkg"
+  done
+}
+
+helm_version_ldflags() {
+  # Run in the wrapper module: helm's default Kubernetes version (`helm template`, `helm lint`)
+  # is the client-go it links, which its own release build stamps; unstamped it says v1.20.
+  local client minor
+  client="$(go list -m -f '{{.Version}}' k8s.io/client-go)"
+  minor="${client#v0.}"; minor="${minor%%.*}"
+  printf -- '-X helm.sh/helm/v3/internal/version.version=%s ' "$HELM_VERSION"
+  printf -- '-X helm.sh/helm/v3/internal/version.gitTreeState=clean '
+  local pkg
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    printf -- '-X %s.k8sVersionMajor=1 -X %s.k8sVersionMinor=%s ' "$pkg" "$pkg" "$minor"
+  done
+}
+
 build_wrapper() {
-  # $1 = name, $2 = version dir, $3 = go.mod body, $4 = package to build, $5 = binary name
-  local name="$1" out="$2" gomod="$3" pkg="$4" bin="$5"
+  # $1 = name, $2 = version dir, $3 = go.mod body, $4 = package to build, $5 = binary name,
+  # $6 = optional function printing extra -ldflags (run inside the wrapper module)
+  local name="$1" out="$2" gomod="$3" pkg="$4" bin="$5" stamp="${6:-}"
   if [[ -x "$out/$bin" ]]; then return 0; fi
   local work; work="$(mktemp -d)"
   printf '%s\n' "$gomod" > "$work/go.mod"
@@ -36,7 +63,8 @@ build_wrapper() {
   sed -i 's/^package tools$/\/\/go:build tools\n\npackage tools/' "$work/tools.go"
   log "building $name into $out (first time only; this takes minutes)"
   local start=$SECONDS
-  ( cd "$work" && go mod tidy >&2 && mkdir -p "$out.tmp" && go build -trimpath -ldflags='-s -w' -o "$out.tmp/$bin" "$pkg" >&2 )
+  ( cd "$work" && go mod tidy >&2 && mkdir -p "$out.tmp" \
+      && go build -trimpath -ldflags="-s -w ${stamp:+$($stamp)}" -o "$out.tmp/$bin" "$pkg" >&2 )
   mv "$out.tmp/$bin" "$out.tmp/.built" 2>/dev/null || true
   mkdir -p "$out" && mv "$out.tmp/.built" "$out/$bin" && rmdir "$out.tmp"
   rm -rf "$work"
@@ -58,7 +86,7 @@ require go.etcd.io/etcd/server/v3 $ETCD_VERSION" go.etcd.io/etcd/server/v3 etcd
     echo "etcd=$etcd_dir"
   fi
 
-  k8s_dir="$CACHE/bin/kube-apiserver-$K8S_VERSION"
+  k8s_dir="$CACHE/bin/kube-apiserver-$K8S_VERSION-stamped"
   if wants kube-apiserver && [[ ! -x "$k8s_dir/kube-apiserver" ]]; then
     modfile="$(cd /tmp && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
     staging_version="v0.${K8S_VERSION#v1.}"
@@ -69,7 +97,7 @@ go 1.24
 
 require k8s.io/kubernetes $K8S_VERSION
 
-$replaces" k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver
+$replaces" k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver k8s_version_ldflags
   fi
   if wants kube-apiserver; then echo "kube-apiserver=$k8s_dir"; fi
 fi
@@ -86,11 +114,11 @@ require github.com/fsouza/fake-gcs-server $FAKE_GCS_VERSION" github.com/fsouza/f
 fi
 
 if wants helm && [[ "${SKIP_HELM:-0}" != "1" ]]; then
-  helm_dir="$CACHE/bin/helm-$HELM_VERSION"
+  helm_dir="$CACHE/bin/helm-$HELM_VERSION-stamped"
   build_wrapper helm "$helm_dir" "module routing.local/helmwrap
 
 go 1.24
 
-require helm.sh/helm/v3 $HELM_VERSION" helm.sh/helm/v3/cmd/helm helm
+require helm.sh/helm/v3 $HELM_VERSION" helm.sh/helm/v3/cmd/helm helm helm_version_ldflags
   echo "helm=$helm_dir"
 fi

@@ -107,6 +107,17 @@ def test_helm_lint_is_clean(helm: Path, values_file: Path) -> None:
     assert "[WARNING]" not in out and "[ERROR]" not in out and "[INFO]" not in out, out
 
 
+def test_chart_refuses_a_cluster_older_than_its_admission_policies(helm: Path) -> None:
+    """ValidatingAdmissionPolicy is GA from 1.30: an older cluster is refused before any object."""
+    done = run(helm, "template", "rr", CHART, "--kube-version", "1.29.9", "-f", CI_VALUES[0])
+    assert done.returncode != 0
+    assert "requires kubeVersion: >=1.30.0-0" in done.stderr, done.stderr
+    vendor = run(
+        helm, "template", "rr", CHART, "--kube-version", "1.30.2-gke.1000", "-f", CI_VALUES[0]
+    )
+    assert vendor.returncode == 0, vendor.stderr
+
+
 @pytest.mark.parametrize(
     ("values", "complaint"),
     [
@@ -465,6 +476,7 @@ def test_helm_install_and_uninstall(helm: Path, kube_cluster: Any, namespace: st
     base = (helm, "--kubeconfig", kube_cluster.kubeconfig, "--namespace", namespace)
     values = yaml.safe_dump(confined_values(namespace))
     done = run(*base, "install", release, CHART, "-f", "-", "--timeout", "60s", input=values)
+    # Helm checked the chart's kubeVersion against the API server's own /version.
     assert done.returncode == 0, done.stderr
     assert "Deletion guard" in done.stdout  # NOTES.txt rendered
     status = json.loads(run(*base, "status", release, "-o", "json").stdout)
