@@ -93,7 +93,7 @@ class Kubelet(Component):
             "syncFrequency": "10s",
             "configMapAndSecretChangeDetectionStrategy": "Watch",
             "serializeImagePulls": False,
-            # No host-wide KUBE-* chains: the only rules are the node's own, tagged, above.
+            # No host-wide KUBE-* chains: the only rules are the node's own, tagged (network.py).
             "makeIPTablesUtilChains": False,
             "shutdownGracePeriod": "0s",
         }  # fmt: skip
