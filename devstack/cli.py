@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from devstack._errors import StackError
-from devstack._node import DEFAULT_NODE_IMAGE, import_node_images
+from devstack._node.images import DEFAULT_NODE_IMAGE, import_node_images
 from devstack.stack import COMPONENTS, LocalStack
 
 __all__ = ["main"]

@@ -1,7 +1,7 @@
 """Fixtures shared by the operator test modules: a private Firestore collection per test,
 RoutingEntry helpers bound to the test's namespace on the real API server, a Firestore client,
-the cluster's default identity, and a running operator (a module may define its own ``operator``
-with other flags)."""
+the cluster's default identity, and a running operator, with or without its metrics served (a
+module may define its own ``operator`` with other flags)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 from operator_harness import Entries, OperatorProcess, running_operator
+
+from devstack import free_port
 
 DRIFT_PERIOD = "2"
 
@@ -39,6 +41,24 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     with running_operator(
         kube_cluster.kubeconfig, namespace, collection, tmp_path, "--drift-period", DRIFT_PERIOD
+    ) as op:
+        yield op
+    print(f"--- operator log ({op.log_path}) ---\n{op.log()[-6000:]}")
+
+
+@pytest.fixture
+def metered_operator(
+    kube_cluster: Any, firestore_emulator: Any, namespace: str, collection: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The ``operator`` fixture's process with its ``/metrics`` served, for ``metric()``."""
+    with running_operator(
+        kube_cluster.kubeconfig,
+        namespace,
+        collection,
+        tmp_path,
+        "--drift-period",
+        DRIFT_PERIOD,
+        metrics_port=free_port(),
     ) as op:
         yield op
     print(f"--- operator log ({op.log_path}) ---\n{op.log()[-6000:]}")

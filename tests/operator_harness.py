@@ -23,6 +23,7 @@ from devstack import stop_group
 from devstack.testing import metric_sum, wait_for
 
 GROUP, VERSION, PLURAL = "routing.engines.io", "v1alpha1", "routingentries"
+CRD_NAME = f"{PLURAL}.{GROUP}"
 ALLOW_DELETE = {"routing.engines.io/allow-delete": "true"}
 
 
@@ -98,9 +99,16 @@ class OperatorProcess:
 
 @contextmanager
 def running_operator(
-    kubeconfig: Path, namespace: str, collection: str, log_dir: Path, *extra: str
+    kubeconfig: Path,
+    namespace: str,
+    collection: str,
+    log_dir: Path,
+    *extra: str,
+    metrics_port: int = 0,
 ) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(kubeconfig, namespace, collection, log_dir, *extra).start()
+    op = OperatorProcess(
+        kubeconfig, namespace, collection, log_dir, *extra, metrics_port=metrics_port
+    ).start()
     try:
         yield op
     finally:
@@ -146,6 +154,18 @@ class Entries:
         return self.api.create_namespaced_custom_object(  # type: ignore[no-any-return]
             GROUP, VERSION, self.ns, PLURAL, body
         )
+
+    def try_create(self, body: dict[str, Any]) -> bool:
+        """Create ``body``; False when the API server refuses it as invalid (422)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.create(body)
+            return True
+        except ApiException as exc:
+            if exc.status == 422:
+                return False
+            raise
 
     def get(self, name: str) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
@@ -197,3 +217,34 @@ class Entries:
             if exc.status == 404:
                 return None
             raise
+
+
+def store_past_crd_rules(
+    kube_cluster: Any, entries: Entries, body: dict[str, Any], *path: str
+) -> None:
+    """Store an entry that the CRD's CEL rules at ``path`` (``"spec"``, ``"spec", "redis"``...)
+    refuse, as if stored before those rules existed: the rules are lifted, the entry is stored,
+    the rules come back. A real API server can be made to hold such an object no other way."""
+
+    def rules_at(crd: Any) -> Any:
+        node = crd.spec.versions[0].schema.open_apiv3_schema
+        for name in path:
+            node = node.properties[name]
+        return node
+
+    with kube_cluster.api_client() as api:
+        ext = client.ApiextensionsV1Api(api)
+        relaxed = ext.read_custom_resource_definition(CRD_NAME)
+        saved = rules_at(relaxed).x_kubernetes_validations
+        rules_at(relaxed).x_kubernetes_validations = None
+        ext.replace_custom_resource_definition(CRD_NAME, relaxed)
+        try:
+            wait_for(
+                lambda: entries.try_create(body),
+                timeout=60,
+                what="the relaxed CRD to accept the entry",
+            )
+        finally:
+            current = ext.read_custom_resource_definition(CRD_NAME)
+            rules_at(current).x_kubernetes_validations = saved
+            ext.replace_custom_resource_definition(CRD_NAME, current)

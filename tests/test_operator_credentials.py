@@ -13,13 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
-from operator_harness import Entries, OperatorProcess, entry, running_operator
+from operator_harness import Entries, OperatorProcess, entry, running_operator, store_past_crd_rules
 
 from devstack.testing import wait_for
 
 SECRET = "hunter2-planted"
-CRD_NAME = "routingentries.routing.engines.io"
 
 
 @pytest.fixture
@@ -28,37 +26,6 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     with running_operator(kube_cluster.kubeconfig, namespace, collection, tmp_path) as op:
         yield op
-
-
-def _store_past_the_url_rules(kube_cluster: Any, entries: Entries, body: dict[str, Any]) -> None:
-    """Store an entry the redis URL rules refuse, as if stored before they existed: the rules are
-    lifted, the entry is stored, the rules come back (a real API server holds it no other way)."""
-    from kubernetes.client.exceptions import ApiException
-
-    def try_create() -> bool:
-        try:
-            entries.create(body)
-            return True
-        except ApiException as exc:
-            if exc.status == 422:
-                return False
-            raise
-
-    with kube_cluster.api_client() as api:
-        ext = client.ApiextensionsV1Api(api)
-        crd = ext.read_custom_resource_definition(CRD_NAME)
-        redis = crd.spec.versions[0].schema.open_apiv3_schema.properties["spec"].properties["redis"]
-        saved = redis.x_kubernetes_validations
-        redis.x_kubernetes_validations = None
-        ext.replace_custom_resource_definition(CRD_NAME, crd)
-        try:
-            wait_for(try_create, timeout=60, what="the relaxed CRD to accept the entry")
-        finally:
-            current = ext.read_custom_resource_definition(CRD_NAME)
-            current.spec.versions[0].schema.open_apiv3_schema.properties["spec"].properties[
-                "redis"
-            ].x_kubernetes_validations = saved
-            ext.replace_custom_resource_definition(CRD_NAME, current)
 
 
 def test_a_stored_url_password_is_refused_and_repeated_nowhere(
@@ -74,7 +41,7 @@ def test_a_stored_url_password_is_refused_and_repeated_nowhere(
         backend="redis",
         settings={"url": f"redis://redis:6379/0?password={SECRET}"},
     )
-    _store_past_the_url_rules(kube_cluster, entries, bad)
+    store_past_crd_rules(kube_cluster, entries, bad, "spec", "redis")
     cond = entries.wait_reason("leaky", "InvalidConfig", "False")
     assert cond["message"] == (
         "invalid spec, nothing written: spec.redis.url: must not carry a password or username "

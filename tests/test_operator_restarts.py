@@ -16,6 +16,9 @@ from operator_harness import ALLOW_DELETE, Entries, OperatorProcess, doc, entry,
 
 from devstack import free_port
 from devstack.testing import wait_for
+from engines.routing.catalog import CATALOG, Backend
+
+FIRESTORE_KINDS = [k.value for k, spec in CATALOG.items() if Backend.FIRESTORE in spec.allowed]
 
 
 def test_operator_starting_on_many_existing_entries_handles_them_all(
@@ -144,17 +147,8 @@ def test_operator_killed_mid_way_converges_after_restart(
     op = OperatorProcess(
         kube_cluster.kubeconfig, entries.ns, collection, tmp_path, "--drift-period", "60"
     ).start()
-    kinds = [
-        "kpi",
-        "seo",
-        "budget",
-        "maybes",
-        "firearms",
-        "page_content",
-        "video_timeline",
-        "analytics_events",
-        "feature_flags",
-    ]
+    # kpi first, then eight more kinds that take the entries' default backend (Firestore)
+    kinds = ["kpi", *[k for k in FIRESTORE_KINDS if k != "kpi"][:8]]
     try:
         entries.create(entry("acme-kpi", kind="kpi", annotations=ALLOW_DELETE))
         entries.wait_reason("acme-kpi", "Synced", "True")  # finalizer on, document written

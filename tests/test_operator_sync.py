@@ -15,8 +15,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client
-from operator_harness import Entries, OperatorProcess, doc, entry, running_operator
+from operator_harness import (
+    Entries,
+    OperatorProcess,
+    doc,
+    entry,
+    running_operator,
+    store_past_crd_rules,
+)
 
 from devstack import apiserver_requests
 from devstack.testing import wait_for
@@ -169,37 +175,11 @@ def test_drift_of_both_projections_is_repaired_and_reported(
     wait_for(lambda: len(drift_events()) >= 1, timeout=60, what="DriftRepaired events")
 
 
-def _store_past_the_crd_rules(kube_cluster: Any, entries: Entries, body: dict[str, Any]) -> None:
-    """Store an entry the CRD's CEL rules refuse, as if stored before a schema change: the rules
-    are lifted, the entry is stored, the rules come back. A real API server cannot be made to
-    hold such an object any other way."""
-    with kube_cluster.api_client() as api:
-        ext = client.ApiextensionsV1Api(api)
-        name = "routingentries.routing.engines.io"
-        original = ext.read_custom_resource_definition(name)
-        schema = original.spec.versions[0].schema.open_apiv3_schema
-        saved_rules = schema.properties["spec"].x_kubernetes_validations
-        schema.properties["spec"].x_kubernetes_validations = None
-        ext.replace_custom_resource_definition(name, original)
-        try:
-            wait_for(
-                lambda: _try_create(entries, body),
-                timeout=60,
-                what="the relaxed CRD to accept the entry",
-            )
-        finally:
-            current = ext.read_custom_resource_definition(name)
-            current.spec.versions[0].schema.open_apiv3_schema.properties[
-                "spec"
-            ].x_kubernetes_validations = saved_rules
-            ext.replace_custom_resource_definition(name, current)
-
-
 def test_entry_the_crd_could_not_catch_is_invalid_and_written_nowhere(
     operator: OperatorProcess, entries: Entries, fs: Any, collection: str, kube_cluster: Any
 ) -> None:
     bad = entry("bad", backend="redis", settings={"url": "redis://r:6379"})
-    _store_past_the_crd_rules(kube_cluster, entries, bad)
+    store_past_crd_rules(kube_cluster, entries, bad, "spec")
     cond = entries.wait_reason("bad", "InvalidConfig", "False")
     assert cond["message"] == (
         "invalid spec, nothing written: spec.backend: backend redis is not allowed for "
@@ -218,7 +198,7 @@ def test_kubectl_get_rte_tells_synced_conflict_and_invalid_apart(
     entries.wait_reason("acme-seo", "Synced", "True")
     entries.create(entry("acme-seo-again", kind="seo"))  # same identity, younger: the loser
     bad = entry("acme-kpi-bad", backend="redis", settings={"url": "redis://r:6379"})
-    _store_past_the_crd_rules(kube_cluster, entries, bad)
+    store_past_crd_rules(kube_cluster, entries, bad, "spec")
     entries.wait_reason("acme-seo-again", "Conflict", "False")
     entries.wait_reason("acme-kpi-bad", "InvalidConfig", "False")
     done = kube_cluster.kubectl("get", "rte", "-n", entries.ns, "--sort-by=.metadata.name")
@@ -232,18 +212,6 @@ def test_kubectl_get_rte_tells_synced_conflict_and_invalid_apart(
         "acme-seo": ("True", "Synced"),
         "acme-seo-again": ("False", "Conflict"),
     }, done.stdout
-
-
-def _try_create(entries: Entries, body: dict[str, Any]) -> bool:
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        entries.create(body)
-        return True
-    except ApiException as exc:
-        if exc.status == 422:
-            return False
-        raise
 
 
 def test_paused_entry_keeps_its_projections(

@@ -2,7 +2,7 @@
 
 The model is the only schema. This module turns its JSON schema into a structural OpenAPI v3
 schema (refs inlined, optionals unwrapped, titles dropped), adds the CEL rules of
-:data:`engines.routing.model.RULES` and the immutability transition rules, and writes the CRD
+:data:`engines.routing.rules.RULES` and the immutability transition rules, and writes the CRD
 with its printer columns, selectable fields and status subresource. ``--check`` exits 1 when the
 committed file differs from what the model produces (CI runs the same comparison as a test).
 """
@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from .contract import API_GROUP, API_VERSION, KIND, PLURAL
-from .model import IMMUTABLE_MESSAGE, RULES, RoutingEntrySpec, RoutingEntryStatus
+from .model import RoutingEntrySpec, RoutingEntryStatus
+from .rules import IMMUTABLE_MESSAGE, RULES
 
 __all__ = ["CHART_CRD_PATH", "CRD_PATH", "build_crd", "render_crd"]
 

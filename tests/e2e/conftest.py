@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from devstack._node import DEFAULT_NODE_IMAGE
+from devstack._node.images import DEFAULT_NODE_IMAGE
 
 
 def docker_unavailable() -> str | None:

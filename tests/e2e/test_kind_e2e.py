@@ -6,7 +6,7 @@ the projected ConfigMap volume that kubelet refreshes in place, the namespace co
 the user's path, on either cluster:
 
 - ``--cluster=node``: the local control plane plus a real node (kubelet + containerd, see
-  ``devstack/_node.py``); the image from ``make image`` is imported; the backing services
+  ``devstack/_node/``); the image from ``make image`` is imported; the backing services
   are the local stack's own (Firestore emulator, redis, GCS emulator on the host), which pods
   reach at the node's bridge address.
 - ``--cluster=kind``: ``docker build`` + ``kind load``; the backing services run as Deployments.
@@ -39,7 +39,8 @@ import yaml
 
 from devstack._binaries import resolve_binaries
 from devstack._kube import kubectl as run_kubectl
-from devstack._node import NODE_IP, import_node_images
+from devstack._node.host import NODE_IP
+from devstack._node.images import import_node_images
 from devstack.testing import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]

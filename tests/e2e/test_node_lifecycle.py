@@ -19,14 +19,10 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from devstack._node import (
-    NODE_COMPONENTS,
-    NODE_IP,
-    NODE_NAME,
-    POD_SUBNET,
-    node_leftovers,
-    pause_image_ref,
-)
+from devstack._node import NODE_COMPONENTS
+from devstack._node.host import NODE_IP, NODE_NAME, POD_SUBNET
+from devstack._node.images import pause_image_ref
+from devstack._node.teardown import node_leftovers
 from devstack._procs import marked_pids, marker_of
 from devstack.stack import LocalStack
 from devstack.testing import wait_for

@@ -8,7 +8,7 @@ import sys
 import yaml
 
 from engines.routing.crd import CHART_CRD_PATH, CRD_PATH, build_crd, render_crd
-from engines.routing.model import RULES
+from engines.routing.rules import RULES
 
 
 def test_committed_crd_matches_the_generator() -> None:
