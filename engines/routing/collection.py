@@ -4,7 +4,8 @@
 The runtime registry's listener, ``routingctl`` (``explain``/``matrix``/``diff``/``prune``) and
 the operator (its reconciler writes and removes documents with :meth:`~RoutingCollection.write`
 and :meth:`~RoutingCollection.remove`, its drift sweep streams
-:meth:`~RoutingCollection.documents`) use it. One gateway means one set of ownership rules, one
+:meth:`~RoutingCollection.documents`, its drift listener follows its cluster's documents with
+:meth:`~RoutingCollection.listen`) use it. One gateway means one set of ownership rules, one
 policy for timeouts and retries, and one translation of the Google client's errors:
 
 - every failure that means "the collection cannot be used right now" (the emulator or the service
@@ -175,13 +176,16 @@ class RoutingCollection:
     def _ref(self, key: RoutingKey) -> Any:
         return self.client.collection(self.name).document(key.document_id)
 
-    def _query(self, env: str | None) -> Any:
+    def _query(self, env: str | None, cluster: str | None = None) -> Any:
         query = self.client.collection(self.name)
-        if env is None:
+        if env is None and cluster is None:
             return query
         from google.cloud.firestore_v1.base_query import FieldFilter
 
-        return query.where(filter=FieldFilter("env", "==", env))
+        for field, value in (("env", env), ("source.cluster", cluster)):
+            if value is not None:
+                query = query.where(filter=FieldFilter(field, "==", value))
+        return query
 
     @staticmethod
     def _stored(snap: Any) -> StoredDocument:
@@ -225,15 +229,23 @@ class RoutingCollection:
         on_snapshot: Callable[[list[Any], list[Any], Any], None],
         *,
         env: str | None = None,
+        cluster: str | None = None,
         on_end: Callable[[str], None] | None = None,
+        quiet: bool = False,
     ) -> Listener:
-        """A snapshot listener on the collection (``env`` only, when given): ``on_snapshot``
-        gets Google's ``(documents, changes, read_time)``, the first time the whole collection.
-        When the stream ends for good, ``on_end`` gets one line saying why and the listener
-        closes itself (:attr:`Listener.alive` turns False): re-subscribing is the caller's."""
+        """A snapshot listener on the collection, or on the documents of ``env`` and of
+        ``cluster`` (``source.cluster``) only, when given: ``on_snapshot`` gets Google's
+        ``(documents, changes, read_time)``, the first time every document. When the stream ends
+        for good, ``on_end`` gets one line saying why (logged as a warning too, unless
+        ``quiet``: the caller reports it) and the listener closes itself (:attr:`Listener.alive`
+        turns False): re-subscribing is the caller's."""
         with self._translate(f"listen to {self.name}"):
             return open_listener(
-                self._query(env), on_snapshot, self.name, on_end or (lambda _why: None)
+                self._query(env, cluster),
+                on_snapshot,
+                self.name,
+                on_end or (lambda _why: None),
+                quiet,
             )
 
     # -- writes without ownership (the registry's API: tools and tests) -----------------------

@@ -195,6 +195,34 @@ def test_documents_lists_one_env_and_listen_delivers_changes(name: str) -> None:
         listener.close()
 
 
+def test_listen_on_a_cluster_delivers_only_that_clusters_documents(name: str) -> None:
+    """The drift listener's query: another cluster's documents (and their changes) are never
+    delivered; the listener reports its stream connected."""
+    ours, theirs = store(name, "a"), store(name, "b")
+    mine = entry("acme-seo", "a")
+    other = entry("globex-seo", "b", tenant="globex")
+    ours.write(mine, alive(), fresh=True)
+    theirs.write(other, alive(), fresh=True)
+
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def on_snapshot(docs: list[Any], changes: list[Any], _read_time: Any) -> None:
+        with lock:
+            seen.extend(f"{c.type.name}:{c.document.id}" for c in changes)
+
+    listener = ours.listen(on_snapshot, cluster="a")
+    try:
+        wait_for(lambda: f"ADDED:{mine.key.document_id}" in seen, what="the first snapshot")
+        wait_for(lambda: listener.connected, what="the stream connected")
+        theirs.write(entry("globex-seo", "b", tenant="globex", collection="v2"), alive())
+        ours.write(entry("acme-seo", "a", collection="v2"), alive())
+        wait_for(lambda: f"MODIFIED:{mine.key.document_id}" in seen, what="our change")
+        assert not any(other.key.document_id in s for s in seen), seen
+    finally:
+        listener.close()
+
+
 def test_every_failure_with_the_emulator_stopped_is_backend_unavailable_naming_where(
     firestore_emulator: Any, name: str
 ) -> None:
