@@ -34,6 +34,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ._listener import Listener, first_line, open_listener
@@ -58,6 +59,7 @@ __all__ = [
     "Listener",
     "Outcome",
     "OwnerAlive",
+    "Probe",
     "RoutingCollection",
     "StoredDocument",
     "single_attempt",
@@ -85,6 +87,18 @@ def _vendor_errors() -> tuple[type[BaseException], ...]:
     from google.auth import exceptions as auth_exc
 
     return (gexc.GoogleAPIError, auth_exc.GoogleAuthError, OSError)
+
+
+class Probe(StrEnum):
+    """What one small read of the collection found (:meth:`RoutingCollection.probe`)."""
+
+    OK = "ok"
+    SLOW = "slow"
+    """No answer in time: slow is not down (a just-started emulator takes seconds to answer)."""
+    DENIED = "denied"
+    """The credentials are refused, or cannot be had."""
+    DOWN = "down"
+    """Any other failure: the collection cannot be reached."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +237,28 @@ class RoutingCollection:
                 retry=single_attempt(),
             ):
                 yield self._stored(snap)
+
+    def probe(self, timeout: float) -> tuple[Probe, BackendUnavailable | None]:
+        """Can the collection be used right now? One query for one document, within
+        ``timeout`` seconds: what it found, and the failure (translated, chained) if any."""
+        from google.api_core import exceptions as gexc
+        from google.auth import exceptions as auth_exc
+
+        try:
+            with self._translate(f"read {self.name}"):
+                self.client.collection(self.name).limit(1).get(
+                    timeout=timeout, retry=single_attempt()
+                )
+        except BackendUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, gexc.DeadlineExceeded):
+                return Probe.SLOW, exc
+            if isinstance(cause, gexc.PermissionDenied | gexc.Unauthenticated):
+                return Probe.DENIED, exc
+            if isinstance(cause, auth_exc.GoogleAuthError):
+                return Probe.DENIED, exc
+            return Probe.DOWN, exc
+        return Probe.OK, None
 
     def listen(
         self,

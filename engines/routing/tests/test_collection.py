@@ -1,9 +1,10 @@
 """The gateway to the routing collection (``RoutingCollection``) on the real Firestore emulator:
 create/replace/delete, the ownership rules of §5 (same entry, orphan of this cluster, another
 cluster's document, adoption), deletes that remove only what the caller owns or read, listing
-and listening, and the translation of every failure into one error type while the emulator is
-stopped (a real outage: the emulator process is stopped, then started again). How routingctl
-reports the same outage is covered with the CLI's tests.
+and listening (the whole collection, one env, one cluster), the probe, and the translation of
+every failure into one error type while the emulator is stopped (a real outage: the emulator
+process is stopped, then started again). How routingctl reports the same outage is covered with
+the CLI's tests.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from engines.routing import (
     RoutingRecord,
     Source,
 )
-from engines.routing.collection import Outcome, RoutingCollection
+from engines.routing.collection import Outcome, Probe, RoutingCollection
 from engines.routing.contract import ADOPT_ANNOTATION, expected_record
 
 pytestmark = pytest.mark.firestore
@@ -233,9 +234,13 @@ def test_every_failure_with_the_emulator_stopped_is_backend_unavailable_naming_w
     gateway.create(record)
     stored = gateway.get(record.key)
     assert stored is not None
+    assert gateway.probe(3.0) == (Probe.OK, None)
     where = f"emulator at {firestore_emulator.host}, project {firestore_emulator.project}"
     firestore_emulator.stop()
     try:
+        found, error = gateway.probe(3.0)  # the operator's readiness check: refused is down
+        assert found is Probe.DOWN and error is not None, (found, error)
+        assert str(error).startswith(f"cannot read {name}: Firestore collection {name} "), error
         calls = {
             f"read {name}/{record.key.document_id}": lambda: gateway.get(record.key),
             f"list {name} (env prod)": lambda: list(gateway.documents("prod")),
