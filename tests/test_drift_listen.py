@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from operator_harness import Entries, OperatorProcess, entry
-from routing_operator.drift_listeners import _cm_values
+from routing_operator.drift_configmaps import key_digests
 from routing_operator.projections import configmap_value, digest
 
 from devstack import free_port
@@ -278,10 +278,10 @@ def test_a_configmap_key_names_its_identity_even_when_its_value_is_out_of_shape(
         "metadata": {"name": "routing.prod.acme", "namespace": "ns"},
         "data": {"acme._.seo.json": good, "acme._.kpi.json": "not json", "notes.txt": "hi"},
     }
-    assert _cm_values(cm) == {
+    assert key_digests(cm) == {
         "acme._.seo.json": (digest(good), "prod:acme:*:seo"),
         "acme._.kpi.json": (digest("not json"), "prod:acme:*:kpi"),
     }
     wildcard = {"metadata": {"name": "routing.test", "namespace": "ns"}, "data": {}}
     wildcard["data"] = {"_._.kpi.json": "{}"}
-    assert _cm_values(wildcard) == {"_._.kpi.json": (digest("{}"), "test:*:*:kpi")}
+    assert key_digests(wildcard) == {"_._.kpi.json": (digest("{}"), "test:*:*:kpi")}

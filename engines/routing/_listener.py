@@ -31,10 +31,12 @@ def open_listener(
     on_snapshot: Callable[[list[Any], list[Any], Any], None],
     collection: str,
     on_end: Callable[[str], None],
+    quiet: bool = False,
 ) -> Listener:
-    """Start Google's ``Watch`` on ``query`` with its reopens limited and its end reported."""
+    """Start Google's ``Watch`` on ``query`` with its reopens limited and its end reported
+    (logged as a warning, or only at debug level when ``quiet``: its owner reports it)."""
     watch = query.on_snapshot(on_snapshot)
-    _end_quietly(watch, collection, on_end)
+    _end_quietly(watch, collection, on_end, logging.DEBUG if quiet else logging.WARNING)
     _limit_reopens(watch)
     return Listener(watch)
 
@@ -52,6 +54,14 @@ class Listener:
         return not getattr(self.watch, "_closed", False) and bool(
             getattr(self.watch, "is_active", True)
         )
+
+    @property
+    def connected(self) -> bool:
+        """Is the stream connected right now? Read from the client's private ``_rpc`` (its
+        resumable stream): :attr:`alive` stays true while the client retries a stream that
+        cannot connect, which an owner must be able to tell and report."""
+        call = getattr(getattr(self.watch, "_rpc", None), "call", None)
+        return bool(call is not None and call.is_active())
 
     def close(self) -> None:
         try:
@@ -98,7 +108,7 @@ def _limit_reopens(watch: Any) -> None:
     rpc._should_recover = limited
 
 
-def _end_quietly(watch: Any, collection: str, on_error: Callable[[str], None]) -> None:
+def _end_quietly(watch: Any, collection: str, on_error: Callable[[str], None], level: int) -> None:
     """When the ``Watch``'s stream ends for good, close the ``Watch`` and log why in one line.
 
     Google's ``Watch`` closes itself from a new thread that then re-raises the stream's error:
@@ -122,7 +132,7 @@ def _end_quietly(watch: Any, collection: str, on_error: Callable[[str], None]) -
             if isinstance(reason, grpc.RpcError):
                 reason = gexc.from_grpc_error(reason)  # type: ignore[no-untyped-call]
             line = first_line(reason)
-            log.warning("the Firestore routing listener on %s ended: %s", collection, line)
+            log.log(level, "the Firestore routing listener on %s ended: %s", collection, line)
             on_error(line)
         threading.Thread(target=watch.close, name="routing-firestore-close", daemon=True).start()
 

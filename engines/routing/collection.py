@@ -4,7 +4,8 @@
 The runtime registry's listener, ``routingctl`` (``explain``/``matrix``/``diff``/``prune``) and
 the operator (its reconciler writes and removes documents with :meth:`~RoutingCollection.write`
 and :meth:`~RoutingCollection.remove`, its drift sweep streams
-:meth:`~RoutingCollection.documents`) use it. One gateway means one set of ownership rules, one
+:meth:`~RoutingCollection.documents`, its drift listener follows its cluster's documents with
+:meth:`~RoutingCollection.listen`) use it. One gateway means one set of ownership rules, one
 policy for timeouts and retries, and one translation of the Google client's errors:
 
 - every failure that means "the collection cannot be used right now" (the emulator or the service
@@ -15,43 +16,30 @@ policy for timeouts and retries, and one translation of the Google client's erro
 - a write or delete the ownership rules forbid is ``OwnershipConflict`` (or, for deletes, simply
   not done), naming the owner and the way to take it over on purpose.
 
-Ownership (§5, several clusters may share one collection): an operator writes a document only if
-it is absent, already equal, owned by the same RoutingEntry of its cluster, or an orphan of its
-cluster (its entry is gone: the entry with that identity takes it back). A document of another
-cluster is a conflict unless the entry asks to adopt it (``routing.engines.io/adopt``). A document
-recording no cluster (written before cluster identities) is this cluster's when its owner is the
-writing entry (rewritten to record the cluster) or still lives here; otherwise its cluster is
-unknown and it is treated as another's. Deletes remove only what the deleting entry owns in this
-cluster, or (``routingctl prune``) exactly the document read, if unchanged since.
-
-Writes without transactions: a new document is written with ``create()`` (atomic: it fails if
-the id exists); replacing or deleting an existing one is a read (owner and content) and a write
-conditioned on the update time that read saw, so a document changed in between is read and
-decided again: the guarantee of a transaction (begin, read, commit) in two round trips instead
-of three. A gateway also remembers, per document, the update time and content of its own last
-write or read of a document the writing entry owns in this cluster; while that holds (the
-conditioned write proves it), changing the document is that one write with no read at all.
+Ownership (§5, several clusters may share one collection) is decided by ``ownership``; a write
+without a transaction is ``_writes``'s: a read and a write conditioned on the update time read,
+or, for a document this writer last wrote as the entry's own, that one write alone.
 
 Calls carry a short timeout and no client-side retry, so an unreachable store surfaces within
 seconds instead of hanging a caller; callers that must outlast an outage retry themselves (the
 operator through kopf's backoff, the registry's listener through its supervisor).
 
-The Google client is imported here and in the private listener module (``_listener``) only.
+The Google client is imported here and in the private modules ``_listener`` and ``_writes`` only.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ._listener import Listener, first_line, open_listener
+from ._writes import Changed, LastWrites, read_decide_write, unless_changed
 from .contract import (
-    ADOPT_ANNOTATION,
     DEFAULT_COLLECTION,
     UPDATED_AT,
     RoutingKey,
@@ -61,7 +49,8 @@ from .contract import (
     record_from_document,
     strip_server_fields,
 )
-from .errors import BackendUnavailable, ConfigMissing, EntryExists, OwnershipConflict
+from .errors import BackendUnavailable, ConfigMissing, EntryExists
+from .ownership import Outcome, OwnerAlive, decide_write, foreign
 
 if TYPE_CHECKING:
     from .model import RoutingRecord, Source
@@ -70,83 +59,13 @@ __all__ = [
     "Listener",
     "Outcome",
     "OwnerAlive",
+    "Probe",
     "RoutingCollection",
     "StoredDocument",
-    "decide_write",
-    "foreign",
     "single_attempt",
 ]
 
 log = logging.getLogger(__name__)
-OwnerAlive = Callable[["Source"], bool]
-"""Does the RoutingEntry a projection's ``source`` names still exist (same uid) here?"""
-
-
-class Outcome(StrEnum):
-    """What an ownership-checked write did."""
-
-    UNCHANGED = "unchanged"
-    WRITTEN = "written"
-    MIGRATED = "migrated"
-    """Rewritten only to record this cluster: the entry's own projection from before cluster
-    identities."""
-    RECLAIMED = "reclaimed"
-    """An orphan of this cluster (its entry is gone) taken by the entry with the same identity."""
-    ADOPTED = "adopted"
-    """Another cluster's document taken over on purpose (the adopt annotation)."""
-
-
-def foreign(owner: Source, cluster: str) -> bool:
-    """Is ``owner`` recorded as another cluster's? (False when no cluster is recorded.)"""
-    return owner.cluster is not None and owner.cluster != cluster
-
-
-def decide_write(
-    document_id: str,
-    current: Mapping[str, Any],
-    wanted: Mapping[str, Any],
-    mine: Source,
-    cluster: str,
-    owner_alive: OwnerAlive,
-    adopt: bool,
-) -> tuple[Outcome, Source | None]:
-    """What writing ``wanted`` (for the entry ``mine`` of ``cluster``) over the stored
-    ``current`` document would be, and the owner it replaces; raises ``OwnershipConflict`` when it
-    must not be written (the rules are in the module docstring)."""
-    if strip_server_fields(current) == wanted:
-        return Outcome.UNCHANGED, None
-    owner = owner_of(current)
-    if owner is None:
-        return Outcome.WRITTEN, None  # nobody's: ours to write
-    if owner.uid == mine.uid and not foreign(owner, cluster):
-        return (Outcome.MIGRATED if owner.cluster is None else Outcome.WRITTEN), None
-    if not foreign(owner, cluster):
-        if owner_alive(owner):
-            raise OwnershipConflict(
-                f"Firestore document {document_id} is owned by RoutingEntry "
-                f"{owner.namespace}/{owner.name}",
-                owner_uid=owner.uid,
-            )
-        if owner.cluster is not None:
-            return Outcome.RECLAIMED, owner
-    if adopt:
-        return Outcome.ADOPTED, owner
-    if owner.cluster is None:
-        where = (
-            f"belongs to RoutingEntry {owner.namespace}/{owner.name}, which is not in this "
-            "cluster (the document records no cluster: written before cluster identities, "
-            "maybe by another cluster sharing the collection)"
-        )
-    else:
-        where = (
-            f"belongs to cluster {owner.cluster} (RoutingEntry {owner.namespace}/{owner.name} "
-            "there)"
-        )
-    raise OwnershipConflict(
-        f"Firestore document {document_id} {where}; nothing written. To take it over on "
-        f'purpose, annotate this entry {ADOPT_ANNOTATION}="true"',
-        owner_uid=owner.uid,
-    )
 
 
 def single_attempt() -> Any:
@@ -168,6 +87,18 @@ def _vendor_errors() -> tuple[type[BaseException], ...]:
     from google.auth import exceptions as auth_exc
 
     return (gexc.GoogleAPIError, auth_exc.GoogleAuthError, OSError)
+
+
+class Probe(StrEnum):
+    """What one small read of the collection found (:meth:`RoutingCollection.probe`)."""
+
+    OK = "ok"
+    SLOW = "slow"
+    """No answer in time: slow is not down (a just-started emulator takes seconds to answer)."""
+    DENIED = "denied"
+    """The credentials are refused, or cannot be had."""
+    DOWN = "down"
+    """Any other failure: the collection cannot be reached."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,10 +148,8 @@ class RoutingCollection:
         """Seconds for one read or write."""
         self.list_timeout = list_timeout
         """Seconds for listing the whole collection."""
-        self._known: dict[str, bytes] = {}
-        """document id → update time (8 bytes), digest of the owner (this cluster and the
-        entry's uid) and of the content (16 each) as :meth:`write` last wrote or read it: 40
-        bytes a document."""
+        self._last = LastWrites()
+        """What :meth:`write` last wrote or read of this writer's own documents."""
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -261,13 +190,16 @@ class RoutingCollection:
     def _ref(self, key: RoutingKey) -> Any:
         return self.client.collection(self.name).document(key.document_id)
 
-    def _query(self, env: str | None) -> Any:
+    def _query(self, env: str | None, cluster: str | None = None) -> Any:
         query = self.client.collection(self.name)
-        if env is None:
+        if env is None and cluster is None:
             return query
         from google.cloud.firestore_v1.base_query import FieldFilter
 
-        return query.where(filter=FieldFilter("env", "==", env))
+        for field, value in (("env", env), ("source.cluster", cluster)):
+            if value is not None:
+                query = query.where(filter=FieldFilter(field, "==", value))
+        return query
 
     @staticmethod
     def _stored(snap: Any) -> StoredDocument:
@@ -306,20 +238,50 @@ class RoutingCollection:
             ):
                 yield self._stored(snap)
 
+    def probe(self, timeout: float) -> tuple[Probe, BackendUnavailable | None]:
+        """Can the collection be used right now? One query for one document, within
+        ``timeout`` seconds: what it found, and the failure (translated, chained) if any."""
+        from google.api_core import exceptions as gexc
+        from google.auth import exceptions as auth_exc
+
+        try:
+            with self._translate(f"read {self.name}"):
+                self.client.collection(self.name).limit(1).get(
+                    timeout=timeout, retry=single_attempt()
+                )
+        except BackendUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, gexc.DeadlineExceeded):
+                return Probe.SLOW, exc
+            if isinstance(cause, gexc.PermissionDenied | gexc.Unauthenticated):
+                return Probe.DENIED, exc
+            if isinstance(cause, auth_exc.GoogleAuthError):
+                return Probe.DENIED, exc
+            return Probe.DOWN, exc
+        return Probe.OK, None
+
     def listen(
         self,
         on_snapshot: Callable[[list[Any], list[Any], Any], None],
         *,
         env: str | None = None,
+        cluster: str | None = None,
         on_end: Callable[[str], None] | None = None,
+        quiet: bool = False,
     ) -> Listener:
-        """A snapshot listener on the collection (``env`` only, when given): ``on_snapshot``
-        gets Google's ``(documents, changes, read_time)``, the first time the whole collection.
-        When the stream ends for good, ``on_end`` gets one line saying why and the listener
-        closes itself (:attr:`Listener.alive` turns False): re-subscribing is the caller's."""
+        """A snapshot listener on the collection, or on the documents of ``env`` and of
+        ``cluster`` (``source.cluster``) only, when given: ``on_snapshot`` gets Google's
+        ``(documents, changes, read_time)``, the first time every document. When the stream ends
+        for good, ``on_end`` gets one line saying why (logged as a warning too, unless
+        ``quiet``: the caller reports it) and the listener closes itself (:attr:`Listener.alive`
+        turns False): re-subscribing is the caller's."""
         with self._translate(f"listen to {self.name}"):
             return open_listener(
-                self._query(env), on_snapshot, self.name, on_end or (lambda _why: None)
+                self._query(env, cluster),
+                on_snapshot,
+                self.name,
+                on_end or (lambda _why: None),
+                quiet,
             )
 
     # -- writes without ownership (the registry's API: tools and tests) -----------------------
@@ -376,12 +338,9 @@ class RoutingCollection:
         another cluster's document.
 
         A document this collection last wrote (or read) as the entry's own in this cluster is
-        changed with one write conditioned on that update time and no read: on a switch, the
-        only round trip before the app can see the new backend. Otherwise, or when that
-        condition fails (changed, adopted or deleted since), it is a read and a write
-        conditioned on the update time read, at most three times: the guarantee of a
-        transaction in two round trips."""
-        from google.api_core import exceptions as gexc
+        changed with one write conditioned on that update time and no read. Otherwise, or when
+        that condition fails (changed, adopted or deleted since), it is a read and a write
+        conditioned on the update time read (``_writes``)."""
         from google.cloud import firestore
 
         doc_id = record.key.document_id
@@ -390,134 +349,90 @@ class RoutingCollection:
             raise ValueError(f"{doc_id}: a record to write names this cluster ({self.cluster!r})")
         ref = self._ref(record.key)
         wanted = record.to_document()
-        content = digest(canonical_json(wanted))
+        owner, content = f"{self.cluster}/{mine.uid}", digest(canonical_json(wanted))
         stamped = {**wanted, UPDATED_AT: firestore.SERVER_TIMESTAMP}
+        action = f"write {self.name}/{doc_id}"
 
         def replace(update_time: Any) -> Any:
             """Overwrite every field, if the document was last updated at ``update_time``."""
-            return ref.update(
-                stamped,
-                option=self.client.write_option(last_update_time=update_time),
-                timeout=self.timeout,
-                retry=None,
-            )
+            with unless_changed():
+                option = self.client.write_option(last_update_time=update_time)
+                return ref.update(stamped, option=option, timeout=self.timeout, retry=None)
 
-        with self._translate(f"write {self.name}/{doc_id}"):
-            known = None if fresh else self._known_as(doc_id, mine.uid)
+        def create() -> Any:
+            with unless_changed(creating=True):
+                return ref.create(stamped, timeout=self.timeout, retry=None)
+
+        def written(
+            update_time: Any, outcome: tuple[Outcome, Source | None] = (Outcome.WRITTEN, None)
+        ) -> tuple[Outcome, Source | None]:
+            self._last.remember(doc_id, update_time, owner, content)
+            return outcome
+
+        def attempt() -> tuple[Outcome, Source | None]:
+            snap = ref.get(timeout=self.timeout, retry=None)
+            if not snap.exists:
+                return written(create().update_time)
+            current = snap.to_dict() or {}
+            decided = decide_write(doc_id, current, wanted, mine, self.cluster, owner_alive, adopt)
+            if decided[0] is Outcome.UNCHANGED:
+                return written(snap.update_time, decided)
+            return written(replace(snap.update_time).update_time, decided)
+
+        with self._translate(action):
+            known = None if fresh else self._last.recall(doc_id, owner)
             if known is not None and known[1] != content:
                 # This entry's own document as last seen here; the condition proves it still is.
                 try:
-                    result = replace(known[0])
-                    self._remember(doc_id, result.update_time, mine.uid, content)
-                    return Outcome.WRITTEN, None
-                except (gexc.FailedPrecondition, gexc.NotFound):
+                    return written(replace(known[0]).update_time)
+                except Changed:
                     self.forget(doc_id)  # changed or deleted since: read and decide
             if fresh:
                 # The common first sync: create() is atomic (fails if the id exists), one RPC.
-                try:
-                    result = ref.create(stamped, timeout=self.timeout, retry=None)
-                    self._remember(doc_id, result.update_time, mine.uid, content)
-                    return Outcome.WRITTEN, None
-                except gexc.AlreadyExists:
-                    pass  # written meanwhile, or by an earlier attempt of ours: read and decide
-            for _ in range(3):
-                snap = ref.get(timeout=self.timeout, retry=None)
-                if not snap.exists:
-                    try:
-                        result = ref.create(stamped, timeout=self.timeout, retry=None)
-                    except gexc.AlreadyExists:
-                        continue
-                    self._remember(doc_id, result.update_time, mine.uid, content)
-                    return Outcome.WRITTEN, None
-                decided = decide_write(
-                    doc_id, snap.to_dict() or {}, wanted, mine, self.cluster, owner_alive, adopt
-                )
-                if decided[0] is Outcome.UNCHANGED:
-                    self._remember(doc_id, snap.update_time, mine.uid, content)
-                    return decided
-                try:
-                    result = replace(snap.update_time)
-                except (gexc.FailedPrecondition, gexc.NotFound):
-                    continue  # changed since the read: read and decide again
-                self._remember(doc_id, result.update_time, mine.uid, content)
-                return decided
-        raise BackendUnavailable(
-            f"cannot write {self.name}/{doc_id}: the document kept changing while it was "
-            "written; will retry"
-        )
+                # Taken: written meanwhile, or by an earlier attempt of ours: read and decide.
+                with suppress(Changed):
+                    return written(create().update_time)
+            return read_decide_write(attempt, action, "written")
 
     def remove(self, key: RoutingKey, owner_uid: str) -> bool:
         """Delete the document if the RoutingEntry ``owner_uid`` of this cluster owns it; True
-        if deleted. A read and a delete conditioned on the update time read (a document changed
-        in between is read and judged again), at most three times."""
-        from google.api_core import exceptions as gexc
-
+        if deleted. A read and a delete conditioned on the update time read (``_writes``)."""
         ref = self._ref(key)
         action = f"delete {self.name}/{key.document_id}"
-        for _ in range(3):
+
+        def attempt() -> bool:
             current = self._get(key, action)
             if current is None or not self._owned(current, owner_uid):
                 return False
             with self._translate(action):
-                try:
-                    ref.delete(
-                        option=self.client.write_option(last_update_time=current.update_time),
-                        timeout=self.timeout,
-                        retry=None,
-                    )
-                except (gexc.FailedPrecondition, gexc.NotFound):
-                    continue  # changed or gone since the read: read and judge again
+                self._delete_if_unchanged(ref, current.update_time)
             self.forget(key.document_id)
             return True
-        raise BackendUnavailable(
-            f"cannot {action}: the document kept changing while it was deleted; will retry"
-        )
 
-    # -- what this writer last saw of its own documents ----------------------------------------
-
-    def _owner_tag(self, uid: str) -> bytes:
-        return digest(f"{self.cluster}/{uid}")
-
-    def _remember(self, document_id: str, update_time: Any, uid: str, content: bytes) -> None:
-        """The document is, as of ``update_time``, ``content`` (a digest) owned by the entry
-        ``uid`` of this cluster."""
-        stamp = update_time.timestamp_pb()  # the client's DatetimeWithNanoseconds
-        nanos = stamp.seconds * 1_000_000_000 + stamp.nanos
-        self._known[document_id] = nanos.to_bytes(8, "big") + self._owner_tag(uid) + content
-
-    def _known_as(self, document_id: str, uid: str) -> tuple[Any, bytes] | None:
-        """(update time, content digest) of the document as last written or read here, if it
-        was then owned by the entry ``uid`` of this cluster."""
-        from google.protobuf.timestamp_pb2 import Timestamp
-
-        known = self._known.get(document_id)
-        if known is None or known[8:24] != self._owner_tag(uid):
-            return None
-        seconds, nanos = divmod(int.from_bytes(known[:8], "big"), 1_000_000_000)
-        return Timestamp(seconds=seconds, nanos=nanos), known[24:]
+        return read_decide_write(attempt, action, "deleted")
 
     def forget(self, document_id: str) -> None:
         """Drop what is remembered of a document (its entry is gone)."""
-        self._known.pop(document_id, None)
+        self._last.forget(document_id)
 
     def _owned(self, document: StoredDocument, owner_uid: str) -> bool:
         """Is ``document`` the entry ``owner_uid``'s, in this cluster? (Only that is removed.)"""
         owner = document.owner
         return owner is not None and owner.uid == owner_uid and not foreign(owner, self.cluster)
 
+    def _delete_if_unchanged(self, ref: Any, update_time: Any) -> None:
+        """Delete the document if it was last updated at ``update_time``, else ``Changed``."""
+        with unless_changed():
+            option = self.client.write_option(last_update_time=update_time)
+            ref.delete(option=option, timeout=self.timeout, retry=None)
+
     def delete_unchanged(self, document: StoredDocument) -> bool:
         """Delete ``document`` if it is unchanged since it was read (its update time); False
         when it changed or is gone."""
-        from google.api_core import exceptions as gexc
-
         ref = self.client.collection(self.name).document(document.id)
         with self._translate(f"delete {self.name}/{document.id}"):
             try:
-                ref.delete(
-                    option=self.client.write_option(last_update_time=document.update_time),
-                    timeout=self.timeout,
-                    retry=None,
-                )
-            except (gexc.FailedPrecondition, gexc.NotFound):
+                self._delete_if_unchanged(ref, document.update_time)
+            except Changed:
                 return False
         return True

@@ -230,8 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     checks = Checks(
         kubernetes.client.ApiClient(),  # its own pool: never queued behind the reconciler's
-        client,
-        collection=args.collection,
+        reconciler.firestore,
         namespaces=config.namespaces,
         peering=None if args.standalone else args.peering,
         firestore_target=firestore_target(project, args.firestore_database),

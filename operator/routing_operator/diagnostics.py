@@ -9,12 +9,13 @@ kopf waits without a word in several situations a user meets on first contact:
 - Firestore cannot be reached: every entry retries with a backoff.
 
 So the operator asks for itself: a few API calls (discovery, access reviews, a GET of the peering
-object) and a one-document Firestore query, every ``period_blocked`` seconds while something
-blocks (so recovery shows at once) and every ``period_ok`` seconds otherwise. The first round
-runs before kopf logs in, so a blocked operator says why within a few seconds of its start; each
-reason is logged when it appears, then again every ``repeat`` seconds while it lasts, and once
-more when it clears. The same reasons, each with its fix, are the JSON body of ``/readyz`` (503
-while blocked) and the ``routing_operator_blocked{reason}`` gauge.
+object) and a one-document query of the routing collection (its gateway's ``probe``), every
+``period_blocked`` seconds while something blocks (so recovery shows at once) and every
+``period_ok`` seconds otherwise. The first round runs before kopf logs in, so a blocked operator
+says why within a few seconds of its start; each reason is logged when it appears, then again
+every ``repeat`` seconds while it lasts, and once more when it clears. The same reasons, each
+with its fix, are the JSON body of ``/readyz`` (503 while blocked) and the
+``routing_operator_blocked{reason}`` gauge.
 
 A liveness failure makes Kubernetes restart the pod, which fixes none of these, so ``/healthz``
 stays 200 while the process runs (with the same body) and only ``/readyz`` turns 503.
@@ -31,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from engines.routing.collection import Probe, RoutingCollection
 from engines.routing.contract import API_GROUP as GROUP
 from engines.routing.contract import API_VERSION as VERSION
 from engines.routing.contract import PLURAL
@@ -83,9 +85,8 @@ class Checks:
     def __init__(
         self,
         api: Any,
-        firestore: Any,
+        firestore: RoutingCollection,
         *,
-        collection: str,
         namespaces: list[str] | None,
         peering: str | None,
         firestore_target: str,
@@ -97,7 +98,7 @@ class Checks:
         self.authz = client.AuthorizationV1Api(api)
         self.authn = client.AuthenticationV1Api(api)
         self.firestore = firestore
-        self.collection = collection
+        """The routing collection's gateway: the Firestore check is its probe."""
         self.namespaces = namespaces
         self.named = [ns for ns in namespaces or [] if not _is_pattern(ns)]
         """The watched namespaces given by name: kopf's globs (``team-*``, ``!kube-*``) are
@@ -275,37 +276,33 @@ class Checks:
     # ---- Firestore ----------------------------------------------------------------------------
 
     def firestore_check(self) -> list[Blocker]:
-        from google.api_core import exceptions as gexc
-        from google.auth import exceptions as aexc
-
         try:
-            self.firestore.collection(self.collection).limit(1).get(
-                retry=None, timeout=self.timeout
-            )
-            self._slow = 0
-        except gexc.DeadlineExceeded as exc:
-            # Slow is not down (a just-started emulator answers its first query in seconds):
-            # a timeout counts from the second in a row. A refusal counts at once.
-            self._slow += 1
-            if self._slow < 2:
-                return []
+            found, error = self.firestore.probe(self.timeout)
+        except Exception as exc:  # any other failure of one small read means "cannot reach"
             return [self._unreachable(exc)]
-        except (gexc.PermissionDenied, gexc.Unauthenticated, aexc.GoogleAuthError) as exc:
+        if error is None:
+            self._slow = 0
+            return []
+        cause = error.__cause__ or error
+        if found is Probe.SLOW:
+            # Slow is not down: a timeout counts from the second in a row. A refusal counts at
+            # once.
+            self._slow += 1
+            return [] if self._slow < 2 else [self._unreachable(cause)]
+        if found is Probe.DENIED:
             return [
                 Blocker(
                     "FirestoreDenied",
                     f"Firestore ({self.firestore_target}) refuses this operator: "
-                    f"{_first_line(exc)}",
+                    f"{_first_line(cause)}",
                     "give this identity read/write access to the database (roles/datastore.user; "
                     "in GKE through Workload Identity, see docs/helm.md), or point "
                     "--firestore-project/--firestore-database at the right one",
                 )
             ]
-        except Exception as exc:  # any other failure of one small read means "cannot reach"
-            return [self._unreachable(exc)]
-        return []
+        return [self._unreachable(cause)]
 
-    def _unreachable(self, exc: Exception) -> Blocker:
+    def _unreachable(self, exc: BaseException) -> Blocker:
         return Blocker(
             "FirestoreUnreachable",
             f"Firestore ({self.firestore_target}) cannot be reached: "

@@ -1,9 +1,10 @@
 """The gateway to the routing collection (``RoutingCollection``) on the real Firestore emulator:
 create/replace/delete, the ownership rules of §5 (same entry, orphan of this cluster, another
 cluster's document, adoption), deletes that remove only what the caller owns or read, listing
-and listening, and the translation of every failure into one error type while the emulator is
-stopped (a real outage: the emulator process is stopped, then started again). How routingctl
-reports the same outage is covered with the CLI's tests.
+and listening (the whole collection, one env, one cluster), the probe, and the translation of
+every failure into one error type while the emulator is stopped (a real outage: the emulator
+process is stopped, then started again). How routingctl reports the same outage is covered with
+the CLI's tests.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from engines.routing import (
     RoutingRecord,
     Source,
 )
-from engines.routing.collection import Outcome, RoutingCollection
+from engines.routing.collection import Outcome, Probe, RoutingCollection
 from engines.routing.contract import ADOPT_ANNOTATION, expected_record
 
 pytestmark = pytest.mark.firestore
@@ -195,6 +196,34 @@ def test_documents_lists_one_env_and_listen_delivers_changes(name: str) -> None:
         listener.close()
 
 
+def test_listen_on_a_cluster_delivers_only_that_clusters_documents(name: str) -> None:
+    """The drift listener's query: another cluster's documents (and their changes) are never
+    delivered; the listener reports its stream connected."""
+    ours, theirs = store(name, "a"), store(name, "b")
+    mine = entry("acme-seo", "a")
+    other = entry("globex-seo", "b", tenant="globex")
+    ours.write(mine, alive(), fresh=True)
+    theirs.write(other, alive(), fresh=True)
+
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def on_snapshot(docs: list[Any], changes: list[Any], _read_time: Any) -> None:
+        with lock:
+            seen.extend(f"{c.type.name}:{c.document.id}" for c in changes)
+
+    listener = ours.listen(on_snapshot, cluster="a")
+    try:
+        wait_for(lambda: f"ADDED:{mine.key.document_id}" in seen, what="the first snapshot")
+        wait_for(lambda: listener.connected, what="the stream connected")
+        theirs.write(entry("globex-seo", "b", tenant="globex", collection="v2"), alive())
+        ours.write(entry("acme-seo", "a", collection="v2"), alive())
+        wait_for(lambda: f"MODIFIED:{mine.key.document_id}" in seen, what="our change")
+        assert not any(other.key.document_id in s for s in seen), seen
+    finally:
+        listener.close()
+
+
 def test_every_failure_with_the_emulator_stopped_is_backend_unavailable_naming_where(
     firestore_emulator: Any, name: str
 ) -> None:
@@ -205,9 +234,13 @@ def test_every_failure_with_the_emulator_stopped_is_backend_unavailable_naming_w
     gateway.create(record)
     stored = gateway.get(record.key)
     assert stored is not None
+    assert gateway.probe(3.0) == (Probe.OK, None)
     where = f"emulator at {firestore_emulator.host}, project {firestore_emulator.project}"
     firestore_emulator.stop()
     try:
+        found, error = gateway.probe(3.0)  # the operator's readiness check: refused is down
+        assert found is Probe.DOWN and error is not None, (found, error)
+        assert str(error).startswith(f"cannot read {name}: Firestore collection {name} "), error
         calls = {
             f"read {name}/{record.key.document_id}": lambda: gateway.get(record.key),
             f"list {name} (env prod)": lambda: list(gateway.documents("prod")),
