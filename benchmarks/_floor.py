@@ -25,7 +25,7 @@ from typing import Any
 
 from engines.routing.contract import PLURAL
 from engines.routing.model import RoutingRecord
-from engines.runtime.manager import adapter_factory
+from engines.runtime import adapter_factory
 
 __all__ = [
     "SnapshotHop",

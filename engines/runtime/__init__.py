@@ -10,7 +10,8 @@ Public surface: ``BackendSlots``, ``BackendFactory``, ``adapter_factory``, ``Slo
 HTTP glue lives in :mod:`engines.runtime.http`.
 """
 
-from .manager import BackendFactory, BackendSlots, TenantNotServed, adapter_factory
+from .factory import BackendFactory, adapter_factory
+from .manager import BackendSlots, TenantNotServed
 from .reports import readiness, routing_table
 from .secrets import DEFAULT_SECRETS_DIR, MountedSecrets, SecretResolver
 from .slots import HeldBackend, Slot, SlotFailure, SlotLease, SlotStatus

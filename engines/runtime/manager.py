@@ -11,14 +11,9 @@ dirty. One worker task per slot then re-resolves from the registry's table and c
 * same revision, but its mounted Secret value changed (rotated) → rebuilt and swapped exactly
                               like a new revision.
 
-Secret rotation: kubelet rewrites a mounted Secret in place (an atomic swap of ``..data``) and
-nothing tells the registry, so the slots look. Every ``secret_check_interval`` seconds each
-serving backend built with a ``secretRef`` compares the sha256 of the value on disk with the one
-it was built with; a difference marks the slot dirty. Polling a digest is deliberately simple:
-it works whatever the volume type, survives symlink swaps that inotify watches lose, and costs
-one small tmpfs read per secret-backed slot per interval. A new value that fails (a wrong
-password) is a failed switch: the backend built with the previous value keeps serving, and the
-failure is in ``/routing``, the metrics and the log.
+How a rotated Secret is noticed is in :mod:`.rotation`; how a retired backend is drained and
+closed, in :mod:`.draining`; what builds a backend, in :mod:`.factory`; the log line of each
+transition, in :mod:`.logs`.
 
 Because the worker re-reads the table each round, a burst of changes to one slot coalesces into
 one build of the newest revision: a build that finishes after a newer change arrived is dropped
@@ -31,48 +26,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol, TypeVar
 
 from engines.ports import Port
 from engines.routing.catalog import ResourceKind
 from engines.routing.errors import ConfigMissing, InvalidRouting, RoutingError
-from engines.routing.model import RoutingRecord, SecretRef
+from engines.routing.model import RoutingRecord
 from engines.routing.registry import RoutingRegistry
 from engines.routing.table import RoutingChange
 
-from . import metrics
-from .secrets import MountedSecrets, SecretResolver
+from . import logs, metrics
+from .draining import Retirements
+from .factory import BackendFactory
+from .rotation import SecretDigests, rotated_slots, secret_rotated
 from .slots import HeldBackend, Slot, SlotFailure, SlotLease, SlotStatus
 
-__all__ = [
-    "BackendFactory",
-    "BackendSlots",
-    "SecretDigests",
-    "TenantNotServed",
-    "adapter_factory",
-]
-
-log = logging.getLogger("engines.runtime")
-P = TypeVar("P", bound=Port)
-
-BackendFactory = Callable[[RoutingRecord, str], Port]
-"""``factory(record, tenant)`` builds the backend ``record`` routes to for the served tenant.
-
-Raises ``InvalidRouting`` / ``TestBackendNotAllowed`` / ``BackendUnavailable``; does no I/O
-(reachability is checked afterwards with ``await port.ping()``)."""
-
-
-class SecretDigests(Protocol):
-    """What the slots need from a secret reader to notice a rotated Secret."""
-
-    def digest(self, ref: SecretRef) -> str | None:
-        """sha256 of the value the last build read for ``ref``."""
-
-    def current_digest(self, ref: SecretRef) -> str | None:
-        """sha256 of the value mounted now (``None`` when it cannot be read)."""
+__all__ = ["BackendSlots", "TenantNotServed"]
 
 
 class TenantNotServed(LookupError):
@@ -81,40 +51,6 @@ class TenantNotServed(LookupError):
     def __init__(self, tenant: str, served: Iterable[str]) -> None:
         self.tenant = tenant
         super().__init__(f"tenant {tenant!r} is not served here; served: {', '.join(served)}")
-
-
-class _AdapterFactory:
-    """``build_backend`` with the ``secretRef`` resolved after the checks that may refuse it."""
-
-    def __init__(self, allow_test_backends: bool, secrets: SecretResolver) -> None:
-        self.allow_test_backends = allow_test_backends
-        self.secrets = secrets
-
-    def __call__(self, record: RoutingRecord, tenant: str) -> Port:
-        from engines.adapters import build_backend, check_buildable
-
-        # A record this pod must not build (another tenant's, a test-only backend without the
-        # flag) is refused before its Secret is read: the value never reaches an adapter.
-        check_buildable(record, tenant=tenant, allow_test_backends=self.allow_test_backends)
-        ref = record.secret_ref
-        secret = self.secrets(ref) if ref is not None else None
-        return build_backend(
-            record,
-            tenant=tenant,
-            allow_test_backends=self.allow_test_backends,
-            secret_value=secret,
-        )
-
-
-def adapter_factory(
-    *, allow_test_backends: bool, secrets: SecretResolver | None = None
-) -> BackendFactory:
-    """The production factory: ``engines.adapters.build_backend`` with secrets resolved.
-
-    Its ``secrets`` reader (the mounted Secrets by default) is what ``BackendSlots`` asks for
-    digests to notice a rotated Secret.
-    """
-    return _AdapterFactory(allow_test_backends, secrets or MountedSecrets())
 
 
 class BackendSlots:
@@ -169,7 +105,7 @@ class BackendSlots:
         self._by_kind = {k.value: k for k in self.kinds}
         self._tenant_set = frozenset(self.tenants)
         self._not_ready: dict[tuple[str, ResourceKind], Slot] = dict(self._slots)
-        self._closers: set[asyncio.Task[None]] = set()
+        self._retirements = Retirements(drain_timeout=drain_timeout, close_timeout=ping_timeout)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._closed = False
@@ -259,9 +195,8 @@ class BackendSlots:
         for slot in self._slots.values():
             held, slot.current = slot.current, None
             if held is not None:
-                self._retire(held)
-        if self._closers:
-            await asyncio.gather(*self._closers, return_exceptions=True)
+                self._retirements.retire(held)
+        await self._retirements.wait()
 
     # -- registry changes (any thread) ---------------------------------------------------------
 
@@ -315,7 +250,7 @@ class BackendSlots:
                 if (
                     held is not None
                     and held.record.revision == record.revision
-                    and not self._secret_rotated(held)
+                    and not secret_rotated(self.secrets, held)
                 ):
                     held.record = record  # another entry won, same backend: nothing to rebuild
                     self._clear_failure(slot)
@@ -330,7 +265,7 @@ class BackendSlots:
                 if latest is None or latest.revision != record.revision:
                     # A newer change arrived while building: coalesce to it, drop this one.
                     slot.dirty = True
-                    await self._close_quietly(port, slot)
+                    await self._retirements.close_quietly(port)
                     continue
                 self._swap(slot, HeldBackend(port, latest, digest))
         finally:
@@ -355,11 +290,11 @@ class BackendSlots:
             return port, digest
         except asyncio.CancelledError:
             if port is not None:
-                await self._close_quietly(port, slot)
+                await self._retirements.close_quietly(port)
             raise
         except Exception as exc:  # every failure is reported; the slot keeps what it serves
             if port is not None:
-                await self._close_quietly(port, slot)
+                await self._retirements.close_quietly(port)
             self._fail(slot, record, exc)
             return None
 
@@ -378,42 +313,9 @@ class BackendSlots:
         else:
             elapsed = 0.0
         self._set_status(slot, SlotStatus.READY)
-        if old is None:
-            log.info(
-                "serving tenant=%s resource_kind=%s with %s (revision %s)",
-                slot.tenant,
-                slot.kind.value,
-                rec.backend.value,
-                rec.revision[:12],
-            )
-        elif old.record.revision == rec.revision and rec.secret_ref is not None:
-            log.info(
-                "rebuilt tenant=%s resource_kind=%s %s (revision %s) with the rotated secret %s/%s "
-                "in %.0f ms; draining %d in-flight call(s) on the backend built with the old value",
-                slot.tenant,
-                slot.kind.value,
-                rec.backend.value,
-                rec.revision[:12],
-                rec.secret_ref.name,
-                rec.secret_ref.key,
-                elapsed * 1000,
-                old.inflight,
-            )
-            self._retire(old)
-        else:
-            log.info(
-                "switched tenant=%s resource_kind=%s from %s (revision %s) to %s (revision %s) "
-                "in %.0f ms; draining %d in-flight call(s) on the old backend",
-                slot.tenant,
-                slot.kind.value,
-                old.record.backend.value,
-                old.record.revision[:12],
-                rec.backend.value,
-                rec.revision[:12],
-                elapsed * 1000,
-                old.inflight,
-            )
-            self._retire(old)
+        logs.swapped(slot, old, rec, elapsed)
+        if old is not None:
+            self._retirements.retire(old)
 
     def _make_missing(self, slot: Slot) -> None:
         old, slot.current = slot.current, None
@@ -421,17 +323,10 @@ class BackendSlots:
         slot.changed_at = None
         metrics.SLOT_STALE.labels(slot.tenant, slot.kind.value).set(0)
         if slot.status is not SlotStatus.MISSING and self._started:
-            log.warning(
-                "no RoutingEntry resolves for tenant=%s env=%s project=%s resource_kind=%s: "
-                "requests get ConfigMissing and the pod is not ready",
-                slot.tenant,
-                self.env,
-                self.project,
-                slot.kind.value,
-            )
+            logs.lost(slot)
         self._set_status(slot, SlotStatus.MISSING)
         if old is not None:
-            self._retire(old)
+            self._retirements.retire(old)
 
     def _fail(self, slot: Slot, record: RoutingRecord, exc: BaseException) -> None:
         status = SlotStatus.INVALID if isinstance(exc, InvalidRouting) else SlotStatus.UNAVAILABLE
@@ -442,43 +337,17 @@ class BackendSlots:
         else:
             message = f"{type(exc).__name__}: {exc}"
         held = slot.current
-        rotated = held is not None and held.record.revision == record.revision
-        if rotated and record.secret_ref is not None:
-            ref = record.secret_ref
-            message = (
-                f"the rotated value of secret {ref.name}/{ref.key} does not work: {message}; the "
-                "backend built with the previous value keeps serving"
-            )
+        if held is not None and held.record.revision == record.revision:
+            message = logs.rotation_failed(record, message)
         slot.failure = SlotFailure(
             status, message, record.revision, record.backend.value, time.time()
         )
         metrics.BUILD_FAILURES.labels(slot.kind.value, record.backend.value, status.value).inc()
         if held is None:
             self._set_status(slot, status)
-            log.error(
-                "cannot build %s for tenant=%s resource_kind=%s (revision %s): %s; the kind is "
-                "not served",
-                record.backend.value,
-                slot.tenant,
-                slot.kind.value,
-                record.revision[:12],
-                message,
-                exc_info=not isinstance(exc, RoutingError | TimeoutError),
-            )
         else:
             metrics.SLOT_STALE.labels(slot.tenant, slot.kind.value).set(1)
-            log.error(
-                "cannot switch tenant=%s resource_kind=%s to %s (revision %s): %s; keeping the "
-                "last known-good %s (revision %s)",
-                slot.tenant,
-                slot.kind.value,
-                record.backend.value,
-                record.revision[:12],
-                message,
-                held.record.backend.value,
-                held.record.revision[:12],
-                exc_info=not isinstance(exc, RoutingError | TimeoutError),
-            )
+        logs.failed(slot, record, held, message, exc)
         if status is SlotStatus.UNAVAILABLE and not self._closed:
             delay = min(self.retry_max, max(self.retry_initial, slot.retry_delay * 2))
             slot.retry_delay = delay
@@ -499,14 +368,6 @@ class BackendSlots:
 
     # -- secret rotation -----------------------------------------------------------------------
 
-    def _secret_rotated(self, held: HeldBackend) -> bool:
-        """The Secret value mounted now differs from the one ``held`` was built with."""
-        ref = held.record.secret_ref
-        if ref is None or self.secrets is None or held.secret_digest is None:
-            return False
-        now = self.secrets.current_digest(ref)
-        return now is not None and now != held.secret_digest
-
     async def _watch_secrets(self, interval: float) -> None:
         """Mark dirty every serving slot whose mounted Secret value changed (once per value)."""
         assert self.secrets is not None
@@ -516,31 +377,12 @@ class BackendSlots:
 
     def check_secrets(self) -> int:
         """One look at every secret-backed slot (what the periodic task runs); slots marked."""
-        marked = 0
         if self.secrets is None or self._closed:
-            return marked
-        seen: dict[SecretRef, str | None] = {}  # one read per Secret key per look, not per slot
-        for slot in self._slots.values():
-            held = slot.current
-            ref = held.record.secret_ref if held is not None else None
-            if held is None or held.secret_digest is None or ref is None:
-                continue
-            if ref not in seen:
-                seen[ref] = self.secrets.current_digest(ref)
-            now = seen[ref]
-            if now is None or now == held.secret_digest or now == slot.secret_seen:
-                continue  # unreadable (keep serving), unchanged, or already tried
-            slot.secret_seen = now
-            log.info(
-                "secret %s/%s changed for tenant=%s resource_kind=%s: rebuilding its backend",
-                ref.name,
-                ref.key,
-                slot.tenant,
-                slot.kind.value,
-            )
+            return 0
+        rotated = rotated_slots(self.secrets, self._slots.values())
+        for slot in rotated:
             self._mark_dirty(slot, time.monotonic())
-            marked += 1
-        return marked
+        return len(rotated)
 
     def _set_status(self, slot: Slot, status: SlotStatus) -> None:
         if slot.status is status:
@@ -555,31 +397,3 @@ class BackendSlots:
             1 if status is SlotStatus.READY else 0
         )
         self.generation += 1
-
-    # -- draining ------------------------------------------------------------------------------
-
-    def _retire(self, held: HeldBackend) -> None:
-        held.retire()
-        task = asyncio.get_running_loop().create_task(self._close_when_drained(held))
-        self._closers.add(task)
-        task.add_done_callback(self._closers.discard)
-
-    async def _close_when_drained(self, held: HeldBackend) -> None:
-        try:
-            await asyncio.wait_for(held.drained.wait(), self.drain_timeout)
-        except TimeoutError:
-            log.warning(
-                "closing the retired %s backend (revision %s) with %d call(s) still running "
-                "after %.0fs",
-                held.record.backend.value,
-                held.record.revision[:12],
-                held.inflight,
-                self.drain_timeout,
-            )
-        await self._close_quietly(held.port, None)
-
-    async def _close_quietly(self, port: Port, slot: Slot | None) -> None:
-        try:
-            await asyncio.wait_for(port.aclose(), self.ping_timeout)
-        except Exception:  # closing a dead backend must not take the slot down with it
-            log.warning("closing backend %r failed", port, exc_info=True)
