@@ -26,6 +26,8 @@ The breakdown per hop comes from what the components already expose, on one wall
   app's backend factory (``_app_hops``): the hand-off to the event loop (the listener's thread ->
   the slot's worker starting the build), the build, the ping (the floor's read, made by the
   switch) and the swap after it;
+* beside the floor, not in it: a raw write of the entry's own document -> a raw query listener
+  like the app's (``_entry_hop``), to set the commit -> snapshot hop against;
 * swap -> seen serving: from ``switched_at`` until the waiting benchmark runs.
 
 The operator's own work between the event and the commit (status, Event and ConfigMap run beside
@@ -63,6 +65,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from _app_hops import TimedFactory
+from _entry_hop import EntryHop
 from _floor import SnapshotHop, WatchHop, line, ratio_line, read_new_backend, sums
 from kubernetes import client, config
 
@@ -162,6 +165,8 @@ class Hops:
     snapshot: list[float] = field(default_factory=list)
     read: list[float] = field(default_factory=list)
     build: list[float] = field(default_factory=list)
+    entry: list[float] = field(default_factory=list)
+    """Not in the floor: a raw write of the entry's own document -> a raw query listener."""
     first_line: str = ""
     """The operator's first log message about the entry after a PATCH (the event's arrival)."""
 
@@ -219,6 +224,7 @@ async def run(
     )
     watch = await asyncio.to_thread(WatchHop, api, FLOOR_NS, NAME, GROUP, VERSION)
     snap = await asyncio.to_thread(SnapshotHop, project)
+    entry_hop = await asyncio.to_thread(EntryHop, project)
     hops = Hops()
     nan = float("nan")
     try:
@@ -253,6 +259,7 @@ async def run(
                 watch_ms = await asyncio.to_thread(watch.sample)
                 snap_ms = await asyncio.to_thread(snap.sample)
                 build_ms, read_ms = await read_new_backend(held.record, TENANT)
+                entry_ms = await asyncio.to_thread(entry_hop.sample, held.record)
                 mentions = [(t, m) for t, m in oplog.mentions(NAME) if t >= t0]
                 if i < warmup:
                     continue
@@ -279,12 +286,14 @@ async def run(
                 hops.snapshot.append(snap_ms)
                 hops.read.append(read_ms)
                 hops.build.append(build_ms)
+                hops.entry.append(entry_ms)
             response = await http.get("/routing")
             serving = response.json()["entries"][0]["serving"]
             assert serving["config"]["collection"] == target, serving
     finally:
         watch.close()
         snap.close()
+        entry_hop.close()
         registry.close()
     return hops
 
@@ -313,6 +322,7 @@ def report(hops: Hops, verbose: bool) -> None:
     print(line("  raw Firestore write -> snapshot", hops.snapshot))
     print(line("  one read of the new backend (ping)", hops.read))
     print(line("  (not in the floor) building that adapter", hops.build))
+    print(line("  (not in the floor) raw write of the entry -> query", hops.entry))
     print(ratio_line(hops.switch, floor, p50_target=1.5, p99_target=3.0))
     print("breakdown of the switch, per hop (wall clock; p50 of each hop, not additive at p99):")
     parts = [

@@ -16,7 +16,9 @@ Prints p50/p99 of the switch, of the floor and of each part, and the ratio; then
 per hop, on the wall clock: the registry's write (``update`` returning), the change reaching the
 app's registry listener (from the write's start: the floor's write -> snapshot), and the app's
 own part through its backend factory (``_app_hops``): the hand-off to the event loop, the build,
-the ping (the floor's read) and the swap after it.
+the ping (the floor's read) and the swap after it. Beside the floor, not in it: the same raw
+write -> snapshot with the entry's own document (its fields, not the floor's one field) seen by a
+raw query listener like the registry's, which says what the document itself costs that hop.
 
     python benchmarks/bench_switch.py [--iterations 100]
 """
@@ -35,6 +37,7 @@ import uuid
 from collections import defaultdict
 
 from _app_hops import TimedFactory
+from _entry_hop import EntryHop
 from _floor import SnapshotHop, line, pct, ratio_line, read_new_backend, sums
 
 from devstack.testing import app_client, record
@@ -101,6 +104,7 @@ async def switch(
     factory = TimedFactory()
     app = create_app(config, registry, backend_factory=factory, routers=[feature_flags.router])
     hop = await asyncio.to_thread(SnapshotHop, project)
+    entry_hop = await asyncio.to_thread(EntryHop, project)
     samples: list[float] = []
     snapshot: list[float] = []
     reads: list[float] = []
@@ -126,12 +130,14 @@ async def switch(
                 hops["ping"].append((times.ping_end - times.ping_start) * 1000)
                 hops["swap"].append((slot.switched_at - times.ping_end) * 1000)
                 snapshot.append(await asyncio.to_thread(hop.sample))
+                hops["entry"].append(await asyncio.to_thread(entry_hop.sample, target))
                 build, read = await read_new_backend(target, "acme")
                 builds.append(build)
                 reads.append(read)
             assert (await client.get(f"/feature-flags/x{i}/evaluate?subject=s")).status_code == 200
     finally:
         hop.close()
+        entry_hop.close()
         registry.close()
     return samples, snapshot, reads, builds, hops
 
@@ -163,6 +169,7 @@ def main() -> None:
     print(line("  raw Firestore write -> snapshot", snapshot))
     print(line("  one read of the new backend (ping)", reads))
     print(line("  (not in the floor) building that adapter", builds))
+    print(line("  (not in the floor) raw write of the entry -> query", hops["entry"]))
     print(ratio_line(app, floor, p50_target=1.5, p99_target=None))
     print("the switch per hop (wall clock; p50 of each, not additive at p99):")
     for label, name in (
