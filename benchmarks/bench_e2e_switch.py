@@ -22,7 +22,12 @@ The breakdown per hop comes from what the components already expose, on one wall
 * Firestore write committed: the document's ``updated_at`` (the emulator's commit time);
 * snapshot reaching the app: a listener subscribed to the app's registry, called on the
   listener thread right after the app's own;
-* build + ping: from there to the slot's ``switched_at`` (set by the swap);
+* build + ping: from there to the slot's ``switched_at`` (set by the swap), split through the
+  app's backend factory (``_app_hops``): the hand-off to the event loop (the listener's thread ->
+  the slot's worker starting the build), the build, the ping (the floor's read, made by the
+  switch) and the swap after it;
+* beside the floor, not in it: a raw write of the entry's own document -> a raw query listener
+  like the app's (``_entry_hop``), to set the commit -> snapshot hop against;
 * swap -> seen serving: from ``switched_at`` until the waiting benchmark runs.
 
 The operator's own work between the event and the commit (status, Event and ConfigMap run beside
@@ -30,7 +35,12 @@ or after the Firestore write) is not split further without instrumenting it; the
 commit until kopf reports the handler done is printed beside the breakdown, as it is off the
 switch's path.
 
+``--no-drift-listen`` runs the operator without its Firestore drift listener: the emulator then
+serves one query listener fewer on every commit, and the difference in the commit -> snapshot hop
+is what that listener costs a switch here.
+
     python benchmarks/bench_e2e_switch.py [--iterations 30] [--quiet-operator] [--operator-log F]
+        [--no-drift-listen]
 """
 
 from __future__ import annotations
@@ -54,6 +64,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
+from _app_hops import TimedFactory
+from _entry_hop import EntryHop
 from _floor import SnapshotHop, WatchHop, line, ratio_line, read_new_backend, sums
 from kubernetes import client, config
 
@@ -142,12 +154,19 @@ class Hops:
     to_commit: list[float] = field(default_factory=list)
     to_snapshot: list[float] = field(default_factory=list)
     build_ping: list[float] = field(default_factory=list)
+    handoff: list[float] = field(default_factory=list)
+    """Within build + ping: the registry's listener -> the slot's worker starts the build."""
+    build_only: list[float] = field(default_factory=list)
+    ping: list[float] = field(default_factory=list)
+    after_ping: list[float] = field(default_factory=list)
     swap_seen: list[float] = field(default_factory=list)
     handler_done: list[float] = field(default_factory=list)
     watch: list[float] = field(default_factory=list)
     snapshot: list[float] = field(default_factory=list)
     read: list[float] = field(default_factory=list)
     build: list[float] = field(default_factory=list)
+    entry: list[float] = field(default_factory=list)
+    """Not in the floor: a raw write of the entry's own document -> a raw query listener."""
     first_line: str = ""
     """The operator's first log message about the entry after a PATCH (the event's arrival)."""
 
@@ -196,13 +215,16 @@ async def run(
     registry = FirestoreRoutingRegistry(collection=collection, env="prod", project=project)
     clock = SnapshotClock()
     registry.subscribe(clock)
+    factory = TimedFactory()
     app = create_app(
         RuntimeConfig(env="prod", tenants=(TENANT,), routing_collection=collection),
         registry,
+        backend_factory=factory,
         routers=[feature_flags.router],
     )
     watch = await asyncio.to_thread(WatchHop, api, FLOOR_NS, NAME, GROUP, VERSION)
     snap = await asyncio.to_thread(SnapshotHop, project)
+    entry_hop = await asyncio.to_thread(EntryHop, project)
     hops = Hops()
     nan = float("nan")
     try:
@@ -232,10 +254,12 @@ async def run(
                 )
                 t_commit = cast(datetime, doc.get(UPDATED_AT)).timestamp()
                 t_snapshot = clock.first(revision, t0)
+                app_times = factory.last(revision)
                 # Floor parts, one sample each, right after the switch they judge.
                 watch_ms = await asyncio.to_thread(watch.sample)
                 snap_ms = await asyncio.to_thread(snap.sample)
                 build_ms, read_ms = await read_new_backend(held.record, TENANT)
+                entry_ms = await asyncio.to_thread(entry_hop.sample, held.record)
                 mentions = [(t, m) for t, m in oplog.mentions(NAME) if t >= t0]
                 if i < warmup:
                     continue
@@ -252,18 +276,24 @@ async def run(
                 hops.to_commit.append((t_commit - (t0 if math.isnan(t_op) else t_op)) * 1000)
                 hops.to_snapshot.append((t_snapshot - t_commit) * 1000)
                 hops.build_ping.append((slot.switched_at - t_snapshot) * 1000)
+                hops.handoff.append((app_times.build_start - t_snapshot) * 1000)
+                hops.build_only.append((app_times.build_end - app_times.build_start) * 1000)
+                hops.ping.append((app_times.ping_end - app_times.ping_start) * 1000)
+                hops.after_ping.append((slot.switched_at - app_times.ping_end) * 1000)
                 hops.swap_seen.append((t_seen - slot.switched_at) * 1000)
                 hops.handler_done.append(((max(done) if done else nan) - t_commit) * 1000)
                 hops.watch.append(watch_ms)
                 hops.snapshot.append(snap_ms)
                 hops.read.append(read_ms)
                 hops.build.append(build_ms)
+                hops.entry.append(entry_ms)
             response = await http.get("/routing")
             serving = response.json()["entries"][0]["serving"]
             assert serving["config"]["collection"] == target, serving
     finally:
         watch.close()
         snap.close()
+        entry_hop.close()
         registry.close()
     return hops
 
@@ -292,6 +322,7 @@ def report(hops: Hops, verbose: bool) -> None:
     print(line("  raw Firestore write -> snapshot", hops.snapshot))
     print(line("  one read of the new backend (ping)", hops.read))
     print(line("  (not in the floor) building that adapter", hops.build))
+    print(line("  (not in the floor) raw write of the entry -> query", hops.entry))
     print(ratio_line(hops.switch, floor, p50_target=1.5, p99_target=3.0))
     print("breakdown of the switch, per hop (wall clock; p50 of each hop, not additive at p99):")
     parts = [
@@ -311,6 +342,11 @@ def report(hops: Hops, verbose: bool) -> None:
         print(
             f"  {line(label, samples)}  ({100 * statistics.median(samples) / total:4.1f}% of p50)"
         )
+    print("  within the app's build + ping:")
+    print(line("    registry listener -> the slot's worker builds", hops.handoff))
+    print(line("    build (client construction, no I/O)", hops.build_only))
+    print(line("    ping of the new backend (floor: the read above)", hops.ping))
+    print(line("    ping done -> swapped", hops.after_ping))
     split = [s for s in hops.to_handler if not math.isnan(s)]
     if split:
         print("  within the operator hop:")
@@ -336,6 +372,12 @@ def main() -> None:
         action="store_false",
         help="run the operator without -v: its debug logging no longer costs anything, and the "
         "moment the watch event reaches it is no longer observed",
+    )
+    parser.add_argument(
+        "--no-drift-listen",
+        dest="drift_listen",
+        action="store_false",
+        help="run the operator without its Firestore drift listener (what it costs a switch)",
     )
     parser.add_argument(
         "--operator-log",
@@ -371,6 +413,7 @@ def main() -> None:
                         "--namespace", NS, "--standalone", "--collection", collection,
                         "--metrics-port", "0", "--liveness-port", "0", "--log-format", "json",
                         *(["-v"] if args.verbose else []),
+                        *([] if args.drift_listen else ["--no-drift-listen"]),
                     ],
                     env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 )  # fmt: skip
@@ -393,7 +436,8 @@ def main() -> None:
                 if args.operator_log is not None:
                     shutil.copyfile(log_path, args.operator_log)
             stack.down()
-    print(f"operator: {'-v (debug log)' if args.verbose else 'info log'}; ", end="")
+    print(f"operator: {'-v (debug log)' if args.verbose else 'info log'}", end="")
+    print(f"{'' if args.drift_listen else ', no drift listener'}; ", end="")
     print(f"{args.iterations} switches after {args.warmup} unmeasured")
     report(hops, args.verbose)
 
