@@ -127,5 +127,11 @@ def test_a_plain_delete_keeps_what_is_served_and_the_same_identity_takes_it_back
     assert stored["config"]["collection"] == "second"
     value = (entries.configmap_data("routing.prod.acme") or {})["acme._.kpi.json"]
     assert json.loads(value)["source"]["name"] == "acme-kpi-again"
+    # kopf posts Events from a background queue, so Reclaimed may arrive after the status says
+    # Synced: wait for it, then check that no Conflict was posted before it.
+    wait_for(
+        lambda: events_of(entries, "acme-kpi-again", "Reclaimed"),
+        timeout=30,
+        what="the Reclaimed Event",
+    )
     assert not events_of(entries, "acme-kpi-again", "Conflict")
-    assert events_of(entries, "acme-kpi-again", "Reclaimed")
