@@ -22,7 +22,9 @@ full sweep far away (``--drift-period``, default the operator's own), and then:
    repair is broken down: edit → the requeue PATCH seen by a watch on the entry here, requeue →
    repaired, and the operator's own timing of each step (from its requeue log line).
 
-``--listener-memory`` measures only what a listener like the operator's costs in RSS.
+``--listener-memory`` measures only what a listener like the operator's costs in RSS: holding
+every document (Google's snapshots) and holding only the digests drift judging needs (what the
+operator runs), each in a process of its own.
 
 Prints the figures and the ratios; nothing is asserted. Times depend on the machine's load.
 """
@@ -285,12 +287,20 @@ def main() -> None:
     parser.add_argument(
         "--listener-memory",
         action="store_true",
-        help="only measure what a Firestore listener on --entries documents costs in memory "
-        "(this process's RSS before and after the listener's first load; Firestore emulator only)",
+        help="only measure what a Firestore listener on --entries documents costs in memory, "
+        "holding every document and holding digests only (RSS of a process of its own before "
+        "and after the listener's first load; Firestore emulator only)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="--listener-memory: measurements of each variant"
+    )
+    parser.add_argument("--listener-memory-variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.listener_memory_variant:
+        _listener_memory_variant(args.listener_memory_variant)
+        return
     if args.listener_memory:
-        listener_memory(args.entries)
+        listener_memory(args.entries, args.rounds)
         return
     period_args = [] if args.drift_period is None else [f"--drift-period={args.drift_period}"]
     from routing_operator.cli import parse_args
@@ -450,66 +460,105 @@ def main() -> None:
             stack.down()
 
 
-def listener_memory(entries: int) -> None:
-    """RSS of this process before and after a listener like the operator's (a query on
-    ``source.cluster``) delivered ``entries`` documents shaped like the operator's, and with the
-    16-byte digests the operator keeps per document, then after the listener is gone."""
-    import gc
+VARIANTS = ("documents", "digests")
+"""``--listener-memory``: the gateway's listener holding every document (Google's snapshots), and
+holding only the drift judge's digests of each (``keep=``, what the operator runs)."""
+CLUSTER = "bench-cluster"
 
-    from google.cloud.firestore_v1.base_query import FieldFilter
-    from routing_operator.projections import canonical_json, digest, strip_server_fields
 
+def listener_memory(entries: int, rounds: int) -> None:
+    """RSS of a listener like the operator's (the gateway's, on ``source.cluster``) once it has
+    delivered ``entries`` documents shaped like the operator's, with the 16-byte digests the
+    operator keeps per document: each variant in a process of its own, the variants alternated
+    ``rounds`` times."""
     with tempfile.TemporaryDirectory(prefix="bench-drift-mem-") as tmp:
         stack = LocalStack(Path(tmp) / "stack")
         try:
             stack.up(["firestore"])
+            env = {**os.environ, **stack.env()}
             os.environ.update(stack.env())
-            fs = _firestore_client(stack)
-            col = fs.collection(COLLECTION)
-            for start in range(0, entries, 500):
-                batch = fs.batch()
-                for i in range(start, min(entries, start + 500)):
-                    doc_id = identity(i)[0]
-                    env, tenant, project, kind = doc_id.split(":")
-                    batch.set(col.document(doc_id), {
-                        "tenant": tenant, "env": env, "project": project, "resource_kind": kind,
-                        "backend": "firestore", "config": {"collection": kind,
-                        "database": "(default)"}, "secret_ref": None, "revision": f"r{i:08x}",
-                        "generation": 1, "schema_version": 1,
-                        "source": {"cluster": "bench-cluster", "namespace": NS,
-                                   "name": f"e{i:05d}", "uid": f"{i:08d}-uid-0000-0000"},
-                        "updated_at": time.time(),
-                    })  # fmt: skip
-                batch.commit()
-            gc.collect()
-            before = rss_mb(os.getpid())
-            loaded = threading.Event()
-            kept: dict[str, bytes] = {}
-
-            def on_snapshot(docs: list[Any], _c: Any, _t: Any) -> None:
-                if not loaded.is_set():
-                    for d in docs:
-                        kept[d.id] = digest(canonical_json(strip_server_fields(d.to_dict())))
-                    loaded.set()
-
-            query = col.where(filter=FieldFilter("source.cluster", "==", "bench-cluster"))
-            watch = query.on_snapshot(on_snapshot)
-            loaded.wait(600)
-            time.sleep(2)  # the client's thread finishes handling the first snapshot
-            gc.collect()
-            listening = rss_mb(os.getpid())
-            watch.unsubscribe()
-            del watch
-            gc.collect()
-            after = rss_mb(os.getpid())
+            _seed(_firestore_client(stack), entries)
+            grown: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+            for _ in range(rounds):
+                for variant in VARIANTS:
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--listener-memory-variant", variant],
+                        env=env, capture_output=True, text=True, check=True,
+                    ).stdout.split()  # fmt: skip
+                    count, before, listening = int(out[0]), float(out[1]), float(out[2])
+                    grown[variant].append(listening - before)
+                    print(
+                        f"  {variant:9} listener on {count} documents: RSS {before:.0f} MB "
+                        f"before, {listening:.0f} MB listening (+{listening - before:.1f} MB)"
+                    )
+            median = {variant: statistics.median(grown[variant]) for variant in VARIANTS}
             print(
-                f"listener on {len(kept)} documents: this process's RSS {before:.0f} MB before, "
-                f"{listening:.0f} MB listening (+{listening - before:.0f} MB: the client's "
-                f"snapshot of every document + the digests kept), {after:.0f} MB after "
-                "unsubscribing"
+                f"listener memory at {entries} documents, median of {rounds}: holding every "
+                f"document +{median['documents']:.1f} MB, holding digests only "
+                f"+{median['digests']:.1f} MB (ratio "
+                f"{median['documents'] / max(median['digests'], 0.1):.1f}x)"
             )
         finally:
             stack.down()
+
+
+def _seed(fs: Any, entries: int) -> None:
+    col = fs.collection(COLLECTION)
+    for start in range(0, entries, 500):
+        batch = fs.batch()
+        for i in range(start, min(entries, start + 500)):
+            doc_id = identity(i)[0]
+            env, tenant, project, kind = doc_id.split(":")
+            batch.set(col.document(doc_id), {
+                "tenant": tenant, "env": env, "project": project, "resource_kind": kind,
+                "backend": "firestore", "config": {"collection": kind,
+                "database": "(default)"}, "secret_ref": None, "revision": f"r{i:08x}",
+                "generation": 1, "schema_version": 1,
+                "source": {"cluster": CLUSTER, "namespace": NS,
+                           "name": f"e{i:05d}", "uid": f"{i:08d}-uid-0000-0000"},
+                "updated_at": time.time(),
+            })  # fmt: skip
+        batch.commit()
+
+
+def _listener_memory_variant(variant: str) -> None:
+    """In a process of its own: prints the documents delivered, the RSS (MB) before the
+    listener and once its first load is handled."""
+    import gc
+
+    from google.cloud import firestore
+    from routing_operator.drift_firestore import document_digests
+
+    from engines.routing.collection import RoutingCollection
+
+    gateway = RoutingCollection(firestore.Client(), name=COLLECTION)
+    gateway.get(_key(0))  # the client and its channel are up before the baseline
+    gc.collect()
+    before = rss_mb(os.getpid())
+    loaded = threading.Event()
+    kept: dict[str, Any] = {}
+
+    def on_snapshot(docs: list[Any], _c: Any, _t: Any) -> None:
+        if loaded.is_set():
+            return
+        for d in docs:
+            kept[d.id] = d.kept if variant == "digests" else document_digests(d.to_dict())
+        loaded.set()
+
+    keep = document_digests if variant == "digests" else None
+    listener = gateway.listen(on_snapshot, cluster=CLUSTER, keep=keep)
+    loaded.wait(600)
+    time.sleep(2)  # the client's thread finishes handling the first snapshot
+    gc.collect()
+    listening = rss_mb(os.getpid())
+    listener.close()
+    print(len(kept), f"{before:.2f}", f"{listening:.2f}")
+
+
+def _key(i: int) -> Any:
+    from engines.routing.contract import RoutingKey
+
+    return RoutingKey.from_document_id(identity(i)[0])
 
 
 def _firestore_client(stack: LocalStack) -> Any:
