@@ -22,9 +22,8 @@ full sweep far away (``--drift-period``, default the operator's own), and then:
    repair is broken down: edit → the requeue PATCH seen by a watch on the entry here, requeue →
    repaired, and the operator's own timing of each step (from its requeue log line).
 
-``--listener-memory`` measures only what a listener like the operator's costs in RSS: holding
-every document (Google's snapshots) and holding only the digests drift judging needs (what the
-operator runs), each in a process of its own.
+``--listener-memory`` measures only what a listener like the operator's costs in RSS
+(``bench_drift_memory.py``).
 
 Prints the figures and the ratios; nothing is asserted. Times depend on the machine's load.
 """
@@ -46,12 +45,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench_drift_memory import listener_memory, rss_mb
 from bench_operator import KINDS, NS, body
 from kubernetes import client, config, watch
 from routing_operator.handover import REQUEUE_ANNOTATION as REQUEUE
 
 from devstack import LocalStack, free_port, stop_group
-from devstack.testing import metric_sum
+from devstack.testing import metric_sum, wait_for
 from engines.routing.contract import API_GROUP as GROUP
 from engines.routing.contract import API_VERSION as VERSION
 from engines.routing.contract import DEFAULT_COLLECTION as COLLECTION
@@ -78,17 +78,6 @@ def metric(port: int, name: str) -> float:
             return metric_sum(resp.read().decode(), name)
     except OSError:
         return 0.0
-
-
-def wait(condition: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def ready_count(api: client.CustomObjectsApi) -> int:
@@ -294,11 +283,7 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="--listener-memory: measurements of each variant"
     )
-    parser.add_argument("--listener-memory-variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.listener_memory_variant:
-        _listener_memory_variant(args.listener_memory_variant)
-        return
     if args.listener_memory:
         listener_memory(args.entries, args.rounds)
         return
@@ -344,7 +329,7 @@ def main() -> None:
                         range(args.entries),
                     )
                 )
-            wait(
+            wait_for(
                 lambda: ready_count(api) >= args.entries,
                 timeout=max(600.0, args.entries / 10),
                 what=f"{args.entries} entries Ready",
@@ -358,7 +343,12 @@ def main() -> None:
             stop_group(op.pid, what="routing-operator", grace=20)
             op.wait()
             op = start()
-            wait(lambda: metric(port, DELIVERED) >= args.entries, 600, "the listener's load")
+            wait_for(
+                lambda: metric(port, DELIVERED) >= args.entries,
+                timeout=600,
+                interval=0.5,
+                what="the listener's load",
+            )
             last = -1.0
             while (now := metric(port, DELIVERED)) != last:
                 last = now
@@ -460,118 +450,10 @@ def main() -> None:
             stack.down()
 
 
-VARIANTS = ("documents", "digests")
-"""``--listener-memory``: the gateway's listener holding every document (Google's snapshots), and
-holding only the drift judge's digests of each (``keep=``, what the operator runs)."""
-CLUSTER = "bench-cluster"
-
-
-def listener_memory(entries: int, rounds: int) -> None:
-    """RSS of a listener like the operator's (the gateway's, on ``source.cluster``) once it has
-    delivered ``entries`` documents shaped like the operator's, with the 16-byte digests the
-    operator keeps per document: each variant in a process of its own, the variants alternated
-    ``rounds`` times."""
-    with tempfile.TemporaryDirectory(prefix="bench-drift-mem-") as tmp:
-        stack = LocalStack(Path(tmp) / "stack")
-        try:
-            stack.up(["firestore"])
-            env = {**os.environ, **stack.env()}
-            os.environ.update(stack.env())
-            _seed(_firestore_client(stack), entries)
-            grown: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
-            for _ in range(rounds):
-                for variant in VARIANTS:
-                    out = subprocess.run(
-                        [sys.executable, __file__, "--listener-memory-variant", variant],
-                        env=env, capture_output=True, text=True, check=True,
-                    ).stdout.split()  # fmt: skip
-                    count, before, listening = int(out[0]), float(out[1]), float(out[2])
-                    grown[variant].append(listening - before)
-                    print(
-                        f"  {variant:9} listener on {count} documents: RSS {before:.0f} MB "
-                        f"before, {listening:.0f} MB listening (+{listening - before:.1f} MB)"
-                    )
-            median = {variant: statistics.median(grown[variant]) for variant in VARIANTS}
-            print(
-                f"listener memory at {entries} documents, median of {rounds}: holding every "
-                f"document +{median['documents']:.1f} MB, holding digests only "
-                f"+{median['digests']:.1f} MB (ratio "
-                f"{median['documents'] / max(median['digests'], 0.1):.1f}x)"
-            )
-        finally:
-            stack.down()
-
-
-def _seed(fs: Any, entries: int) -> None:
-    col = fs.collection(COLLECTION)
-    for start in range(0, entries, 500):
-        batch = fs.batch()
-        for i in range(start, min(entries, start + 500)):
-            doc_id = identity(i)[0]
-            env, tenant, project, kind = doc_id.split(":")
-            batch.set(col.document(doc_id), {
-                "tenant": tenant, "env": env, "project": project, "resource_kind": kind,
-                "backend": "firestore", "config": {"collection": kind,
-                "database": "(default)"}, "secret_ref": None, "revision": f"r{i:08x}",
-                "generation": 1, "schema_version": 1,
-                "source": {"cluster": CLUSTER, "namespace": NS,
-                           "name": f"e{i:05d}", "uid": f"{i:08d}-uid-0000-0000"},
-                "updated_at": time.time(),
-            })  # fmt: skip
-        batch.commit()
-
-
-def _listener_memory_variant(variant: str) -> None:
-    """In a process of its own: prints the documents delivered, the RSS (MB) before the
-    listener and once its first load is handled."""
-    import gc
-
-    from google.cloud import firestore
-    from routing_operator.drift_firestore import document_digests
-
-    from engines.routing.collection import RoutingCollection
-
-    gateway = RoutingCollection(firestore.Client(), name=COLLECTION)
-    gateway.get(_key(0))  # the client and its channel are up before the baseline
-    gc.collect()
-    before = rss_mb(os.getpid())
-    loaded = threading.Event()
-    kept: dict[str, Any] = {}
-
-    def on_snapshot(docs: list[Any], _c: Any, _t: Any) -> None:
-        if loaded.is_set():
-            return
-        for d in docs:
-            kept[d.id] = d.kept if variant == "digests" else document_digests(d.to_dict())
-        loaded.set()
-
-    keep = document_digests if variant == "digests" else None
-    listener = gateway.listen(on_snapshot, cluster=CLUSTER, keep=keep)
-    loaded.wait(600)
-    time.sleep(2)  # the client's thread finishes handling the first snapshot
-    gc.collect()
-    listening = rss_mb(os.getpid())
-    listener.close()
-    print(len(kept), f"{before:.2f}", f"{listening:.2f}")
-
-
-def _key(i: int) -> Any:
-    from engines.routing.contract import RoutingKey
-
-    return RoutingKey.from_document_id(identity(i)[0])
-
-
 def _firestore_client(stack: LocalStack) -> Any:
     from google.cloud import firestore
 
     return firestore.Client(project=stack.env()["GOOGLE_CLOUD_PROJECT"])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 if __name__ == "__main__":
