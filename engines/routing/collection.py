@@ -254,9 +254,8 @@ class RoutingCollection:
             cause = exc.__cause__
             if isinstance(cause, gexc.DeadlineExceeded):
                 return Probe.SLOW, exc
-            if isinstance(cause, gexc.PermissionDenied | gexc.Unauthenticated):
-                return Probe.DENIED, exc
-            if isinstance(cause, auth_exc.GoogleAuthError):
+            denied = gexc.PermissionDenied | gexc.Unauthenticated | auth_exc.GoogleAuthError
+            if isinstance(cause, denied):
                 return Probe.DENIED, exc
             return Probe.DOWN, exc
         return Probe.OK, None
