@@ -16,10 +16,10 @@ import threading
 from typing import Any
 
 from engines.routing.collection import Listener
+from engines.routing.contract import canonical_json, digest, strip_server_fields
 
 from . import metrics
 from .drift_judge import DocumentDigests, DriftJudge
-from .projections import canonical_json, digest, strip_server_fields
 
 __all__ = ["GRACE", "FirestoreDriftListener", "document_digests"]
 
