@@ -22,7 +22,8 @@ full sweep far away (``--drift-period``, default the operator's own), and then:
    repair is broken down: edit → the requeue PATCH seen by a watch on the entry here, requeue →
    repaired, and the operator's own timing of each step (from its requeue log line).
 
-``--listener-memory`` measures only what a listener like the operator's costs in RSS.
+``--listener-memory`` measures only what a listener like the operator's costs in RSS
+(``bench_drift_memory.py``).
 
 Prints the figures and the ratios; nothing is asserted. Times depend on the machine's load.
 """
@@ -44,12 +45,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench_drift_memory import listener_memory, rss_mb
 from bench_operator import KINDS, NS, body
 from kubernetes import client, config, watch
 from routing_operator.handover import REQUEUE_ANNOTATION as REQUEUE
 
 from devstack import LocalStack, free_port, stop_group
-from devstack.testing import metric_sum
+from devstack.testing import metric_sum, wait_for
 from engines.routing.contract import API_GROUP as GROUP
 from engines.routing.contract import API_VERSION as VERSION
 from engines.routing.contract import DEFAULT_COLLECTION as COLLECTION
@@ -76,17 +78,6 @@ def metric(port: int, name: str) -> float:
             return metric_sum(resp.read().decode(), name)
     except OSError:
         return 0.0
-
-
-def wait(condition: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def ready_count(api: client.CustomObjectsApi) -> int:
@@ -285,12 +276,16 @@ def main() -> None:
     parser.add_argument(
         "--listener-memory",
         action="store_true",
-        help="only measure what a Firestore listener on --entries documents costs in memory "
-        "(this process's RSS before and after the listener's first load; Firestore emulator only)",
+        help="only measure what a Firestore listener on --entries documents costs in memory, "
+        "holding every document and holding digests only (RSS of a process of its own before "
+        "and after the listener's first load; Firestore emulator only)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="--listener-memory: measurements of each variant"
     )
     args = parser.parse_args()
     if args.listener_memory:
-        listener_memory(args.entries)
+        listener_memory(args.entries, args.rounds)
         return
     period_args = [] if args.drift_period is None else [f"--drift-period={args.drift_period}"]
     from routing_operator.cli import parse_args
@@ -334,7 +329,7 @@ def main() -> None:
                         range(args.entries),
                     )
                 )
-            wait(
+            wait_for(
                 lambda: ready_count(api) >= args.entries,
                 timeout=max(600.0, args.entries / 10),
                 what=f"{args.entries} entries Ready",
@@ -348,7 +343,12 @@ def main() -> None:
             stop_group(op.pid, what="routing-operator", grace=20)
             op.wait()
             op = start()
-            wait(lambda: metric(port, DELIVERED) >= args.entries, 600, "the listener's load")
+            wait_for(
+                lambda: metric(port, DELIVERED) >= args.entries,
+                timeout=600,
+                interval=0.5,
+                what="the listener's load",
+            )
             last = -1.0
             while (now := metric(port, DELIVERED)) != last:
                 last = now
@@ -450,79 +450,10 @@ def main() -> None:
             stack.down()
 
 
-def listener_memory(entries: int) -> None:
-    """RSS of this process before and after a listener like the operator's (a query on
-    ``source.cluster``) delivered ``entries`` documents shaped like the operator's, and with the
-    16-byte digests the operator keeps per document, then after the listener is gone."""
-    import gc
-
-    from google.cloud.firestore_v1.base_query import FieldFilter
-    from routing_operator.projections import canonical_json, digest, strip_server_fields
-
-    with tempfile.TemporaryDirectory(prefix="bench-drift-mem-") as tmp:
-        stack = LocalStack(Path(tmp) / "stack")
-        try:
-            stack.up(["firestore"])
-            os.environ.update(stack.env())
-            fs = _firestore_client(stack)
-            col = fs.collection(COLLECTION)
-            for start in range(0, entries, 500):
-                batch = fs.batch()
-                for i in range(start, min(entries, start + 500)):
-                    doc_id = identity(i)[0]
-                    env, tenant, project, kind = doc_id.split(":")
-                    batch.set(col.document(doc_id), {
-                        "tenant": tenant, "env": env, "project": project, "resource_kind": kind,
-                        "backend": "firestore", "config": {"collection": kind,
-                        "database": "(default)"}, "secret_ref": None, "revision": f"r{i:08x}",
-                        "generation": 1, "schema_version": 1,
-                        "source": {"cluster": "bench-cluster", "namespace": NS,
-                                   "name": f"e{i:05d}", "uid": f"{i:08d}-uid-0000-0000"},
-                        "updated_at": time.time(),
-                    })  # fmt: skip
-                batch.commit()
-            gc.collect()
-            before = rss_mb(os.getpid())
-            loaded = threading.Event()
-            kept: dict[str, bytes] = {}
-
-            def on_snapshot(docs: list[Any], _c: Any, _t: Any) -> None:
-                if not loaded.is_set():
-                    for d in docs:
-                        kept[d.id] = digest(canonical_json(strip_server_fields(d.to_dict())))
-                    loaded.set()
-
-            query = col.where(filter=FieldFilter("source.cluster", "==", "bench-cluster"))
-            watch = query.on_snapshot(on_snapshot)
-            loaded.wait(600)
-            time.sleep(2)  # the client's thread finishes handling the first snapshot
-            gc.collect()
-            listening = rss_mb(os.getpid())
-            watch.unsubscribe()
-            del watch
-            gc.collect()
-            after = rss_mb(os.getpid())
-            print(
-                f"listener on {len(kept)} documents: this process's RSS {before:.0f} MB before, "
-                f"{listening:.0f} MB listening (+{listening - before:.0f} MB: the client's "
-                f"snapshot of every document + the digests kept), {after:.0f} MB after "
-                "unsubscribing"
-            )
-        finally:
-            stack.down()
-
-
 def _firestore_client(stack: LocalStack) -> Any:
     from google.cloud import firestore
 
     return firestore.Client(project=stack.env()["GOOGLE_CLOUD_PROJECT"])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from operator_harness import Entries, OperatorProcess, entry
 from routing_operator.drift_configmaps import key_digests
-from routing_operator.projections import configmap_value, digest
 
 from devstack import free_port
 from devstack.testing import wait_for
+from engines.routing.contract import configmap_value, digest
 from engines.routing.model import RoutingRecord, parse_spec
 
 CLUSTER = "cluster-a"

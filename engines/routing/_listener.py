@@ -1,4 +1,5 @@
-"""A snapshot listener on the routing collection, kept from spinning and from spilling tracebacks.
+"""A snapshot listener on the routing collection, kept from spinning and from spilling tracebacks,
+and, for an owner that needs only a digest of each document, from holding every document.
 
 Google's ``Watch`` reopens a failed stream at once and without limit, and closes itself from a
 new thread that re-raises the stream's error. Both are tamed here, for every listener the
@@ -8,13 +9,16 @@ owner's job (the registry's supervisor).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["REOPEN_INTERVAL_S", "Listener", "first_line", "open_listener"]
+from .contract import strip_server_fields
+
+__all__ = ["REOPEN_INTERVAL_S", "KeptDocument", "Listener", "first_line", "open_listener"]
 
 log = logging.getLogger(__name__)
 REOPEN_INTERVAL_S = 10.0
@@ -32,13 +36,58 @@ def open_listener(
     collection: str,
     on_end: Callable[[str], None],
     quiet: bool = False,
+    keep: Callable[[dict[str, Any]], Any] | None = None,
 ) -> Listener:
     """Start Google's ``Watch`` on ``query`` with its reopens limited and its end reported
-    (logged as a warning, or only at debug level when ``quiet``: its owner reports it)."""
-    watch = query.on_snapshot(on_snapshot)
+    (logged as a warning, or only at debug level when ``quiet``: its owner reports it). With
+    ``keep``, each document is held as a :class:`KeptDocument`: ``keep(fields)`` only."""
+    if keep is None:
+        watch = query.on_snapshot(on_snapshot)
+    else:
+        from google.cloud.firestore_v1.watch import Watch
+
+        # What query.on_snapshot does, with the class each listened document is held as.
+        held = functools.partial(KeptDocument, keep)
+        watch = Watch.for_query(query, on_snapshot, held)  # type: ignore[no-untyped-call]
     _end_quietly(watch, collection, on_end, logging.DEBUG if quiet else logging.WARNING)
     _limit_reopens(watch)
     return Listener(watch)
+
+
+class KeptDocument:
+    """A listened document of which only ``kept`` is held: what the listener's owner keeps of
+    it (``keep`` of its fields, server fields removed), never the fields themselves.
+
+    Google's ``Watch`` holds one snapshot of every listened document for as long as it listens,
+    to tell each change from the last. It builds them with the class it is given and uses only a
+    snapshot's reference and update time (the documents of a query without an order are
+    compared by path): an owner that needs a digest of each document (the operator's drift
+    listener) then holds no document's fields."""
+
+    __slots__ = ("kept", "read_time", "reference", "update_time")
+
+    def __init__(
+        self,
+        keep: Callable[[dict[str, Any]], Any],
+        *,
+        reference: Any,
+        data: dict[str, Any],
+        read_time: Any,
+        update_time: Any,
+        **_unused: Any,
+    ) -> None:
+        self.reference = reference
+        self.read_time = read_time
+        self.update_time = update_time
+        try:
+            self.kept = keep(strip_server_fields(data))
+        except Exception:  # the owner's failure must not end Google's stream
+            log.exception("cannot keep the listened document %s", reference.id)
+            self.kept = None
+
+    @property
+    def id(self) -> str:
+        return str(self.reference.id)
 
 
 class Listener:

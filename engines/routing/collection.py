@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from ._listener import Listener, first_line, open_listener
+from ._listener import KeptDocument, Listener, first_line, open_listener
 from ._writes import Changed, LastWrites, read_decide_write, unless_changed
 from .contract import (
     DEFAULT_COLLECTION,
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from .model import RoutingRecord, Source
 
 __all__ = [
+    "KeptDocument",
     "Listener",
     "Outcome",
     "OwnerAlive",
@@ -253,9 +254,8 @@ class RoutingCollection:
             cause = exc.__cause__
             if isinstance(cause, gexc.DeadlineExceeded):
                 return Probe.SLOW, exc
-            if isinstance(cause, gexc.PermissionDenied | gexc.Unauthenticated):
-                return Probe.DENIED, exc
-            if isinstance(cause, auth_exc.GoogleAuthError):
+            denied = gexc.PermissionDenied | gexc.Unauthenticated | auth_exc.GoogleAuthError
+            if isinstance(cause, denied):
                 return Probe.DENIED, exc
             return Probe.DOWN, exc
         return Probe.OK, None
@@ -268,13 +268,18 @@ class RoutingCollection:
         cluster: str | None = None,
         on_end: Callable[[str], None] | None = None,
         quiet: bool = False,
+        keep: Callable[[dict[str, Any]], Any] | None = None,
     ) -> Listener:
         """A snapshot listener on the collection, or on the documents of ``env`` and of
         ``cluster`` (``source.cluster``) only, when given: ``on_snapshot`` gets Google's
         ``(documents, changes, read_time)``, the first time every document. When the stream ends
         for good, ``on_end`` gets one line saying why (logged as a warning too, unless
         ``quiet``: the caller reports it) and the listener closes itself (:attr:`Listener.alive`
-        turns False): re-subscribing is the caller's."""
+        turns False): re-subscribing is the caller's.
+
+        ``keep``: the listener holds of each document only ``keep(fields)`` (server fields
+        removed; ``KeptDocument.kept``), not its fields, which Google's client otherwise holds
+        for every listened document while it listens."""
         with self._translate(f"listen to {self.name}"):
             return open_listener(
                 self._query(env, cluster),
@@ -282,6 +287,7 @@ class RoutingCollection:
                 self.name,
                 on_end or (lambda _why: None),
                 quiet,
+                keep,
             )
 
     # -- writes without ownership (the registry's API: tools and tests) -----------------------

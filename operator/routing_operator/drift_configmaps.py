@@ -13,11 +13,10 @@ import logging
 import threading
 from typing import Any
 
-from engines.routing.contract import MANAGED_BY_SELECTOR, RoutingKey
+from engines.routing.contract import MANAGED_BY_SELECTOR, RoutingKey, digest
 from engines.routing.errors import InvalidRouting
 
 from .drift_judge import DriftJudge, KeyDigests
-from .projections import digest
 
 __all__ = ["WATCH_SECONDS", "ConfigMapDriftWatch", "key_digests"]
 

@@ -16,10 +16,10 @@ import threading
 from typing import Any
 
 from engines.routing.collection import Listener
+from engines.routing.contract import canonical_json, digest, strip_server_fields
 
 from . import metrics
 from .drift_judge import DocumentDigests, DriftJudge
-from .projections import canonical_json, digest, strip_server_fields
 
 __all__ = ["GRACE", "FirestoreDriftListener", "document_digests"]
 
@@ -69,6 +69,7 @@ class FirestoreDriftListener:
                     cluster=cluster,
                     on_end=ended.append,
                     quiet=True,  # reported here, once per outage
+                    keep=document_digests,  # all the judge needs of a document
                 )
             except Exception as exc:
                 judge.down(NAME, f"{type(exc).__name__}: {exc}")
@@ -85,14 +86,14 @@ class FirestoreDriftListener:
         """On the client's thread: digests of what arrived, posted to the judge."""
         if not first.is_set():
             first.set()
-            full = {d.id: document_digests(d.to_dict() or {}) for d in docs}
+            full = {d.id: d.kept for d in docs}
             metrics.DRIFT_LISTENER_DOCUMENTS.inc(len(full))
             self.judge.post(self.judge.firestore_reset, full)
             return
         seen = [
             (
                 c.document.id,
-                None if c.type.name == "REMOVED" else document_digests(c.document.to_dict() or {}),
+                None if c.type.name == "REMOVED" else c.document.kept,
             )
             for c in changes
         ]

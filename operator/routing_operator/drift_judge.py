@@ -22,6 +22,8 @@ from engines.routing.contract import (
     PAUSED_ANNOTATION,
     PLURAL,
     RoutingKey,
+    configmap_value,
+    digest,
 )
 from engines.routing.errors import InvalidRouting
 from engines.routing.model import RoutingRecord, parse_spec
@@ -30,7 +32,6 @@ from . import metrics
 from .claims import Contender
 from .conditions import READY
 from .drift_sweep import DriftSweeper
-from .projections import configmap_value, digest
 from .reconciler import Reconciler
 
 __all__ = ["LISTENERS", "DocumentDigests", "DriftJudge", "KeyDigests"]

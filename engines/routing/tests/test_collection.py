@@ -1,10 +1,10 @@
 """The gateway to the routing collection (``RoutingCollection``) on the real Firestore emulator:
 create/replace/delete, the ownership rules of §5 (same entry, orphan of this cluster, another
 cluster's document, adoption), deletes that remove only what the caller owns or read, listing
-and listening (the whole collection, one env, one cluster), the probe, and the translation of
-every failure into one error type while the emulator is stopped (a real outage: the emulator
-process is stopped, then started again). How routingctl reports the same outage is covered with
-the CLI's tests.
+and listening (the whole collection, one env, one cluster, keeping digests only), the probe,
+and the translation of every failure into one error type while the emulator is stopped (a real
+outage: the emulator process is stopped, then started again). How routingctl reports the same
+outage is covered with the CLI's tests.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from engines.routing import (
     RoutingRecord,
     Source,
 )
-from engines.routing.collection import Outcome, Probe, RoutingCollection
+from engines.routing.collection import KeptDocument, Outcome, Probe, RoutingCollection
 from engines.routing.contract import ADOPT_ANNOTATION, expected_record
 
 pytestmark = pytest.mark.firestore
@@ -220,6 +220,36 @@ def test_listen_on_a_cluster_delivers_only_that_clusters_documents(name: str) ->
         ours.write(entry("acme-seo", "a", collection="v2"), alive())
         wait_for(lambda: f"MODIFIED:{mine.key.document_id}" in seen, what="our change")
         assert not any(other.key.document_id in s for s in seen), seen
+    finally:
+        listener.close()
+
+
+def test_a_listener_with_keep_holds_only_what_keep_made_of_each_document(name: str) -> None:
+    """``keep``: each document is delivered and held as what ``keep`` made of its fields (server
+    fields removed), changes included; Google's client holds nothing else of it."""
+    gateway = store(name, "a")
+    record = entry("acme-seo", "a")
+    gateway.write(record, alive(), fresh=True)
+    seen: list[tuple[str, str, Any]] = []
+    lock = threading.Lock()
+
+    def on_snapshot(docs: list[Any], changes: list[Any], _read_time: Any) -> None:
+        with lock:
+            seen.extend((c.type.name, c.document.id, c.document.kept) for c in changes)
+
+    def keep(fields: dict[str, Any]) -> tuple[str, bool]:
+        return fields["config"]["collection"], "updated_at" in fields
+
+    listener = gateway.listen(on_snapshot, cluster="a", keep=keep)
+    doc_id = record.key.document_id
+    try:
+        wait_for(lambda: ("ADDED", doc_id, ("seo_pages", False)) in seen, what="the first load")
+        gateway.write(entry("acme-seo", "a", collection="v2"), alive())
+        wait_for(lambda: ("MODIFIED", doc_id, ("v2", False)) in seen, what="the change")
+        held = list(listener.watch.doc_map.values())
+        assert [type(doc) for doc in held] == [KeptDocument], held
+        gateway.delete(record.key)
+        wait_for(lambda: any(c[:2] == ("REMOVED", doc_id) for c in seen), what="the removal")
     finally:
         listener.close()
 
