@@ -141,7 +141,7 @@ def _register_defaults(reg: FactoryRegistry) -> None:
         else:
             reg.register(kind, B.MEMORY, f"{_PKG}.memory.adapters:MemoryDocumentStore")
         reg.register(kind, B.FIRESTORE, f"{_PKG}.firestore.adapters:FirestoreDocumentStore")
-    reg.register(K.MEMORY, B.REDIS, f"{_PKG}.redis.adapters:RedisDocumentStore")
+    reg.register(K.MEMORY, B.REDIS, f"{_PKG}.redis.documents:RedisDocumentStore")
 
     for kind, name in (
         (K.STRATEGY_LOCK, "LockManager"),

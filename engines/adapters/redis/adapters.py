@@ -1,239 +1,33 @@
-"""The Redis adapters; see the package docstring for the key layout and guarantees.
-
-Key layout (``P`` = ``{key_prefix}{tenant}``)::
-
-    P:doc:{collection}:{id}     document JSON (string)      P:docidx:{collection}  ids (zset, lex)
-    P:rl:{key}                  rate-limit window counter (expires with the window)
-    P:bus:{topic}               message stream (XADD/XREAD, trimmed to ~10,000, idle 24 h)
-    P:presence:exp / :info      member -> expiry (zset, server ms) / member -> info JSON (hash)
-    P:lock:{name}               lease token (SET NX PX)
+"""The Redis adapters for rate limits, the message bus, presence and locks (see :mod:`._client` for
+the key layout); the DocumentStore is in :mod:`.documents`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import uuid
-from collections.abc import Iterator, Mapping
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
-from engines.ports.base import check_collection, check_key, check_positive, check_tenant
-from engines.ports.document_store import (
-    Document,
-    Documents,
-    DocumentStore,
-    Updater,
-    check_data,
-    check_field,
-    check_limit,
-    check_ref,
-    json_equal,
-)
-from engines.ports.errors import BackendUnavailable, Conflict, LockNotHeld
-from engines.ports.features import Feature
+from engines.ports.base import check_key, check_positive
+from engines.ports.document_store import check_data
+from engines.ports.errors import LockNotHeld
 from engines.ports.lock_manager import Lease, LockManager
 from engines.ports.message_bus import MessageBus, Subscription, check_topic
 from engines.ports.presence import Member, PresenceRegistry
 from engines.ports.rate_limiter import Decision, RateLimiter, check_hit
-from engines.routing.catalog import Backend, RedisSettings
-from engines.routing.errors import InvalidRouting
 
-from .._keylocks import key_lock
-from .._settings import from_json, parse_settings, to_json
+from .._settings import from_json, to_json
+from ._client import READ_BLOCK_MS, STREAM_IDLE_MS, STREAM_MAXLEN, RedisAdapter, translate
 
 __all__ = [
-    "RedisDocumentStore",
     "RedisLockManager",
     "RedisMessageBus",
     "RedisPresenceRegistry",
     "RedisRateLimiter",
 ]
-
-STREAM_MAXLEN = 10_000
-STREAM_IDLE_MS = 24 * 3600 * 1000
-READ_BLOCK_MS = 5_000
-MAX_TXN_ATTEMPTS = 200
-
-
-@contextlib.contextmanager
-def _translate(what: str) -> Iterator[None]:
-    try:
-        yield
-    except WatchError:
-        raise
-    except (RedisError, OSError) as exc:
-        raise BackendUnavailable(f"redis {what} failed: {type(exc).__name__}: {exc}") from exc
-
-
-class _Redis:
-    backend = Backend.REDIS
-
-    def __init__(
-        self,
-        config: Mapping[str, Any] | RedisSettings,
-        *,
-        tenant: str,
-        secret: str | None = None,
-    ) -> None:
-        self.settings = parse_settings(Backend.REDIS, RedisSettings, config)
-        self.tenant = check_tenant(tenant)
-        self._prefix = f"{self.settings.key_prefix}{self.tenant}:"
-        kwargs: dict[str, Any] = {
-            "decode_responses": True,
-            "socket_connect_timeout": 5,
-            "socket_timeout": READ_BLOCK_MS / 1000 + 5,
-            "health_check_interval": 30,
-        }
-        if secret is not None:
-            kwargs["password"] = secret
-        self._client_kwargs = kwargs
-        try:
-            self._client: aioredis.Redis = aioredis.Redis.from_url(self.settings.url, **kwargs)
-        except ValueError as exc:
-            raise InvalidRouting(str(exc), field="redis.url") from exc
-
-    def _dedicated_client(self) -> aioredis.Redis:
-        """One connection, no automatic retry: for long blocking reads that we close ourselves."""
-        return aioredis.Redis.from_url(
-            self.settings.url,
-            **self._client_kwargs,
-            single_connection_client=True,
-            retry=Retry(NoBackoff(), 0),
-        )
-
-    def _key(self, *parts: str) -> str:
-        return self._prefix + ":".join(parts)
-
-    async def ping(self) -> None:
-        with _translate("ping"):
-            await self._client.ping()
-
-    async def aclose(self) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self._client.aclose()
-
-
-# --------------------------------------------------------------------------- DocumentStore
-
-_LIST = """
-local ids = redis.call('ZRANGE', KEYS[1], ARGV[2], '+', 'BYLEX', 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, id in ipairs(ids) do
-  local v = redis.call('GET', ARGV[1] .. id)
-  if v then out[#out + 1] = id; out[#out + 1] = v end
-end
-return out
-"""
-
-
-class RedisDocumentStore(_Redis, DocumentStore):
-    features = frozenset(
-        {Feature.READ_YOUR_WRITES, Feature.QUERY, Feature.TRANSACTION, Feature.INCREMENT}
-    )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._list_script = self._client.register_script(_LIST)
-
-    def _doc(self, collection: str, id: str) -> str:
-        return self._key("doc", collection, id)
-
-    def _idx(self, collection: str) -> str:
-        return self._key("docidx", collection)
-
-    async def get(self, collection: str, id: str) -> dict[str, Any] | None:
-        check_ref(collection, id)
-        with _translate("get"):
-            raw = await self._client.get(self._doc(collection, id))
-        return None if raw is None else from_json(raw)
-
-    async def put(self, collection: str, id: str, data: dict[str, Any]) -> None:
-        check_ref(collection, id)
-        payload = to_json(check_data(data))
-        with _translate("put"):
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(self._doc(collection, id), payload)
-                pipe.zadd(self._idx(collection), {id: 0})
-                await pipe.execute()
-
-    async def delete(self, collection: str, id: str) -> None:
-        check_ref(collection, id)
-        with _translate("delete"):
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(self._doc(collection, id))
-                pipe.zrem(self._idx(collection), id)
-                await pipe.execute()
-
-    async def list(
-        self, collection: str, *, limit: int = 100, start_after: str | None = None
-    ) -> Documents:
-        check_collection(collection)
-        check_limit(limit)
-        start = "-" if start_after is None else "(" + check_key(start_after)
-        with _translate("list"):
-            flat = await self._list_script(
-                keys=[self._idx(collection)],
-                args=[self._doc(collection, ""), start, limit],
-            )
-        return [Document(flat[i], from_json(flat[i + 1])) for i in range(0, len(flat), 2)]
-
-    async def query(
-        self, collection: str, field: str, value: Any, *, limit: int = 100
-    ) -> Documents:
-        # A scan of the collection in id order: correct, O(collection size).
-        check_collection(collection)
-        check_field(field)
-        check_limit(limit)
-        out: Documents = []
-        after: str | None = None
-        while True:
-            page = await self.list(collection, limit=500, start_after=after)
-            for doc in page:
-                if field in doc.data and json_equal(doc.data[field], value):
-                    out.append(doc)
-                    if len(out) == limit:
-                        return out
-            if len(page) < 500:
-                return out
-            after = page[-1].id
-
-    async def update(self, collection: str, id: str, fn: Updater) -> dict[str, Any] | None:
-        check_ref(collection, id)
-        key, idx = self._doc(collection, id), self._idx(collection)
-        async with key_lock(f"redis:{self.settings.url}:{key}"):
-            return await self._update(key, idx, id, fn)
-
-    async def _update(self, key: str, idx: str, id: str, fn: Updater) -> dict[str, Any] | None:
-        with _translate("update"):
-            async with self._client.pipeline(transaction=True) as pipe:
-                for _ in range(MAX_TXN_ATTEMPTS):
-                    try:
-                        await pipe.watch(key)
-                        raw = await pipe.get(key)
-                        new = fn(None if raw is None else from_json(raw))
-                        payload = None if new is None else to_json(check_data(new))
-                        pipe.multi()  # type: ignore[no-untyped-call]
-                        if payload is None:
-                            pipe.delete(key)
-                            pipe.zrem(idx, id)
-                        else:
-                            pipe.set(key, payload)
-                            pipe.zadd(idx, {id: 0})
-                        await pipe.execute()
-                        return None if payload is None else from_json(payload)
-                    except WatchError:  # another pod wrote it first: re-read and retry
-                        await asyncio.sleep(random.uniform(0, 0.005))
-                        continue
-                    finally:
-                        await pipe.reset()  # type: ignore[no-untyped-call]
-        raise Conflict(f"update of {key} lost {MAX_TXN_ATTEMPTS} races in a row")
-
 
 # --------------------------------------------------------------------------- RateLimiter
 
@@ -248,14 +42,14 @@ return {c, ttl}
 """
 
 
-class RedisRateLimiter(_Redis, RateLimiter):
+class RedisRateLimiter(RedisAdapter, RateLimiter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._hit = self._client.register_script(_HIT)
 
     async def hit(self, key: str, *, limit: int, window_s: float) -> Decision:
         check_hit(key, limit, window_s)
-        with _translate("rate-limit hit"):
+        with translate("rate-limit hit"):
             count, ttl_ms = await self._hit(
                 keys=[self._key("rl", key)], args=[max(1, round(window_s * 1000))]
             )
@@ -265,7 +59,7 @@ class RedisRateLimiter(_Redis, RateLimiter):
 # --------------------------------------------------------------------------- MessageBus
 
 
-class _RedisSubscription(Subscription):
+class RedisAdapterSubscription(Subscription):
     """Reads the topic's stream on its own connection, from the id current at subscribe time.
 
     Closing disconnects that connection rather than cancelling the blocked XREAD: redis-py can
@@ -284,7 +78,7 @@ class _RedisSubscription(Subscription):
     async def _read(self) -> None:
         try:
             while not self._closed:
-                with _translate("subscribe"):
+                with translate("subscribe"):
                     batches: Any = await self._conn.xread(
                         {self._key: self._last}, count=200, block=READ_BLOCK_MS
                     )
@@ -325,16 +119,16 @@ class _RedisSubscription(Subscription):
             await self._conn.aclose()
 
 
-class RedisMessageBus(_Redis, MessageBus):
+class RedisMessageBus(RedisAdapter, MessageBus):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._subscriptions: set[_RedisSubscription] = set()
+        self._subscriptions: set[RedisAdapterSubscription] = set()
 
     async def publish(self, topic: str, message: dict[str, Any]) -> None:
         check_topic(topic)
         payload = to_json(check_data(message))
         key = self._key("bus", topic)
-        with _translate("publish"):
+        with translate("publish"):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.xadd(key, {"m": payload}, maxlen=STREAM_MAXLEN, approximate=True)
                 pipe.pexpire(key, STREAM_IDLE_MS)
@@ -343,9 +137,9 @@ class RedisMessageBus(_Redis, MessageBus):
     async def subscribe(self, topic: str) -> Subscription:
         check_topic(topic)
         key = self._key("bus", topic)
-        with _translate("subscribe"):
+        with translate("subscribe"):
             last: Any = await self._client.xrevrange(key, count=1)
-        sub = _RedisSubscription(self, topic, key, str(last[0][0]) if last else "0-0")
+        sub = RedisAdapterSubscription(self, topic, key, str(last[0][0]) if last else "0-0")
         self._subscriptions.add(sub)
         return sub
 
@@ -386,7 +180,7 @@ return out
 )
 
 
-class RedisPresenceRegistry(_Redis, PresenceRegistry):
+class RedisPresenceRegistry(RedisAdapter, PresenceRegistry):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._register = self._client.register_script(_REGISTER)
@@ -397,21 +191,21 @@ class RedisPresenceRegistry(_Redis, PresenceRegistry):
         check_key(member_id, "member_id")
         check_positive(ttl_s, "ttl_s")
         payload = to_json(check_data(info))
-        with _translate("presence register"):
+        with translate("presence register"):
             await self._register(
                 keys=self._keys, args=[member_id, max(1, round(ttl_s * 1000)), payload]
             )
 
     async def unregister(self, member_id: str) -> None:
         check_key(member_id, "member_id")
-        with _translate("presence unregister"):
+        with translate("presence unregister"):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.zrem(self._keys[0], member_id)
                 pipe.hdel(self._keys[1], member_id)
                 await pipe.execute()
 
     async def list(self) -> list[Member]:
-        with _translate("presence list"):
+        with translate("presence list"):
             flat = await self._list(keys=self._keys)
         members = [
             Member(flat[i], from_json(flat[i + 2]), float(flat[i + 1]) / 1000)
@@ -429,7 +223,7 @@ _RENEW = _IF_HELD + "return redis.call('PEXPIRE', KEYS[1], ARGV[2])"
 _RELEASE = _IF_HELD + "return redis.call('DEL', KEYS[1])"
 
 
-class RedisLockManager(_Redis, LockManager):
+class RedisLockManager(RedisAdapter, LockManager):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._renew = self._client.register_script(_RENEW)
@@ -440,7 +234,7 @@ class RedisLockManager(_Redis, LockManager):
         check_key(owner, "owner")
         check_positive(ttl_s, "ttl_s")
         token = f"{owner}/{uuid.uuid4().hex}"
-        with _translate("lock acquire"):
+        with translate("lock acquire"):
             ok = await self._client.set(
                 self._key("lock", name), token, nx=True, px=max(1, round(ttl_s * 1000))
             )
@@ -448,7 +242,7 @@ class RedisLockManager(_Redis, LockManager):
 
     async def renew(self, lease: Lease, *, ttl_s: float | None = None) -> Lease:
         ttl = check_positive(lease.ttl_s if ttl_s is None else ttl_s, "ttl_s")
-        with _translate("lock renew"):
+        with translate("lock renew"):
             ok = await self._renew(
                 keys=[self._key("lock", lease.name)],
                 args=[lease.token, max(1, round(ttl * 1000))],
@@ -458,7 +252,7 @@ class RedisLockManager(_Redis, LockManager):
         return Lease(lease.name, lease.owner, lease.token, ttl)
 
     async def release(self, lease: Lease) -> None:
-        with _translate("lock release"):
+        with translate("lock release"):
             ok = await self._release(keys=[self._key("lock", lease.name)], args=[lease.token])
         if not ok:
             raise LockNotHeld(f"lock {lease.name!r} is no longer held by {lease.owner!r}")
