@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -167,6 +168,18 @@ def test_a_conditional_delete_leaves_a_document_changed_since_it_was_read(name: 
     assert gateway.get(record.key) is None
 
 
+def change_log() -> tuple[list[str], Callable[[list[Any], list[Any], Any], None]]:
+    """A listener callback recording each change as ``TYPE:document-id``, and what it recorded."""
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def on_snapshot(docs: list[Any], changes: list[Any], _read_time: Any) -> None:
+        with lock:
+            seen.extend(f"{c.type.name}:{c.document.id}" for c in changes)
+
+    return seen, on_snapshot
+
+
 def test_documents_lists_one_env_and_listen_delivers_changes(name: str) -> None:
     gateway = store(name)
     prod, dev = entry("p", "a"), entry("d", "a", env="dev")
@@ -177,13 +190,7 @@ def test_documents_lists_one_env_and_listen_delivers_changes(name: str) -> None:
         [prod.key.document_id, dev.key.document_id]
     )
 
-    seen: list[str] = []
-    lock = threading.Lock()
-
-    def on_snapshot(docs: list[Any], changes: list[Any], _read_time: Any) -> None:
-        with lock:
-            seen.extend(f"{c.type.name}:{c.document.id}" for c in changes)
-
+    seen, on_snapshot = change_log()
     listener = gateway.listen(on_snapshot, env="prod")
     try:
         wait_for(lambda: f"ADDED:{prod.key.document_id}" in seen, what="the first snapshot")
@@ -205,13 +212,7 @@ def test_listen_on_a_cluster_delivers_only_that_clusters_documents(name: str) ->
     ours.write(mine, alive(), fresh=True)
     theirs.write(other, alive(), fresh=True)
 
-    seen: list[str] = []
-    lock = threading.Lock()
-
-    def on_snapshot(docs: list[Any], changes: list[Any], _read_time: Any) -> None:
-        with lock:
-            seen.extend(f"{c.type.name}:{c.document.id}" for c in changes)
-
+    seen, on_snapshot = change_log()
     listener = ours.listen(on_snapshot, cluster="a")
     try:
         wait_for(lambda: f"ADDED:{mine.key.document_id}" in seen, what="the first snapshot")
