@@ -26,17 +26,8 @@ export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 export CGO_ENABLED=0
 
 log() { echo "[build-binaries] $*" >&2; }
-
-k8s_version_ldflags() {
-  # What `kubectl version` and `/version` report, as a release build stamps it: unstamped, the API
-  # server says v0.0.0 and a chart's kubeVersion constraint could never be checked against it.
-  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-  local pkg
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    printf -- '-X %s.gitVersion=%s -X %s.gitMajor=1 -X %s.gitMinor=%s -X %s.gitTreeState=clean ' \
-      "$pkg" "$K8S_VERSION" "$pkg" "$pkg" "$minor" "$pkg"
-  done
-}
+# shellcheck source=hack/k8s-version.sh
+source "$(dirname "${BASH_SOURCE[0]}")/k8s-version.sh"
 
 helm_version_ldflags() {
   # Run in the wrapper module: helm's default Kubernetes version (`helm template`, `helm lint`)

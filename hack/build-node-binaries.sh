@@ -23,6 +23,8 @@ export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 export CGO_ENABLED=0
 
 log() { echo "[build-node-binaries] $*" >&2; }
+# shellcheck source=hack/k8s-version.sh
+source "$HERE/k8s-version.sh"
 
 k8s_replaces() {
   local modfile staging_version
@@ -31,16 +33,6 @@ k8s_replaces() {
   staging_version="v0.${K8S_VERSION#v1.}"
   grep -oE '^\s*k8s.io/[a-z0-9-]+ => \./staging' "$modfile" \
     | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}'
-}
-
-version_ldflags() {
-  # What `kubectl get nodes` and `--version` report, as a release build would stamp it.
-  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-  local pkg
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    printf -- '-X %s.gitVersion=%s -X %s.gitMajor=1 -X %s.gitMinor=%s -X %s.gitTreeState=clean ' \
-      "$pkg" "$K8S_VERSION" "$pkg" "$pkg" "$minor" "$pkg"
-  done
 }
 
 build_k8s() {
@@ -62,7 +54,7 @@ GOMOD
       > "$work/tools.go"
     log "building $name $K8S_VERSION into $out (first time only; this takes minutes)"
     ( cd "$work" && go mod tidy >&2 && mkdir -p "$out.tmp" \
-      && nice -n "$NICE" go build -trimpath -ldflags="-s -w $(version_ldflags)" -o "$out.tmp/$name" \
+      && nice -n "$NICE" go build -trimpath -ldflags="-s -w $(k8s_version_ldflags)" -o "$out.tmp/$name" \
          "k8s.io/kubernetes/cmd/$name" >&2 )
     mkdir -p "$out" && mv "$out.tmp/$name" "$out/$name" && rmdir "$out.tmp"
     rm -rf "$work"
