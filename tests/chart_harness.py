@@ -1,9 +1,11 @@
 """Helpers shared by the chart tests: render the chart with the project's helm, apply a release
 to the real API server (what ``helm install`` does, minus its bookkeeping), remove it, and bind
-a test namespace to tenants and envs the way a cluster admin would.
+a test namespace to tenants and envs the way a cluster admin would, and a kubeconfig holding a
+real token of the chart's ServiceAccount.
 
-Why a module: test_helm_chart.py and test_chart_security.py install the same releases; one copy
-of how the chart is rendered keeps both honest about what users get.
+Why a module: the chart suites (test_helm_chart.py, test_chart_access.py, test_chart_security.py,
+test_namespace_deletion.py) install the same releases; one copy of how the chart is rendered
+keeps them all honest about what users get.
 """
 
 from __future__ import annotations
@@ -155,3 +157,36 @@ def wait_enforced(probe: Any, what: str) -> str:
 
     message: str = wait_for(refused, timeout=60, interval=0.5, what=what)
     return message
+
+
+def service_account_kubeconfig(kube_cluster: Any, rel: Release, path: Path) -> Path:
+    """A kubeconfig holding a real token of the chart's ServiceAccount (TokenRequest API)."""
+    token = kube_cluster.kubectl(
+        "create", "token", rel.service_account, "-n", rel.namespace, "--duration=1h"
+    )
+    assert token.returncode == 0, token.stderr
+    admin = yaml.safe_load(kube_cluster.kubeconfig.read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "local", "cluster": cluster}],
+                "users": [{"name": rel.user, "user": {"token": token.stdout.strip()}}],
+                "contexts": [
+                    {
+                        "name": "sa",
+                        "context": {
+                            "cluster": "local",
+                            "user": rel.user,
+                            "namespace": rel.namespace,
+                        },
+                    }
+                ],
+                "current-context": "sa",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path

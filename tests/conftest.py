@@ -1,7 +1,8 @@
 """Fixtures shared by the operator test modules: a private Firestore collection per test,
 RoutingEntry helpers bound to the test's namespace on the real API server, a Firestore client,
 the cluster's default identity, and a running operator, with or without its metrics served (a
-module may define its own ``operator`` with other flags)."""
+module may define its own ``operator`` with other flags); for the chart's suites, the helm binary
+and an installed release of the chart."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chart_harness import Release, confined_values, install, uninstall, wait_enforced
 from kubernetes import client
 from operator_harness import Entries, OperatorProcess, running_operator
 
 from devstack import free_port
+from devstack._binaries import resolve_binaries
 
 DRIFT_PERIOD = "2"
 
@@ -69,3 +72,25 @@ def cluster_uid(kube_cluster: Any) -> str:
     """This cluster's default identity: the uid of namespace kube-system."""
     with kube_cluster.api_client() as api:
         return str(client.CoreV1Api(api).read_namespace("kube-system").metadata.uid)
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return resolve_binaries(["helm"])["helm"]
+
+
+@pytest.fixture
+def release(helm: Path, kube_cluster: Any, namespace: str) -> Iterator[Release]:
+    rel = install(helm, kube_cluster, namespace, confined_values(namespace))
+    try:
+        # The operator's own policy in force before anything runs as its ServiceAccount.
+        wait_enforced(
+            lambda: kube_cluster.kubectl(
+                "create", "configmap", "probe", "-n", namespace, f"--as={rel.user}",
+                "--dry-run=server",
+            ),
+            "the operator-scope policy to refuse",
+        )  # fmt: skip
+        yield rel
+    finally:
+        uninstall(kube_cluster, rel)

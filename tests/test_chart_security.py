@@ -47,18 +47,12 @@ from chart_harness import (
 from operator_harness import entry
 
 from devstack import LocalStack
-from devstack._binaries import resolve_binaries
 from devstack.handles import KubeCluster
 from devstack.testing import wait_for
 
 FINALIZER = "routing.engines.io/finalizer"
 FOREIGN_FINALIZER = "example.com/keep"
 SUITE_LABEL = "routing-test/suite"
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    return resolve_binaries(["helm"])["helm"]
 
 
 @dataclass

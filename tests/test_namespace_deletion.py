@@ -18,19 +18,18 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-from chart_harness import bind_namespace, confined_values, install, uninstall
+from chart_harness import (
+    bind_namespace,
+    confined_values,
+    install,
+    service_account_kubeconfig,
+    uninstall,
+)
 from operator_harness import Entries, entry, running_operator
 
-from devstack._binaries import resolve_binaries
 from devstack.testing import wait_for
 
 NAMESPACE_CONTROLLER = "system:serviceaccount:kube-system:namespace-controller"
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    return resolve_binaries(["helm"])["helm"]
 
 
 def test_operator_releases_the_finalizers_of_a_namespace_deleted_with_its_role(
@@ -40,8 +39,6 @@ def test_operator_releases_the_finalizers_of_a_namespace_deleted_with_its_role(
     ``test`` entry's document is deleted, the ``prod`` one's kept (deleted without
     ``allow-delete``: nothing served is lost by accident); the ConfigMap the operator may no
     longer touch is left to the namespace's deletion, said once in its log."""
-    from test_helm_chart import service_account_kubeconfig
-
     doomed = f"t-doomed-{secrets.token_hex(3)}"
     assert kube_cluster.kubectl("create", "namespace", doomed).returncode == 0
     bind_namespace(kube_cluster, doomed)
