@@ -164,8 +164,8 @@ def cpu_seconds(pgids: list[int]) -> float:
 
 
 class Cpu:
-    """CPU seconds the control plane (kube-apiserver + etcd), the Firestore emulator and the
-    operator used between ``start`` and ``line``."""
+    """CPU seconds the control plane (kube-apiserver + etcd), the Firestore emulator, the
+    operator and this benchmark's own clients used between ``start`` and ``line``."""
 
     def __init__(self, stack: LocalStack) -> None:
         pids = stack.pids()
@@ -174,16 +174,21 @@ class Cpu:
             "Firestore emulator": [pids[n] for n in ("firestore",) if n in pids],
         }
         self.before: dict[str, float] = {}
+        self.own = 0.0
 
     def start(self, operator: int | None = None) -> Cpu:
         if operator is not None:
             self.groups["operator"] = [operator]
         self.before = {k: cpu_seconds(v) for k, v in self.groups.items()}
+        self.own = time.process_time()
         return self
 
     def line(self) -> str:
-        return ", ".join(
+        parts = [
             f"{k} {cpu_seconds(v) - self.before.get(k, 0.0):.1f} s" for k, v in self.groups.items()
+        ]
+        return ", ".join(
+            [*parts, f"the benchmark's clients {time.process_time() - self.own:.1f} s"]
         )
 
 
