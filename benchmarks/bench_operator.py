@@ -86,6 +86,112 @@ def create(api: client.CustomObjectsApi, start: int, stop: int, ns: str = NS) ->
         )
 
 
+FINALIZER = "routing.engines.io/finalizer"
+
+
+def status_of(i: int, generation: int) -> dict[str, Any]:
+    """A status like the one the operator writes for entry ``i`` once it is synced (three
+    conditions, the revision, where each projection is)."""
+    from routing_operator.conditions import READY, Reason, Wanted, merge_conditions, now_rfc3339
+
+    kind, tenant = KINDS[i % len(KINDS)], f"t{i // len(KINDS):05d}"
+    document = f"routing_entries/prod:{tenant}:*:{kind}"
+    cm, key = f"routing.prod.{tenant}", f"{tenant}._.{kind}.json"
+    wanted = [
+        Wanted(READY, "True", Reason.SYNCED, "backend firestore (revision 0123456789ab) is in "
+               "Firestore and the ConfigMap"),
+        Wanted("FirestoreSynced", "True", Reason.SYNCED, f"written to Firestore {document}"),
+        Wanted("ConfigMapSynced", "True", Reason.SYNCED,
+               f"written to ConfigMap {NS}/{cm} key {key}"),
+    ]  # fmt: skip
+    return {
+        "conditions": merge_conditions(None, wanted, generation),
+        "observedGeneration": generation,
+        "revision": "0123456789abcdef" * 4,
+        "firestore": {"document": document, "syncedAt": now_rfc3339()},
+        "configMap": {"name": cm, "key": key},
+    }
+
+
+def finalize_and_sync(api: client.CustomObjectsApi, created: dict[str, Any], i: int) -> None:
+    """The two writes the operator makes to a new entry: its finalizer (a JSON patch tested
+    against the resourceVersion, as the operator's) and its status."""
+    meta = created["metadata"]
+    ops = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+        {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+    ]
+    ns, name = meta["namespace"], meta["name"]
+    api.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, name, ops, _content_type="application/json-patch+json"
+    )
+    api.patch_namespaced_custom_object_status(
+        GROUP, VERSION, ns, PLURAL, name, {"status": status_of(i, meta["generation"])}
+    )
+
+
+def writes_floor(api: client.CustomObjectsApi, n: int, ns: str) -> float:
+    """Seconds for the API writes ``n`` new entries need with no operator logic in between: the
+    same creates from the same 8 threads as the create-only floor, and as each entry is
+    created, its finalizer and status PATCHes from 16 more threads (the operator's writes
+    overlap the creates the same way)."""
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=16) as patches:
+
+        def create_one(i: int) -> Any:
+            created = api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body(i))
+            return patches.submit(finalize_and_sync, api, cast(dict[str, Any], created), i)
+
+        with ThreadPoolExecutor(max_workers=8) as creates:
+            followups = list(creates.map(create_one, range(n)))
+        for f in followups:
+            f.result()
+    return time.monotonic() - t0
+
+
+def cpu_seconds(pgids: list[int]) -> float:
+    """User + system CPU seconds used so far by every process of these process groups."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) in pgids:  # fields after the command: state, ppid, pgrp, ...
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+class Cpu:
+    """CPU seconds the control plane (kube-apiserver + etcd), the Firestore emulator, the
+    operator and this benchmark's own clients used between ``start`` and ``line``."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        pids = stack.pids()
+        self.groups = {
+            "API server + etcd": [pids[n] for n in ("kube-apiserver", "etcd") if n in pids],
+            "Firestore emulator": [pids[n] for n in ("firestore",) if n in pids],
+        }
+        self.before: dict[str, float] = {}
+        self.own = 0.0
+
+    def start(self, operator: int | None = None) -> Cpu:
+        if operator is not None:
+            self.groups["operator"] = [operator]
+        self.before = {k: cpu_seconds(v) for k, v in self.groups.items()}
+        self.own = time.process_time()
+        return self
+
+    def line(self) -> str:
+        parts = [
+            f"{k} {cpu_seconds(v) - self.before.get(k, 0.0):.1f} s" for k, v in self.groups.items()
+        ]
+        return ", ".join(
+            [*parts, f"the benchmark's clients {time.process_time() - self.own:.1f} s"]
+        )
+
+
 def wait_all(api: client.CustomObjectsApi, n: int, timeout: float) -> float:
     """The moment at least ``n`` entries report Ready=True, from a watch (one list, then
     events): a full list every few hundred ms of 10,000 entries would compete with the
@@ -311,14 +417,26 @@ def main() -> None:
             api_client = client.ApiClient()
             api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] = 16
             core, api = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
-            for name in (NS, "floor"):  # floor: the same creates into a namespace nobody watches
+            # floor: the same creates into a namespace nobody watches; floor-writes: the writes
+            # each entry needs (create, finalizer, status), by a raw client, nobody watching.
+            for name in (NS, "floor", "floor-writes"):
                 core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+            cpu = Cpu(stack).start()
             f0 = time.monotonic()
             create(api, 0, args.entries, ns="floor")
             floor = time.monotonic() - f0
             print(
                 f"floor: creating {args.entries} entries with no operator running takes "
                 f"{floor:.1f} s on this machine (API server + etcd + CEL admission)"
+            )
+            print(f"  CPU: {cpu.line()}")
+            cpu.start()
+            floor_writes = writes_floor(api, args.entries, "floor-writes")
+            print(
+                f"floor (writes): {args.entries} entries created the same way, each then given "
+                f"its finalizer and its status by a raw client as soon as it exists, no "
+                f"operator: {floor_writes:.1f} s ({floor_writes / floor:.1f}x the create-only "
+                f"floor); CPU: {cpu.line()}"
             )
             log = open(Path(tmp) / "operator.log", "wb")  # noqa: SIM115
 
@@ -352,10 +470,12 @@ def main() -> None:
 
             before = apiserver_requests(stack.kubeconfig)
             profiler = None if args.py_spy is None else Profiler(op.pid, args.py_spy)
+            cpu.start(op.pid)
             t0 = time.monotonic()
             create(api, 0, args.entries)
             created = time.monotonic()
             done = wait_all(api, args.entries, timeout=300)
+            burst_cpu = cpu.line()
             if profiler is not None:
                 profiler.stop()
             print(
@@ -374,6 +494,10 @@ def main() -> None:
                 f"throughput ≈ {args.entries / (done - t0):.0f} entries/s; "
                 f"RSS idle {rss_idle:.0f} MB ({idle_parts}), "
                 f"after {args.entries}: {rss_mb(op.pid):.0f} MB"
+            )
+            print(
+                f"  {(done - t0) / floor_writes:.1f}x the writes floor; CPU over the burst: "
+                f"{burst_cpu}"
             )
 
             if args.rss_entries > args.entries:

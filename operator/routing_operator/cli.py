@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     from engines.routing.collection import RoutingCollection
 
     from .diagnostics import Checks, Diagnostics, alongside, firestore_target
-    from .handlers import OperatorConfig, build_registry
+    from .handlers import OperatorConfig, build_registry, quiet_event_handler
     from .peering import Peering
     from .projections import ConfigMapProjection
     from .reconciler import Reconciler
@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> None:
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
+    if not args.verbose:
+        quiet_event_handler()
     try:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:

@@ -16,17 +16,20 @@ import kopf
 
 from engines.routing.contract import API_GROUP, API_VERSION, DEFAULT_COLLECTION, PLURAL
 
-from . import claims, heap
+from . import claims, heap, kopf_internals
 from .deletion import delete as delete_entry
 from .diffbase import HandledInMemory
 from .drift_listeners import DriftListeners
 from .drift_sweep import DriftSweeper
+from .finalizing import EarlyFinalizer
 from .handover import watch_takeovers
+from .intake import Intake
 from .listing import ListingGate
 from .peering import Peering
 from .reconciler import Reconciler
+from .trimming import TrimmedResponse, strip, stripped
 
-__all__ = ["OperatorConfig", "build_registry", "pooled_session"]
+__all__ = ["OperatorConfig", "build_registry", "pooled_session", "quiet_event_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,10 @@ class OperatorConfig:
     entries waits for a worker (see listing.py)."""
 
 
+INTAKE_PER_WORKER = 2
+"""New entries let into kopf's queue per ``concurrent_entries`` slot; the others wait in the
+intake (intake.py)."""
+
 REQUEST_TIMEOUT_S = 30.0
 """kopf's timeout of one API request (a held page of the list waits a third of it at most)."""
 
@@ -108,6 +115,7 @@ def pooled_session(
         proxy=info.proxy_url,
         trust_env=info.trust_env,
         trace_configs=traces,
+        response_class=TrimmedResponse,  # answers lose the fields nobody reads (trimming.py)
     )
     return kopf.AiohttpSession(
         aiohttp_session=session,
@@ -118,10 +126,34 @@ def pooled_session(
     )
 
 
+class _QuietEventHandler(logging.Filter):
+    """Drops kopf's info line for each successful call of the ``claims`` event handler: kopf
+    calls it for every watch event (three per new entry), and the line says nothing that the
+    reconcile's own lines do not."""
+
+    LINE = "Handler 'claims' succeeded."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and record.msg == self.LINE)
+
+
+def quiet_event_handler() -> None:
+    """Leave out kopf's per-event success line of the ``claims`` handler (not with ``-v``)."""
+    logging.getLogger("kopf.objects").addFilter(_QuietEventHandler())
+
+
 def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     clusterwide = config.namespaces is None
     handled = HandledInMemory(KOPF_PREFIX, clusterwide=clusterwide)
+    finalizer = EarlyFinalizer(f"{PREFIX}/finalizer")
+    intake = Intake(INTAKE_PER_WORKER * config.concurrent_entries, strip=strip)
+
+    def watched(source: Any, resource: kopf.Resource | None) -> Any:
+        if resource is not None and (resource.group, resource.plural) == (API_GROUP, PLURAL):
+            return intake.stream(source)
+        return stripped(source)
+
     gate = ListingGate(
         RESOURCE[2],
         config.list_page,
@@ -136,7 +168,11 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
         # The last handled state in memory, not written back to every entry (see diffbase.py).
         settings.persistence.diffbase_storage = handled
-        settings.persistence.finalizer = f"{PREFIX}/finalizer"
+        settings.persistence.finalizer = finalizer.finalizer
+        finalizer.settings = settings
+        # Events lose the fields nobody reads, and new entries beyond what the workers can
+        # take wait outside kopf, before kopf queues them (trimming.py, intake.py).
+        kopf_internals.wrap_watches(watched)
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = REQUEST_TIMEOUT_S
@@ -210,15 +246,20 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         return pooled_session(info, watches + config.api_connections, gate)
 
     @kopf.on.event(*RESOURCE, id="claims", registry=registry)
-    async def observe(*, type: str | None, body: kopf.Body, **_: Any) -> None:
-        # Async on purpose: kopf runs it inline, before this event's changing handlers.
+    async def observe(
+        *, type: str | None, body: kopf.Body, resource: kopf.Resource, logger: Any, **_: Any
+    ) -> None:
+        # Async on purpose: kopf runs it inline, before this event's changing handlers and
+        # before it decides about the finalizer (finalizing.py).
         if type is None:  # from kopf's list, not the watch
             gate.reached(body.meta.namespace)
+        intake.reached(str(body.meta.uid), gone=type == "DELETED")
         if type == "DELETED":
             reconciler.claims.forget(str(body.meta.uid))
             handled.forget(body)
         else:
             reconciler.claims.observe(body.meta, body.spec)
+            await finalizer.ensure(body, resource, logger)
 
     @kopf.on.resume(*RESOURCE, id="reconcile", backoff=5, registry=registry)
     @kopf.on.create(*RESOURCE, id="reconcile", backoff=5, registry=registry)

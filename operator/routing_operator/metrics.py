@@ -79,6 +79,10 @@ LIST_PAGES_HELD = Counter(
     "routing_operator_list_pages_held_total",
     "Pages of kopf's list of the entries held back until the pages before them were handled.",
 )
+ENTRIES_HELD = Gauge(
+    "routing_operator_entries_held",
+    "New RoutingEntries waiting in the operator's intake until kopf has room for them.",
+)
 ENTRIES = Gauge(
     "routing_operator_entries",
     "RoutingEntries by Ready status and reason.",
