@@ -4,9 +4,10 @@ compact line per entry, instead of inside kopf.
 kopf hands every watch event to a queue of its entry at once, and starts a worker for the entry
 when one of its ``concurrent_entries`` slots is free. A burst of thousands of new entries thus
 waits inside kopf, each with its own asyncio queue and event, a worker coroutine, and its event
-as a parsed body: about 8 KB per entry, so 80 MB at 10,000. The stream cannot simply be held
-back: the same stream carries the events the running workers wait for (kopf holds a worker until
-the watch returns the version its own PATCH wrote).
+as a parsed body: several kilobytes per entry, which a burst multiplies by thousands (figures in
+the README's performance section). The stream cannot simply be held back: the same stream
+carries the events the running workers wait for (kopf holds a worker until the watch returns the
+version its own PATCH wrote).
 
 So the stream is split by entry. Events of an entry kopf already has (listed, or given to it
 before) pass at once. The first event of an entry kopf has never had passes while fewer than

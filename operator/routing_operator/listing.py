@@ -3,10 +3,10 @@
 When the operator starts (and whenever kopf lists again: its watch expired, or a standby replica
 resumes), kopf lists every RoutingEntry a page at a time and hands each listed entry to a worker
 queue at once: nothing waits for the workers. With 10,000 entries, all 10,000 bodies (and a
-queue per entry) are in memory before a few hundred are handled. Measured on the local stack: a
-320 MB peak, and 200 MB still held after it (freed memory the allocator cannot return), against
-176 MB after the same entries were created one by one; the peak grows with the number of
-entries, so a large cluster would restart into its memory limit.
+queue per entry) are in memory before a few hundred are handled. The peak grows with the number
+of entries, and much of it stays held afterwards (freed memory the allocator cannot return), so
+a large cluster would restart into its memory limit (figures in the README's performance
+section).
 
 The gate holds the request for a further page while more than one page of listed entries has
 not reached its worker (counted by the operator's ``observe`` event handler, which kopf calls
