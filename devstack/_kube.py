@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,6 +30,8 @@ PEERING_NAME = "routing-operator"
 """The operator's default ``--peering`` (``routing_operator.cli``; a test keeps them equal)."""
 PEERING_NAMESPACES = ("default", "engines")
 """Namespaces given a KopfPeering: ``default``, and the README's ``--namespace engines``."""
+NO_CONDITIONS_YET = ".status.conditions accessor error"
+"""kubectl's wait refusal of an object whose ``status.conditions`` is still null."""
 
 
 def kubectl(
@@ -50,15 +53,20 @@ def apply_crds(kubeconfig: Path, crds_dir: Path | None, pattern: str = "*.yaml")
     if not files:
         return []
     args = [f"--filename={f}" for f in files]
-    steps = (
-        ("apply", "--server-side", "--force-conflicts", "--field-manager=routing-dev", *args),
-        ("wait", "--for=condition=Established", "--timeout=60s", *args),
-    )
-    for step in steps:
-        done = kubectl(kubeconfig, *step)
-        if done.returncode != 0:
-            raise StackError(f"kubectl {step[0]} of {crds_dir} failed:\n{done.stderr.strip()}")
-    return files
+    apply = ("apply", "--server-side", "--force-conflicts", "--field-manager=routing-dev", *args)
+    done = kubectl(kubeconfig, *apply)
+    if done.returncode != 0:
+        raise StackError(f"kubectl apply of {crds_dir} failed:\n{done.stderr.strip()}")
+    deadline = time.monotonic() + 60
+    while True:
+        done = kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *args)
+        if done.returncode == 0:
+            return files
+        # kubectl's wait gives up at once, instead of waiting, on a CRD read before the API
+        # server has written its first status (conditions still null): read it again.
+        if NO_CONDITIONS_YET not in done.stderr or time.monotonic() > deadline:
+            raise StackError(f"kubectl wait of {crds_dir} failed:\n{done.stderr.strip()}")
+        time.sleep(0.2)
 
 
 def install_peering(
