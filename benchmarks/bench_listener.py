@@ -38,6 +38,7 @@ from typing import Any
 from bench_drift_memory import CLUSTER, _seed, key
 
 from devstack import LocalStack
+from devstack.testing import wait_for
 from engines.routing.contract import DEFAULT_COLLECTION as COLLECTION
 
 VARIANTS = ("google", "gateway")
@@ -58,7 +59,8 @@ def _variant(variant: str, entries: int, changes: int) -> None:
     from engines.routing._watch import UnorderedWatch
     from engines.routing.collection import RoutingCollection
 
-    pushing = [0.0]  # CPU seconds spent building snapshots (the Watch's push), callbacks included
+    # CPU seconds spent building snapshots (the Watch's push, callbacks included), pushes done.
+    pushing = [0.0, 0]
     for cls in (Watch, UnorderedWatch):
         setattr(cls, "push", _timed(cls.push, pushing))  # noqa: B010 (mypy: assigns a method)
 
@@ -71,6 +73,7 @@ def _variant(variant: str, entries: int, changes: int) -> None:
     def on_snapshot(docs: list[Any], changed: list[Any], _t: Any) -> None:
         with lock:
             state["thread"] = threading.get_native_id()
+            state["pushes_before"] = pushing[1]  # this push ends after the callback returns
             if not state["loaded"].is_set():
                 if len(docs) >= entries:
                     state["cpu_loaded"] = thread_cpu_s(state["thread"])
@@ -93,6 +96,7 @@ def _variant(variant: str, entries: int, changes: int) -> None:
         raise SystemExit(f"{variant}: the first snapshot never held {entries} documents")
     col = gateway.client.collection(COLLECTION)
     latencies: list[float] = []
+    _pushed(state, pushing)
     cpu_start, push_start = thread_cpu_s(state["thread"]), pushing[0]
     for n in range(changes):
         k = key(n % entries)
@@ -105,6 +109,7 @@ def _variant(variant: str, entries: int, changes: int) -> None:
         if not arrived.wait(600):
             raise SystemExit(f"{variant}: change {n} was never delivered")
         latencies.append((state["arrived_at"] - sent) * 1000)
+    _pushed(state, pushing)
     cpu_changes = thread_cpu_s(state["thread"]) - cpu_start
     push_changes = pushing[0] - push_start
     listener.close() if variant == "gateway" else listener.unsubscribe()
@@ -121,8 +126,14 @@ def _timed(push: Any, total: list[float]) -> Any:
             push(self, *args)
         finally:
             total[0] += time.thread_time() - start
+            total[1] += 1
 
     return timed
+
+
+def _pushed(state: dict[str, Any], pushing: list[Any]) -> None:
+    """Wait for the push that delivered the last callback to end (its time counted)."""
+    wait_for(lambda: pushing[1] > state["pushes_before"], what="the push's end")
 
 
 def _p(values: list[float], q: float) -> float:
