@@ -1,10 +1,22 @@
 """A snapshot listener on the routing collection, kept from spinning and from spilling tracebacks,
-and, for an owner that needs only a digest of each document, from holding every document.
+from re-sorting every document on each change, and, for an owner that needs only a digest of
+each document, from holding every document.
 
 Google's ``Watch`` reopens a failed stream at once and without limit, and closes itself from a
 new thread that re-raises the stream's error. Both are tamed here, for every listener the
 gateway (``engines.routing.collection``) opens; re-subscribing a listener that ended is its
 owner's job (the registry's supervisor).
+
+Google's ``Watch`` also hands its callback every document in the query's order, so that an
+ordered query (``order_by``, ``limit``) sees its results in order: on each snapshot it sorts all
+the documents it holds with a Python comparator, and its document tree copies itself for each
+changed document. One change in a collection of n documents then costs n log n comparator calls
+on the listener's thread, and a first load of n documents n copies of a growing dict. The
+gateway's queries have no order (equality filters only) and their owners use the changes, or
+the documents of the first snapshot as a set (the registry's reload, the drift listener's
+reset): ``_watch.UnorderedWatch`` keeps Google's protocol handling (resume tokens, resets,
+reopens) and gives the documents in arrival order, its tree changed in place. Benchmark:
+``benchmarks/bench_listener.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +30,13 @@ from typing import Any
 
 from .contract import strip_server_fields
 
-__all__ = ["REOPEN_INTERVAL_S", "KeptDocument", "Listener", "first_line", "open_listener"]
+__all__ = [
+    "REOPEN_INTERVAL_S",
+    "KeptDocument",
+    "Listener",
+    "first_line",
+    "open_listener",
+]
 
 log = logging.getLogger(__name__)
 REOPEN_INTERVAL_S = 10.0
@@ -40,15 +58,25 @@ def open_listener(
 ) -> Listener:
     """Start Google's ``Watch`` on ``query`` with its reopens limited and its end reported
     (logged as a warning, or only at debug level when ``quiet``: its owner reports it). With
-    ``keep``, each document is held as a :class:`KeptDocument`: ``keep(fields)`` only."""
-    if keep is None:
-        watch = query.on_snapshot(on_snapshot)
-    else:
-        from google.cloud.firestore_v1.watch import Watch
+    ``keep``, each document is held as a :class:`KeptDocument`: ``keep(fields)`` only.
 
-        # What query.on_snapshot does, with the class each listened document is held as.
-        held = functools.partial(KeptDocument, keep)
-        watch = Watch.for_query(query, on_snapshot, held)  # type: ignore[no-untyped-call]
+    ``query`` must have no order: its documents are given unordered (see the module's doc)."""
+    if getattr(query, "_orders", ()) or getattr(query, "_limit", None) is not None:
+        raise ValueError("open_listener gives documents unordered: the query cannot be ordered")
+    from google.cloud.firestore_v1.base_document import DocumentSnapshot
+    from google.cloud.firestore_v1.collection import CollectionReference
+    from google.cloud.firestore_v1.query import Query
+
+    from ._watch import UnorderedWatch
+
+    # What query.on_snapshot does, with this module's Watch and the class each document is
+    # held as.
+    held: Callable[..., Any] = (
+        DocumentSnapshot if keep is None else functools.partial(KeptDocument, keep)
+    )
+    if isinstance(query, CollectionReference):  # the whole collection: as its on_snapshot does
+        query = Query(query)
+    watch = UnorderedWatch.for_query(query, on_snapshot, held)  # type: ignore[no-untyped-call]
     _end_quietly(watch, collection, on_end, logging.DEBUG if quiet else logging.WARNING)
     _limit_reopens(watch)
     return Listener(watch)
