@@ -19,6 +19,7 @@ ratio; nothing is asserted. Also ``bench_drift.py --listener-memory``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,39 +52,48 @@ def key(i: int) -> RoutingKey:
     return RoutingKey("prod", f"t{i:05d}", "*", "kpi")
 
 
-def listener_memory(entries: int, rounds: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-drift-mem-") as tmp:
+@contextlib.contextmanager
+def seeded_emulator(prefix: str) -> Iterator[tuple[LocalStack, dict[str, str]]]:
+    """A Firestore emulator of its own, stopped at the end; this process's environment points at
+    it (this process seeds it with :func:`seed`), and the environment for measuring children."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         stack = LocalStack(Path(tmp) / "stack")
         try:
             stack.up(["firestore"])
             env = {**os.environ, **stack.env()}
-            os.environ.update(stack.env())  # this process seeds the emulator
-            _seed(stack, entries)
-            grown: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
-            for _ in range(rounds):
-                for variant in VARIANTS:
-                    out = subprocess.run(
-                        [sys.executable, __file__, "--variant", variant],
-                        env=env, capture_output=True, text=True, check=True,
-                    ).stdout.split()  # fmt: skip
-                    count, before, listening = int(out[0]), float(out[1]), float(out[2])
-                    grown[variant].append(listening - before)
-                    print(
-                        f"  {variant:9} listener on {count} documents: RSS {before:.0f} MB "
-                        f"before, {listening:.0f} MB listening (+{listening - before:.1f} MB)"
-                    )
-            median = {variant: statistics.median(grown[variant]) for variant in VARIANTS}
-            print(
-                f"listener memory at {entries} documents, median of {rounds}: holding every "
-                f"document +{median['documents']:.1f} MB, holding digests only "
-                f"+{median['digests']:.1f} MB (ratio "
-                f"{median['documents'] / max(median['digests'], 0.1):.1f}x)"
-            )
+            os.environ.update(stack.env())
+            yield stack, env
         finally:
             stack.down()
 
 
-def _seed(stack: LocalStack, entries: int) -> None:
+def listener_memory(entries: int, rounds: int) -> None:
+    with seeded_emulator("bench-drift-mem-") as (stack, env):
+        seed(stack, entries)
+        grown: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+        for _ in range(rounds):
+            for variant in VARIANTS:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--variant", variant],
+                    env=env, capture_output=True, text=True, check=True,
+                ).stdout.split()  # fmt: skip
+                count, before, listening = int(out[0]), float(out[1]), float(out[2])
+                grown[variant].append(listening - before)
+                print(
+                    f"  {variant:9} listener on {count} documents: RSS {before:.0f} MB "
+                    f"before, {listening:.0f} MB listening (+{listening - before:.1f} MB)"
+                )
+        median = {variant: statistics.median(grown[variant]) for variant in VARIANTS}
+        print(
+            f"listener memory at {entries} documents, median of {rounds}: holding every "
+            f"document +{median['documents']:.1f} MB, holding digests only "
+            f"+{median['digests']:.1f} MB (ratio "
+            f"{median['documents'] / max(median['digests'], 0.1):.1f}x)"
+        )
+
+
+def seed(stack: LocalStack, entries: int) -> None:
+    """``entries`` documents shaped like the operator's, of :data:`CLUSTER`."""
     from google.cloud import firestore
 
     fs = firestore.Client(project=stack.env()["GOOGLE_CLOUD_PROJECT"])

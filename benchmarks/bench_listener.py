@@ -29,15 +29,13 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from bench_drift_memory import CLUSTER, _seed, key
+from bench_drift_memory import CLUSTER, key, seed, seeded_emulator
 
-from devstack import LocalStack
 from devstack.testing import wait_for
 from engines.routing.contract import DEFAULT_COLLECTION as COLLECTION
 
@@ -142,17 +140,10 @@ def _p(values: list[float], q: float) -> float:
 
 
 def measure(entries: list[int], changes: int, rounds: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-listener-") as tmp:
-        stack = LocalStack(Path(tmp) / "stack")
-        try:
-            stack.up(["firestore"])
-            env = {**os.environ, **stack.env()}
-            os.environ.update(stack.env())  # this process seeds the emulator
-            for count in sorted(entries):
-                _seed(stack, count)
-                _measure_one(env, count, changes, rounds)
-        finally:
-            stack.down()
+    with seeded_emulator("bench-listener-") as (stack, env):
+        for count in sorted(entries):
+            seed(stack, count)
+            _measure_one(env, count, changes, rounds)
 
 
 def _measure_one(env: dict[str, str], entries: int, changes: int, rounds: int) -> None:
