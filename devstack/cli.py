@@ -126,6 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"(emulators shared with {stack.shared.state_dir})")
     except StackError as exc:
         print(f"routing-dev {args.command}: {exc}", file=sys.stderr)
+        if args.command == "up":
+            print(
+                "anything it started is still running: `routing-dev up` again reuses it, "
+                f"`routing-dev down --state-dir {args.state_dir}` stops it",
+                file=sys.stderr,
+            )
         return 1
     return 0
 

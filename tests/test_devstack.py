@@ -81,6 +81,8 @@ def processes_mentioning(state_dir: Path) -> list[str]:
 def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     path = tmp_path_factory.mktemp("stack").resolve()
     first = routing_dev("up", "--state-dir", str(path))
+    if first.returncode != 0:
+        LocalStack(path).down()  # a failed `up` leaves what it started running
     assert first.returncode == 0, first.stderr
     yield path
     LocalStack(path).down()  # safety net if a test failed before `down`
