@@ -14,7 +14,8 @@ Starts the local stack, the operator and the engines app (serving tenants ``acme
 The manifests are applied as committed except for endpoints: the Redis URL and GCS buckets are
 pointed at the local Redis and GCS emulator (the buckets are created there). Every process the
 demo starts carries the stack's marker, so Ctrl-C, an error, or the end of the demo stops
-everything (``routing-dev down`` does the same for a demo killed with SIGKILL).
+everything (``routing-dev down`` does the same for a demo killed with SIGKILL). A demo that
+starts the control plane starts it empty, so it runs again in the same state dir.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -149,6 +151,10 @@ def run_demo(state_dir: Path | None = None, *, interactive: bool | None = None) 
     try:
         _step(1, "start the local stack (etcd, kube-apiserver, Firestore, Redis, GCS)")
         started = time.monotonic()
+        if "etcd" not in stack.pids():
+            # The story starts from an empty registry. etcd keeps its data across a stop, so an
+            # earlier demo's entries (already switched and deleted) would still be there.
+            shutil.rmtree(stack.state_dir / "etcd", ignore_errors=True)
         for status in stack.up().values():
             verb = "reused" if status.reused else "started"
             console.print(f"  {status.name:<15} {verb} (pid {status.pid})")
