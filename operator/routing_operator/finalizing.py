@@ -38,8 +38,6 @@ class EarlyFinalizer:
         self.finalizer = finalizer
         self.settings: kopf.OperatorSettings | None = None
         """kopf's settings, known once its startup handler has run."""
-        self.added = 0
-        """How many entries got the finalizer here (the others, from kopf)."""
 
     def needed(self, body: kopf.Body) -> bool:
         meta = body.metadata
@@ -75,5 +73,4 @@ class EarlyFinalizer:
         ):
             return False
         kopf_internals.replace_body(body, trimming.strip_answer(patched))
-        self.added += 1
         return True

@@ -97,13 +97,7 @@ class Intake:
         """Entries kopf has had an event of (and not processed as deleted)."""
         self.waiting: dict[str, float] = {}
         """Entries given to kopf as new, not processed yet: uid → when given."""
-        self.held_peak = 0
-        """The most entries held at once."""
         self._streams: set[_Stream] = set()
-
-    @property
-    def held(self) -> int:
-        return sum(len(s.held) for s in self._streams)
 
     def has_room(self) -> bool:
         if len(self.waiting) < self.limit:
@@ -154,7 +148,6 @@ class Intake:
         if uid not in stream.held:
             metrics.ENTRIES_HELD.inc()
         stream.held[uid] = json.dumps(event, separators=(",", ":")).encode()
-        self.held_peak = max(self.held_peak, len(stream.held))
         return False
 
     async def _read(self, source: AsyncIterator[Any], inbox: asyncio.Queue[Any]) -> None:
