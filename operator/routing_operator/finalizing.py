@@ -24,9 +24,14 @@ from typing import Any
 import aiohttp
 import kopf
 
+from engines.routing.contract import API_GROUP
+
 from . import kopf_internals, trimming
 
-__all__ = ["EarlyFinalizer"]
+__all__ = ["FINALIZER", "EarlyFinalizer"]
+
+FINALIZER = f"{API_GROUP}/finalizer"
+"""The operator's finalizer on every entry it has handled."""
 
 log = logging.getLogger(__name__)
 
