@@ -64,7 +64,7 @@ def test_a_switch_is_written_from_its_watch_event_before_kopf_invokes_the_reconc
     # The reconcile reported the early write as its own: the document was written now.
     assert after["firestore"]["syncedAt"] >= before["firestore"]["syncedAt"]
     assert after["firestore"]["document"] == f"{collection}/{DOC_ID}"
-    early = log.index("early write of")
+    early = log.index("early write of revision")
     invoked = log.rindex("Handler 'reconcile' is invoked")
     assert early < invoked, "the write started only after kopf invoked the reconcile"
 
@@ -101,8 +101,10 @@ def test_an_entry_deleted_right_after_a_switch_leaves_no_document(
         synced(entries, op)
         entries.patch("acme-kpi", {"metadata": {"annotations": ALLOW_DELETE}})
         wait_for(
-            lambda: switched_to(entries, "acme-kpi", 1)
-            and "allow-delete" in str((entries.get("acme-kpi") or {})["metadata"]),
+            lambda: (
+                switched_to(entries, "acme-kpi", 1)
+                and "allow-delete" in str((entries.get("acme-kpi") or {})["metadata"])
+            ),
             timeout=30,
             what="the annotation",
         )

@@ -127,12 +127,9 @@ class EarlyWrites:
         self._pending[uid] = early
         task.add_done_callback(lambda _: self._done(uid, early))
         metrics.EARLY_WRITES.inc()
-        log.debug(
-            "early write of %s/%s (revision %s)",
-            meta.get("namespace"),
-            meta.get("name"),
-            record.revision[:12],
-        )
+        ref = {k: meta.get(k) for k in ("name", "namespace", "uid")}
+        # k8s_ref: the entry this line is about, as in kopf's own per-entry lines.
+        log.debug("early write of revision %s", record.revision[:12], extra={"k8s_ref": ref})
 
     async def _write(self, record: RoutingRecord, before: Early | None) -> Written:
         if before is not None:

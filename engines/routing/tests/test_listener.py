@@ -1,8 +1,9 @@
 """The gateway's listener (``_listener.open_listener``, Google's ``Watch`` without its per-snapshot
 sort) on the real Firestore emulator: a large first load is delivered complete, and a copy kept
 from the changes alone stays equal to the collection through adds, modifications and removals
-(the documents of each snapshot too, as a set); an ordered query is refused, as its order would
-not be kept.
+(the documents of each snapshot too, as a set); a document delivered again unchanged (the
+emulator resends the whole result set on each write) is not decoded again; an ordered query is
+refused, as its order would not be kept.
 """
 
 from __future__ import annotations
@@ -93,6 +94,47 @@ def test_a_large_first_load_then_every_change_keeps_a_copy_equal_to_the_collecti
         assert mirror.snapshot_ids_match
         assert len(listener.watch.doc_map) == len(listener.watch.doc_tree) == len(truth)
         assert listener.alive
+    finally:
+        listener.close()
+
+
+def test_a_document_delivered_again_at_the_same_update_time_is_not_decoded_again(
+    gateway: RoutingCollection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from google.cloud.firestore_v1 import watch
+
+    from engines.routing._watch import UnorderedWatch
+
+    delivered, decoded = [0], [0]
+    on_snapshot, decode_dict = UnorderedWatch.on_snapshot, watch._helpers.decode_dict
+
+    def counting_on_snapshot(self: Any, proto: Any) -> None:  # a spy: the real one runs
+        delivered[0] += proto is not None and proto._pb.WhichOneof("response_type") == (
+            "document_change"
+        )
+        on_snapshot(self, proto)
+
+    def counting_decode(*args: Any, **kwargs: Any) -> Any:
+        decoded[0] += 1
+        return decode_dict(*args, **kwargs)
+
+    monkeypatch.setattr(UnorderedWatch, "on_snapshot", counting_on_snapshot)
+    monkeypatch.setattr(watch._helpers, "decode_dict", counting_decode)
+    truth = {f"doc-{i:03d}": {"env": "prod", "n": i} for i in range(300)}
+    _write(gateway, truth)
+    mirror = Mirror()
+    listener = gateway.listen(mirror.on_snapshot)
+    try:
+        wait_for(lambda: mirror.equals(truth), timeout=60, what="the first snapshot")
+        assert decoded[0] == 300
+        delivered[0] = decoded[0] = 0
+        gateway.client.collection(gateway.name).document("doc-007").update({"n": -7})
+        truth["doc-007"] = {"env": "prod", "n": -7}
+        wait_for(lambda: mirror.equals(truth), timeout=60, what="the change")
+        assert decoded[0] == 1, f"{decoded[0]} documents decoded for one change"
+        # What the skip is for: the emulator sends every document of the query again.
+        assert delivered[0] > 1, "the emulator no longer resends the result set on a write"
+        assert mirror.snapshot_ids_match and listener.alive
     finally:
         listener.close()
 
