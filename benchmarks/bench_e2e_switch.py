@@ -28,7 +28,8 @@ The breakdown per hop comes from what the components already expose, on one wall
   the slot's worker starting the build), the build, the ping (the floor's read, made by the
   switch) and the swap after it;
 * beside the floor, not in it: a raw write of the entry's own document -> a raw query listener
-  like the app's (``_entry_hop``), to set the commit -> snapshot hop against;
+  like the app's (``_entry_hop``), to set the commit -> snapshot hop against; with it in place
+  of the floor's write -> snapshot, a second floor and its ratio (see ``_floor.py``);
 * swap -> seen serving: from ``switched_at`` until the waiting benchmark runs.
 
 The operator's own work between the event and the commit (status, Event and ConfigMap run beside
@@ -331,6 +332,9 @@ def report(hops: Hops, verbose: bool) -> None:
     print(line("  (not in the floor) building that adapter", hops.build))
     print(line("  (not in the floor) raw write of the entry -> query", hops.entry))
     print(ratio_line(hops.switch, floor, p50_target=1.5, p99_target=3.0))
+    entry_floor = sums(hops.watch, hops.entry, hops.read)
+    print(line("floor with the entry's document -> a query", entry_floor))
+    print(ratio_line(hops.switch, entry_floor, p50_target=1.5, p99_target=3.0, label="that floor"))
     print("breakdown of the switch, per hop (wall clock; p50 of each hop, not additive at p99):")
     parts = [
         ("PATCH -> watch event reaching the operator", hops.to_operator),

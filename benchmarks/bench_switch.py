@@ -18,7 +18,8 @@ app's registry listener (from the write's start: the floor's write -> snapshot),
 own part through its backend factory (``_app_hops``): the hand-off to the event loop, the build,
 the ping (the floor's read) and the swap after it. Beside the floor, not in it: the same raw
 write -> snapshot with the entry's own document (its fields, not the floor's one field) seen by a
-raw query listener like the registry's, which says what the document itself costs that hop.
+raw query listener like the registry's, which says what the document itself costs that hop;
+with it in place of the floor's write -> snapshot, a second floor and its ratio (``_floor.py``).
 
     python benchmarks/bench_switch.py [--iterations 100]
 """
@@ -171,6 +172,9 @@ def main() -> None:
     print(line("  (not in the floor) building that adapter", builds))
     print(line("  (not in the floor) raw write of the entry -> query", hops["entry"]))
     print(ratio_line(app, floor, p50_target=1.5, p99_target=None))
+    entry_floor = sums(hops["entry"], reads)
+    print(line("floor with the entry's document -> a query", entry_floor))
+    print(ratio_line(app, entry_floor, p50_target=1.5, p99_target=None, label="that floor"))
     print("the switch per hop (wall clock; p50 of each, not additive at p99):")
     for label, name in (
         ("registry update: the write returns", "update"),
