@@ -17,9 +17,8 @@ The breakdown per hop comes from what the components already expose, on one wall
 * watch event reaching the operator: the operator's first log line about the entry after the
   PATCH (kopf's debug line as it invokes the first handler; needs the operator's ``-v``, which
   this benchmark passes unless ``--quiet-operator``; without it this hop is merged into the
-  next). With ``-v`` the operator hop is split once more where the write starts: the
-  operator's "early write of ..." line (a synced entry's change is written from the watch event,
-  ahead of kopf), else kopf's last "Handler ... is invoked." line before the commit;
+  next). With ``-v`` the operator hop is split once more at kopf's last "Handler ... is
+  invoked." line before the commit: kopf's own path, then the handler up to the commit;
 * Firestore write committed: the document's ``updated_at`` (the emulator's commit time);
 * snapshot reaching the app: a listener subscribed to the app's registry, called on the
   listener thread right after the app's own;
@@ -268,14 +267,8 @@ async def run(
                 if verbose and mentions and not hops.first_line:
                     hops.first_line = mentions[0][1]
                 t_op = mentions[0][0] if verbose and mentions else nan
-                # The write's start: the operator's early write (from the watch event, ahead of
-                # kopf), else kopf's last "Handler '...' is invoked." before the commit.
-                invoked = [
-                    t for t, m in mentions if m.startswith("early write of") and t <= t_commit
-                ]
-                invoked = invoked or [
-                    t for t, m in mentions if m.endswith("is invoked.") and t <= t_commit
-                ]
+                # kopf's last "Handler '...' is invoked." before the commit: the writing one.
+                invoked = [t for t, m in mentions if m.endswith("is invoked.") and t <= t_commit]
                 t_handler = max(invoked) if verbose and invoked else nan
                 done = [t for t, m in mentions if "succeeded" in m or "processed" in m]
                 hops.switch.append((t_seen - t0) * 1000)
@@ -361,11 +354,11 @@ def report(hops: Hops, verbose: bool) -> None:
     split = [s for s in hops.to_handler if not math.isnan(s)]
     if split:
         print("  within the operator hop:")
-        print(line("    event -> the write starts (early write, or kopf's handler)", split))
+        print(line("    event -> kopf invokes the handler that writes", split))
         rest = [
             c - h for c, h in zip(hops.to_commit, hops.to_handler, strict=True) if not math.isnan(h)
         ]
-        print(line("    write started -> Firestore write committed", rest))
+        print(line("    handler invoked -> Firestore write committed", rest))
     if hops.first_line:
         print(f"  (the operator's first line about the entry after a PATCH: {hops.first_line!r})")
     done = [s for s in hops.handler_done if not math.isnan(s)]

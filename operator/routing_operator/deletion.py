@@ -11,7 +11,6 @@ reached keeps the finalizer: the deletion is retried, never half done.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -43,9 +42,6 @@ async def delete(reconciler: Reconciler, *, body: kopf.Body, patch: kopf.Patch, 
     uid, ns = str(meta.uid), str(meta.namespace)
     key = identity_of(body.spec)
     reconciler.losers.pop(uid, None)
-    early = reconciler.early.take(uid)
-    if early is not None:  # a write started before the deletion lands first, not after
-        await asyncio.wait([early.task])
     allowed = annotated(meta, ALLOW_DELETE_ANNOTATION)
     if key is not None and key.env != "test" and not allowed:
         # Whatever removed it (a namespace or the CRD deleted, a plain delete where the

@@ -24,14 +24,9 @@ from typing import Any
 import aiohttp
 import kopf
 
-from engines.routing.contract import API_GROUP
-
 from . import kopf_internals, trimming
 
-__all__ = ["FINALIZER", "EarlyFinalizer"]
-
-FINALIZER = f"{API_GROUP}/finalizer"
-"""The operator's finalizer on every entry it has handled."""
+__all__ = ["EarlyFinalizer"]
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from .deletion import delete as delete_entry
 from .diffbase import HandledInMemory
 from .drift_listeners import DriftListeners
 from .drift_sweep import DriftSweeper
-from .finalizing import FINALIZER, EarlyFinalizer
+from .finalizing import EarlyFinalizer
 from .handover import watch_takeovers
 from .intake import Intake
 from .listing import ListingGate
@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
+PREFIX = API_GROUP
 KOPF_PREFIX = f"kopf.{API_GROUP}"
-"""kopf's own annotations (handler progress while an entry is retried). Distinct from ours:
+"""kopf's own annotations (handler progress while an entry is retried). Distinct from PREFIX:
 changes to kopf's annotations are ignored, and ours (paused, requeue) must trigger handlers."""
 
 
@@ -145,12 +146,12 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
     registry = kopf.OperatorRegistry()
     clusterwide = config.namespaces is None
     handled = HandledInMemory(KOPF_PREFIX, clusterwide=clusterwide)
-    finalizer = EarlyFinalizer(FINALIZER)
+    finalizer = EarlyFinalizer(f"{PREFIX}/finalizer")
     intake = Intake(INTAKE_PER_WORKER * config.concurrent_entries, strip=strip)
 
     def watched(source: Any, resource: kopf.Resource | None) -> Any:
         if resource is not None and (resource.group, resource.plural) == (API_GROUP, PLURAL):
-            return intake.stream(reconciler.early.tap(source))
+            return intake.stream(source)
         return stripped(source)
 
     gate = ListingGate(
@@ -255,7 +256,6 @@ def build_registry(config: OperatorConfig, reconciler: Reconciler) -> kopf.Opera
         intake.reached(str(body.meta.uid), gone=type == "DELETED")
         if type == "DELETED":
             reconciler.claims.forget(str(body.meta.uid))
-            reconciler.early.forget(str(body.meta.uid))
             handled.forget(body)
         else:
             reconciler.claims.observe(body.meta, body.spec)

@@ -13,7 +13,6 @@ __all__ = [
     "DRIFT_LISTENER_UP",
     "DRIFT_REPAIRS",
     "DRIFT_SWEEPS",
-    "EARLY_WRITES",
     "ENTRIES",
     "LIST_PAGES_HELD",
     "ORPHANS",
@@ -39,11 +38,6 @@ DRIFT_REPAIRS = Counter(
     "routing_operator_drift_repairs_total",
     "Out-of-band changes to a projection that were repaired.",
     ["projection"],
-)
-EARLY_WRITES = Counter(
-    "routing_operator_early_writes_total",
-    "Changed specs of synced entries whose Firestore write started from the watch event, "
-    "ahead of kopf's handling of it.",
 )
 DRIFT_SWEEPS = Counter(
     "routing_operator_drift_sweeps_total",

@@ -44,7 +44,6 @@ from .conditions import (
     Wanted,
     now_rfc3339,
 )
-from .early_writes import Early, EarlyWrites
 from .handover import requeue
 from .projections import ConfigMapProjection, Outcome
 from .status import backoff, previous, set_status, sync
@@ -77,8 +76,6 @@ class Reconciler:
         self.losers: dict[str, tuple[Contender, str]] = {}
         """Entries this process last reported as Conflict: uid → (entry, document id)."""
         self.cm_batcher = ConfigMapBatcher(self)
-        self.early = EarlyWrites(self)
-        """Firestore writes of changed specs started from the watch stream (early_writes.py)."""
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -237,9 +234,7 @@ class Reconciler:
                 replaced.append(previous)
             return outcome
 
-        document = asyncio.ensure_future(
-            self._document(record.revision, self.early.take(uid), write_document, replaced)
-        )
+        document = asyncio.ensure_future(self.run_blocking(write_document))
         (fs_cond, fs_out), (cm_cond, cm_out) = await asyncio.gather(
             sync(
                 FIRESTORE_SYNCED,
@@ -327,25 +322,6 @@ class Reconciler:
         if ready.reason == Reason.BACKEND_UNAVAILABLE:
             raise kopf.TemporaryError(ready.message, delay=backoff(retry))
         return reason
-
-    async def _document(
-        self,
-        revision: str,
-        early: Early | None,
-        write: Callable[[], Outcome],
-        replaced: list[Source],
-    ) -> Outcome:
-        """The outcome of the entry's early write of this revision (early_writes.py), else of
-        ``write`` (after any early write of another revision: one write at a time)."""
-        if early is not None:
-            if early.revision != revision:
-                await asyncio.wait([early.task])
-            else:
-                outcome, before = await early.task
-                if before is not None:
-                    replaced.append(before)
-                return outcome
-        return await self.run_blocking(write)
 
     # -- for the batcher, the deletion path and the drift repair -----------------------------
 
