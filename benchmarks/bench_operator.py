@@ -10,6 +10,12 @@ M entries, waits for them all, and reads the operator's VmRSS from /proc. Last, 
 operator on those M entries and measures the same after it has reconciled them all (kopf resumes
 every existing entry at start). Prints the figures.
 
+Three floors are measured first, with no operator running, each on 1,000 entries of its own:
+the creates alone (DESIGN's floor); the writes floor (each created entry then given its
+finalizer and its status by a raw client, the API writes an operator must make); and the writes
++ documents floor (the same, with the entry's Firestore document created by a raw client between
+the two: every write the contract requires, no operator logic in between).
+
     python benchmarks/bench_operator.py [--entries 1000] [--rss-entries 10000]
 """
 
@@ -25,6 +31,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,7 +43,7 @@ from devstack import LocalStack, apiserver_requests, free_port, stop_group
 from devstack.testing import metric_sum
 from engines.routing.contract import API_GROUP as GROUP
 from engines.routing.contract import API_VERSION as VERSION
-from engines.routing.contract import PLURAL
+from engines.routing.contract import PLURAL, UPDATED_AT, expected_record
 
 NS = "bench"
 KINDS = [
@@ -113,9 +120,12 @@ def status_of(i: int, generation: int) -> dict[str, Any]:
     }
 
 
-def finalize_and_sync(api: client.CustomObjectsApi, created: dict[str, Any], i: int) -> None:
-    """The two writes the operator makes to a new entry: its finalizer (a JSON patch tested
-    against the resourceVersion, as the operator's) and its status."""
+def finalize_and_sync(
+    api: client.CustomObjectsApi, created: dict[str, Any], i: int, documents: Any = None
+) -> None:
+    """The writes the operator makes for a new entry: its finalizer (a JSON patch tested
+    against the resourceVersion, as the operator's), with ``documents`` (a Firestore collection)
+    its document (the record the operator writes, one ``create()``), and its status."""
     meta = created["metadata"]
     ops = [
         {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
@@ -125,22 +135,31 @@ def finalize_and_sync(api: client.CustomObjectsApi, created: dict[str, Any], i: 
     api.patch_namespaced_custom_object(
         GROUP, VERSION, ns, PLURAL, name, ops, _content_type="application/json-patch+json"
     )
+    if documents is not None:
+        from google.cloud import firestore
+
+        record = expected_record(created["spec"], meta, "floor")
+        documents.document(record.key.document_id).create(
+            {**record.to_document(), UPDATED_AT: firestore.SERVER_TIMESTAMP}
+        )
     api.patch_namespaced_custom_object_status(
         GROUP, VERSION, ns, PLURAL, name, {"status": status_of(i, meta["generation"])}
     )
 
 
-def writes_floor(api: client.CustomObjectsApi, n: int, ns: str) -> float:
+def writes_floor(api: client.CustomObjectsApi, n: int, ns: str, documents: Any = None) -> float:
     """Seconds for the API writes ``n`` new entries need with no operator logic in between: the
     same creates from the same 8 threads as the create-only floor, and as each entry is
     created, its finalizer and status PATCHes from 16 more threads (the operator's writes
-    overlap the creates the same way)."""
+    overlap the creates the same way); with ``documents``, each entry's Firestore document
+    too, between the two."""
     t0 = time.monotonic()
     with ThreadPoolExecutor(max_workers=16) as patches:
 
         def create_one(i: int) -> Any:
             created = api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body(i))
-            return patches.submit(finalize_and_sync, api, cast(dict[str, Any], created), i)
+            created = cast(dict[str, Any], created)
+            return patches.submit(finalize_and_sync, api, created, i, documents)
 
         with ThreadPoolExecutor(max_workers=8) as creates:
             followups = list(creates.map(create_one, range(n)))
@@ -419,7 +438,7 @@ def main() -> None:
             core, api = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
             # floor: the same creates into a namespace nobody watches; floor-writes: the writes
             # each entry needs (create, finalizer, status), by a raw client, nobody watching.
-            for name in (NS, "floor", "floor-writes"):
+            for name in (NS, "floor", "floor-writes", "floor-documents"):
                 core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
             cpu = Cpu(stack).start()
             f0 = time.monotonic()
@@ -436,6 +455,20 @@ def main() -> None:
                 f"floor (writes): {args.entries} entries created the same way, each then given "
                 f"its finalizer and its status by a raw client as soon as it exists, no "
                 f"operator: {floor_writes:.1f} s ({floor_writes / floor:.1f}x the create-only "
+                f"floor); CPU: {cpu.line()}"
+            )
+            from google.cloud import firestore
+
+            os.environ["FIRESTORE_EMULATOR_HOST"] = env["FIRESTORE_EMULATOR_HOST"]
+            documents = firestore.Client(project=stack.project).collection(
+                f"floor-{uuid.uuid4().hex[:8]}"
+            )
+            cpu.start()
+            floor_documents = writes_floor(api, args.entries, "floor-documents", documents)
+            print(
+                f"floor (writes + documents): the same, with each entry's Firestore document "
+                f"created by a raw client between its finalizer and its status: "
+                f"{floor_documents:.1f} s ({floor_documents / floor:.1f}x the create-only "
                 f"floor); CPU: {cpu.line()}"
             )
             log = open(Path(tmp) / "operator.log", "wb")  # noqa: SIM115
@@ -496,7 +529,9 @@ def main() -> None:
                 f"after {args.entries}: {rss_mb(op.pid):.0f} MB"
             )
             print(
-                f"  {(done - t0) / floor_writes:.1f}x the writes floor; CPU over the burst: "
+                f"  {(done - t0) / floor_writes:.1f}x the writes floor, "
+                f"{(done - t0) / floor_documents:.1f}x the writes + documents floor; "
+                "CPU over the burst: "
                 f"{burst_cpu}"
             )
 
