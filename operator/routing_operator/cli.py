@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     from . import heap
 
     heap.limit_arenas()
+    heap.small_tls_buffers()
     import kopf
     import kubernetes
     from google.cloud import firestore
