@@ -1,5 +1,5 @@
-"""Keeping the operator's resident memory close to what it actually uses (glibc only; elsewhere
-every function is a no-op).
+"""Keeping the operator's resident memory close to what it actually uses (the allocator calls:
+glibc only, elsewhere no-ops; the TLS buffers: any platform).
 
 Two glibc behaviours inflate RSS after a burst of reconciles: each thread gets its own malloc
 arena, and freed memory inside the heap stays resident until ``malloc_trim`` gives it back.
