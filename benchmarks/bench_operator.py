@@ -10,7 +10,7 @@ M entries, waits for them all, and reads the operator's VmRSS from /proc. Last, 
 operator on those M entries and measures the same after it has reconciled them all (kopf resumes
 every existing entry at start). Prints the figures.
 
-Three floors are measured first, with no operator running, each on 1,000 entries of its own:
+Three floors are measured first, with no operator running, each on N entries of its own:
 the creates alone (DESIGN's floor); the writes floor (each created entry then given its
 finalizer and its status by a raw client, the API writes an operator must make); and the writes
 + documents floor (the same, with the entry's Firestore document created by a raw client between
@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
+from google.cloud import firestore
 from kubernetes import client, config
 
 from devstack import LocalStack, apiserver_requests, free_port, stop_group
@@ -136,8 +137,6 @@ def finalize_and_sync(
         GROUP, VERSION, ns, PLURAL, name, ops, _content_type="application/json-patch+json"
     )
     if documents is not None:
-        from google.cloud import firestore
-
         record = expected_record(created["spec"], meta, "floor")
         documents.document(record.key.document_id).create(
             {**record.to_document(), UPDATED_AT: firestore.SERVER_TIMESTAMP}
@@ -437,7 +436,8 @@ def main() -> None:
             api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] = 16
             core, api = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
             # floor: the same creates into a namespace nobody watches; floor-writes: the writes
-            # each entry needs (create, finalizer, status), by a raw client, nobody watching.
+            # each entry needs (create, finalizer, status), by a raw client, nobody watching;
+            # floor-documents: the same with each entry's Firestore document.
             for name in (NS, "floor", "floor-writes", "floor-documents"):
                 core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
             cpu = Cpu(stack).start()
@@ -457,8 +457,6 @@ def main() -> None:
                 f"operator: {floor_writes:.1f} s ({floor_writes / floor:.1f}x the create-only "
                 f"floor); CPU: {cpu.line()}"
             )
-            from google.cloud import firestore
-
             os.environ["FIRESTORE_EMULATOR_HOST"] = env["FIRESTORE_EMULATOR_HOST"]
             documents = firestore.Client(project=stack.project).collection(
                 f"floor-{uuid.uuid4().hex[:8]}"
