@@ -35,7 +35,7 @@ from bench_operator import NS
 
 from devstack import LocalStack
 from engines.routing.contract import DEFAULT_COLLECTION as COLLECTION
-from engines.routing.contract import RoutingKey
+from engines.routing.contract import RoutingKey, strip_server_fields
 
 VARIANTS = ("documents", "digests")
 CLUSTER = "bench-cluster"
@@ -134,7 +134,8 @@ def _variant(variant: str) -> None:
         if loaded.is_set():
             return
         for d in docs:
-            kept[d.id] = d.kept if variant == "digests" else document_digests(d.to_dict())
+            fields = strip_server_fields(d.to_dict())
+            kept[d.id] = d.kept if variant == "digests" else document_digests(fields)
         loaded.set()
 
     keep = document_digests if variant == "digests" else None

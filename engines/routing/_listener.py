@@ -139,14 +139,19 @@ class Listener:
         """Is the stream connected right now? Read from the client's private ``_rpc`` (its
         resumable stream): :attr:`alive` stays true while the client retries a stream that
         cannot connect, which an owner must be able to tell and report."""
-        call = getattr(getattr(self.watch, "_rpc", None), "call", None)
-        return bool(call is not None and call.is_active())
+        return _stream_active(getattr(self.watch, "_rpc", None))
 
     def close(self) -> None:
         try:
             self.watch.unsubscribe()
         except Exception:  # an already-broken listener: nothing left to stop
             log.debug("closing a Firestore listener failed", exc_info=True)
+
+
+def _stream_active(rpc: Any) -> bool:
+    """Is the current call of Google's resumable stream (a ``Watch``'s ``_rpc``) connected?"""
+    call = getattr(rpc, "call", None)
+    return bool(call is not None and call.is_active())
 
 
 def _limit_reopens(watch: Any) -> None:
@@ -175,8 +180,7 @@ def _limit_reopens(watch: Any) -> None:
         nonlocal last_reopen
         if not should_recover(exc):
             return False
-        current = rpc.call
-        if current is not None and current.is_active():
+        if _stream_active(rpc):
             return True  # already reopened for this failure
         now = time.monotonic()
         if now - last_reopen < REOPEN_INTERVAL_S:

@@ -24,7 +24,8 @@ Calls carry a short timeout and no client-side retry, so an unreachable store su
 seconds instead of hanging a caller; callers that must outlast an outage retry themselves (the
 operator through kopf's backoff, the registry's listener through its supervisor).
 
-The Google client is imported here and in the private modules ``_listener`` and ``_writes`` only.
+The Google client is imported here and in the private modules ``_listener``, ``_watch`` and
+``_writes`` only.
 """
 
 from __future__ import annotations

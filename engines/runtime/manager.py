@@ -85,8 +85,6 @@ class BackendSlots:
         self.verify = verify
         """Ping every new backend before it serves (a bad bucket or URL never goes live)."""
         self.ping_timeout = ping_timeout
-        self.drain_timeout = drain_timeout
-        """How long a retired backend waits for its in-flight calls before it is closed anyway."""
         self.pending_wait = pending_wait
         self.retry_initial = retry_initial
         self.retry_max = retry_max

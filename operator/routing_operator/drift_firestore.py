@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from engines.routing.collection import Listener
-from engines.routing.contract import canonical_json, digest, strip_server_fields
+from engines.routing.contract import canonical_json, digest
 
 from . import metrics
 from .drift_judge import DocumentDigests, DriftJudge
@@ -32,8 +32,8 @@ GRACE = 3
 
 
 def document_digests(data: dict[str, Any]) -> DocumentDigests:
-    """(digest of the document, digest of what made it: its source, revision, generation)."""
-    data = strip_server_fields(data)
+    """(digest of the document, digest of what made it: its source, revision, generation), of
+    its fields without the server's (as the listener's ``keep`` is given them)."""
     made = {name: data.get(name) for name in ("source", "revision", "generation")}
     return digest(canonical_json(data)), digest(canonical_json(made))
 

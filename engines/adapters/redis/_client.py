@@ -28,18 +28,12 @@ from engines.routing.errors import InvalidRouting
 from .._settings import parse_settings
 
 __all__ = [
-    "MAX_TXN_ATTEMPTS",
     "READ_BLOCK_MS",
-    "STREAM_IDLE_MS",
-    "STREAM_MAXLEN",
     "RedisAdapter",
     "translate",
 ]
 
-STREAM_MAXLEN = 10_000
-STREAM_IDLE_MS = 24 * 3600 * 1000
 READ_BLOCK_MS = 5_000
-MAX_TXN_ATTEMPTS = 200
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from engines.ports.presence import Member, PresenceRegistry
 from engines.ports.rate_limiter import Decision, RateLimiter, check_hit
 
 from .._settings import from_json, to_json
-from ._client import READ_BLOCK_MS, STREAM_IDLE_MS, STREAM_MAXLEN, RedisAdapter, translate
+from ._client import READ_BLOCK_MS, RedisAdapter, translate
 
 __all__ = [
     "RedisLockManager",
@@ -28,6 +28,9 @@ __all__ = [
     "RedisPresenceRegistry",
     "RedisRateLimiter",
 ]
+
+STREAM_MAXLEN = 10_000
+STREAM_IDLE_MS = 24 * 3600 * 1000
 
 # --------------------------------------------------------------------------- RateLimiter
 
@@ -59,7 +62,7 @@ class RedisRateLimiter(RedisAdapter, RateLimiter):
 # --------------------------------------------------------------------------- MessageBus
 
 
-class RedisAdapterSubscription(Subscription):
+class _RedisSubscription(Subscription):
     """Reads the topic's stream on its own connection, from the id current at subscribe time.
 
     Closing disconnects that connection rather than cancelling the blocked XREAD: redis-py can
@@ -122,7 +125,7 @@ class RedisAdapterSubscription(Subscription):
 class RedisMessageBus(RedisAdapter, MessageBus):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._subscriptions: set[RedisAdapterSubscription] = set()
+        self._subscriptions: set[_RedisSubscription] = set()
 
     async def publish(self, topic: str, message: dict[str, Any]) -> None:
         check_topic(topic)
@@ -139,7 +142,7 @@ class RedisMessageBus(RedisAdapter, MessageBus):
         key = self._key("bus", topic)
         with translate("subscribe"):
             last: Any = await self._client.xrevrange(key, count=1)
-        sub = RedisAdapterSubscription(self, topic, key, str(last[0][0]) if last else "0-0")
+        sub = _RedisSubscription(self, topic, key, str(last[0][0]) if last else "0-0")
         self._subscriptions.add(sub)
         return sub
 

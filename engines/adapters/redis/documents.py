@@ -29,9 +29,11 @@ from engines.ports.features import Feature
 
 from .._keylocks import key_lock
 from .._settings import from_json, to_json
-from ._client import MAX_TXN_ATTEMPTS, RedisAdapter, translate
+from ._client import RedisAdapter, translate
 
 __all__ = ["RedisDocumentStore"]
+
+MAX_TXN_ATTEMPTS = 200
 
 
 _LIST = """
