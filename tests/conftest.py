@@ -38,22 +38,10 @@ def fs(firestore_emulator: Any) -> Any:
     return firestore_emulator.client()
 
 
-@pytest.fixture
-def operator(
-    kube_cluster: Any, firestore_emulator: Any, namespace: str, collection: str, tmp_path: Path
+def _operator(
+    kube_cluster: Any, namespace: str, collection: str, tmp_path: Path, metrics_port: int = 0
 ) -> Iterator[OperatorProcess]:
-    with running_operator(
-        kube_cluster.kubeconfig, namespace, collection, tmp_path, "--drift-period", DRIFT_PERIOD
-    ) as op:
-        yield op
-    print(f"--- operator log ({op.log_path}) ---\n{op.log()[-6000:]}")
-
-
-@pytest.fixture
-def metered_operator(
-    kube_cluster: Any, firestore_emulator: Any, namespace: str, collection: str, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    """The ``operator`` fixture's process with its ``/metrics`` served, for ``metric()``."""
+    """The operator on the test's namespace and collection; its log's tail printed after."""
     with running_operator(
         kube_cluster.kubeconfig,
         namespace,
@@ -61,10 +49,25 @@ def metered_operator(
         tmp_path,
         "--drift-period",
         DRIFT_PERIOD,
-        metrics_port=free_port(),
+        metrics_port=metrics_port,
     ) as op:
         yield op
     print(f"--- operator log ({op.log_path}) ---\n{op.log()[-6000:]}")
+
+
+@pytest.fixture
+def operator(
+    kube_cluster: Any, firestore_emulator: Any, namespace: str, collection: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    yield from _operator(kube_cluster, namespace, collection, tmp_path)
+
+
+@pytest.fixture
+def metered_operator(
+    kube_cluster: Any, firestore_emulator: Any, namespace: str, collection: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The ``operator`` fixture's process with its ``/metrics`` served, for ``metric()``."""
+    yield from _operator(kube_cluster, namespace, collection, tmp_path, free_port())
 
 
 @pytest.fixture(scope="module")

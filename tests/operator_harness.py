@@ -21,10 +21,12 @@ from kubernetes import client
 
 from devstack import stop_group
 from devstack.testing import metric_sum, wait_for
+from engines.routing.contract import ALLOW_DELETE_ANNOTATION, PLURAL
+from engines.routing.contract import API_GROUP as GROUP
+from engines.routing.contract import API_VERSION as VERSION
 
-GROUP, VERSION, PLURAL = "routing.engines.io", "v1alpha1", "routingentries"
 CRD_NAME = f"{PLURAL}.{GROUP}"
-ALLOW_DELETE = {"routing.engines.io/allow-delete": "true"}
+ALLOW_DELETE = {ALLOW_DELETE_ANNOTATION: "true"}
 
 
 def doc(fs: Any, collection: str, doc_id: str) -> dict[str, Any] | None:

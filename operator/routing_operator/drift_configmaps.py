@@ -16,13 +16,13 @@ from typing import Any
 from engines.routing.contract import MANAGED_BY_SELECTOR, RoutingKey, digest
 from engines.routing.errors import InvalidRouting
 
-from .drift_judge import DriftJudge, KeyDigests
+from .drift_judge import CONFIGMAP, DriftJudge, KeyDigests
 
 __all__ = ["WATCH_SECONDS", "ConfigMapDriftWatch", "key_digests"]
 
 log = logging.getLogger(__name__)
 
-NAME = "configmap"
+NAME = CONFIGMAP
 WATCH_SECONDS = 300
 """Server-side timeout of one ConfigMap watch request (then it resumes where it was)."""
 

@@ -19,13 +19,13 @@ from engines.routing.collection import Listener
 from engines.routing.contract import canonical_json, digest
 
 from . import metrics
-from .drift_judge import DocumentDigests, DriftJudge
+from .drift_judge import FIRESTORE, DocumentDigests, DriftJudge
 
 __all__ = ["GRACE", "FirestoreDriftListener", "document_digests"]
 
 log = logging.getLogger(__name__)
 
-NAME = "firestore"
+NAME = FIRESTORE
 GRACE = 3
 """Checks in a row a listener's stream may be found disconnected before it counts as failed
 (the client reconnects after a server-side close within one)."""

@@ -22,23 +22,27 @@ from engines.routing.contract import (
     PAUSED_ANNOTATION,
     PLURAL,
     RoutingKey,
+    annotated,
     configmap_value,
     digest,
+    expected_record,
 )
 from engines.routing.errors import InvalidRouting
-from engines.routing.model import RoutingRecord, parse_spec
+from engines.routing.model import parse_spec
 
 from . import metrics
 from .claims import Contender
 from .conditions import READY
 from .drift_sweep import DriftSweeper
 from .reconciler import Reconciler
+from .status import previous
 
-__all__ = ["LISTENERS", "DocumentDigests", "DriftJudge", "KeyDigests"]
+__all__ = ["CONFIGMAP", "FIRESTORE", "LISTENERS", "DocumentDigests", "DriftJudge", "KeyDigests"]
 
 log = logging.getLogger(__name__)
 
-LISTENERS = ("firestore", "configmap")
+FIRESTORE, CONFIGMAP = "firestore", "configmap"
+LISTENERS = (FIRESTORE, CONFIGMAP)
 """The ``listener`` label of the listener metrics."""
 DocumentDigests = tuple[bytes, bytes]
 """(digest of a document, digest of what made it: its source, revision, generation)."""
@@ -140,13 +144,13 @@ class DriftJudge:
     def firestore_reset(self, full: dict[str, DocumentDigests]) -> None:
         """A listener's first full view: the differences from the last one are what it missed."""
         docs = {doc_id: value for doc_id, (value, _) in full.items()}
-        if self._primed["firestore"]:
+        if self._primed[FIRESTORE]:
             for doc_id in self._docs.keys() | docs.keys():
                 if self._docs.get(doc_id) != docs.get(doc_id):
                     self._schedule(doc_id)
         self._docs = docs
         self._made = {doc_id: made for doc_id, (_, made) in full.items()}
-        self._primed["firestore"] = True
+        self._primed[FIRESTORE] = True
         log.info("drift listener firestore: listening to %d documents of this cluster", len(docs))
 
     def firestore_changes(self, seen: list[tuple[str, DocumentDigests | None]]) -> None:
@@ -176,11 +180,11 @@ class DriftJudge:
         """A watch's first full view of ``namespace`` (None: all): compared with the last."""
         mine = [where for where in self._cms if namespace is None or where[0] == namespace]
         old = {where: self._cms.pop(where) for where in mine}
-        if self._primed["configmap"]:
+        if self._primed[CONFIGMAP]:
             for where in old.keys() | full.keys():
                 self._compare(old.get(where, {}), full.get(where, {}))
         self._cms.update(full)
-        self._primed["configmap"] = True
+        self._primed[CONFIGMAP] = True
 
     def configmap_changed(self, where: tuple[str, str], values: KeyDigests | None) -> None:
         old = self._cms.pop(where, {})
@@ -224,11 +228,9 @@ class DriftJudge:
         if document is not None and value is not None and document == value[0]:
             return  # both projections agree: the operator's own write
         seen = (
-            document if self._primed["firestore"] else _UNKNOWN,
-            value[0] if value is not None else None,
+            document if self._primed[FIRESTORE] else _UNKNOWN,
+            (value[0] if value is not None else None) if self._primed[CONFIGMAP] else _UNKNOWN,
         )
-        if not self._primed["configmap"]:
-            seen = (seen[0], _UNKNOWN)
         try:
             checked = time.monotonic()
             drifted, confirmed = await rec.run_blocking(self._drifted, winner, seen)
@@ -277,7 +279,7 @@ class DriftJudge:
         if (
             meta.get("uid") != winner.uid
             or meta.get("deletionTimestamp")
-            or (meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true"
+            or annotated(meta, PAUSED_ANNOTATION)
         ):
             return None, 0.0
         try:
@@ -285,19 +287,13 @@ class DriftJudge:
         except InvalidRouting:
             return None, 0.0
         generation = int(meta.get("generation") or 0)
-        conditions = status.get("conditions") or []
-        ready: dict[str, Any] = next((c for c in conditions if c.get("type") == READY), {})
         if (
-            ready.get("status") != "True"
+            previous(status, READY).get("status") != "True"
             or status.get("revision") != spec.revision()
             or status.get("observedGeneration") != generation
         ):
             return None, 0.0
-        record = RoutingRecord.from_spec(
-            spec,
-            generation=generation,
-            source=rec.source(winner.namespace, winner.name, winner.uid),
-        )
+        record = expected_record(spec, meta, rec.cluster)
         wanted = digest(configmap_value(record))
         document, value = seen
         # What a listener saw may lag behind (a listener catching up with a burst of writes):
@@ -309,16 +305,8 @@ class DriftJudge:
             if current is None or current.digest() != wanted:
                 return "firestore", time.monotonic() - started
         if value is not _UNKNOWN and value != wanted:
-            try:
-                cm = rec.configmaps.api.read_namespaced_config_map(
-                    key.configmap_name, winner.namespace
-                )
-                data = cm.data or {}
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-                data = {}
-            current_value = data.get(key.configmap_key)
+            cm = rec.configmaps.get(winner.namespace, key.configmap_name)
+            current_value = ((cm.data or {}) if cm is not None else {}).get(key.configmap_key)
             if current_value is None or digest(current_value) != wanted:
                 return "configmap", time.monotonic() - started
         return None, time.monotonic() - started

@@ -44,12 +44,9 @@ class DriftListeners:
         reconciler: Reconciler,
         namespaces: list[str] | None,
         sweeper: DriftSweeper,
-        *,
-        settle: float = 0.2,
-        retry: float = 1.0,
     ) -> None:
         self.namespaces = namespaces
-        self.judge = DriftJudge(reconciler, sweeper, settle=settle, retry=retry)
+        self.judge = DriftJudge(reconciler, sweeper)
 
     async def run(self) -> None:
         """Listen until cancelled (both listeners, each established again when it fails)."""

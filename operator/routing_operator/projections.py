@@ -49,7 +49,8 @@ class ConfigMapProjection:
     def __init__(self, core_api: Any) -> None:
         self.api = core_api
 
-    def _get(self, namespace: str, name: str) -> Any | None:
+    def get(self, namespace: str, name: str) -> Any | None:
+        """The ConfigMap, or None when there is none."""
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -72,7 +73,7 @@ class ConfigMapProjection:
         from kubernetes.client.exceptions import ApiException
 
         for _ in range(5):
-            cm = self._get(namespace, name)
+            cm = self.get(namespace, name)
             data: dict[str, str] = dict((cm.data or {}) if cm is not None else {})
             labelled = cm is not None and (cm.metadata.labels or {}).items() >= MANAGED_BY.items()
             results: dict[str, Outcome | OwnershipConflict] = {}
@@ -133,7 +134,7 @@ class ConfigMapProjection:
         from kubernetes.client.exceptions import ApiException
 
         for _ in range(5):
-            cm = self._get(namespace, key.configmap_name)
+            cm = self.get(namespace, key.configmap_name)
             if cm is None:
                 return False
             data = dict(cm.data or {})
