@@ -45,8 +45,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench_drift_memory import listener_memory, rss_mb
-from bench_operator import KINDS, NS, body
+from bench_drift_memory import listener_memory
+from bench_operator import KINDS, NS, body, rss_mb
 from kubernetes import client, config, watch
 from routing_operator.handover import REQUEUE_ANNOTATION as REQUEUE
 

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench_operator import NS
+from bench_operator import NS, rss_mb
 
 from devstack import LocalStack
 from engines.routing.contract import DEFAULT_COLLECTION as COLLECTION
@@ -39,13 +39,6 @@ from engines.routing.contract import RoutingKey, strip_server_fields
 
 VARIANTS = ("documents", "digests")
 CLUSTER = "bench-cluster"
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def key(i: int) -> RoutingKey:
@@ -92,13 +85,13 @@ def listener_memory(entries: int, rounds: int) -> None:
         )
 
 
-def seed(stack: LocalStack, entries: int) -> None:
-    """``entries`` documents shaped like the operator's, of :data:`CLUSTER`."""
+def seed(stack: LocalStack, entries: int, first: int = 0) -> None:
+    """Documents ``first`` to ``entries - 1``, shaped like the operator's, of :data:`CLUSTER`."""
     from google.cloud import firestore
 
     fs = firestore.Client(project=stack.env()["GOOGLE_CLOUD_PROJECT"])
     col = fs.collection(COLLECTION)
-    for start in range(0, entries, 500):
+    for start in range(first, entries, 500):
         batch = fs.batch()
         for i in range(start, min(entries, start + 500)):
             k = key(i)

@@ -15,7 +15,6 @@
 # as envtest users expect. Prints the bin directory of each component on stdout.
 set -euo pipefail
 
-K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.5}"
 HELM_VERSION="${HELM_VERSION:-v3.19.0}"
 FAKE_GCS_VERSION="${FAKE_GCS_VERSION:-v1.56.1}"

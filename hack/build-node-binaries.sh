@@ -13,7 +13,6 @@
 # machine stays responsive; set ROUTING_BUILD_NICE=0 to build at normal priority.
 set -euo pipefail
 
-K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 WANT=" ${ROUTING_NODE_BINARIES:-kubelet kube-controller-manager kube-scheduler routing-pause} "
 wants() { [[ "$WANT" == *" $1 "* ]]; }
 CACHE="${ROUTING_CACHE_DIR:-$HOME/.cache/routing-registry}"

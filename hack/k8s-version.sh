@@ -1,5 +1,8 @@
-# Sourced by hack/build-binaries.sh and hack/build-node-binaries.sh: the version stamps a
-# Kubernetes release build carries, for binaries built here from k8s.io/kubernetes.
+# Sourced by hack/build-binaries.sh and hack/build-node-binaries.sh: the Kubernetes version both
+# build (K8S_VERSION), and the version stamps a Kubernetes release build carries, for binaries
+# built here from k8s.io/kubernetes.
+
+K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 
 k8s_version_ldflags() {
   # What `kubectl version`, `/version` and `kubectl get nodes` report. Unstamped, a component

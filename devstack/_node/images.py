@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from functools import cache
 from pathlib import Path
 
 from devstack._binaries import cache_dir
@@ -23,7 +24,6 @@ __all__ = [
     "import_image",
     "import_node_images",
     "pause_archive",
-    "pause_image_ref",
     "pause_ref",
 ]
 
@@ -40,16 +40,13 @@ def ctr(paths: NodePaths, *args: str, check: bool = True, timeout: float = 300.0
     return done.stdout
 
 
+@cache
 def pause_ref() -> tuple[str, Path]:
-    """The sandbox image's name, tagged by the pause binary's content, and that binary."""
+    """The sandbox image's name, tagged by the pause binary's content, and that binary (built,
+    or found built, once per process)."""
     binary = node_binaries(["routing-pause"])["routing-pause"]
     tag = binary.parent.name.removeprefix("routing-pause-")
     return f"localhost/routing-pause:{tag}", binary
-
-
-def pause_image_ref() -> str:
-    """The local sandbox image's name (``localhost/routing-pause:<content hash>``)."""
-    return pause_ref()[0]
 
 
 def pause_archive(ref: str, binary: Path) -> Path:

@@ -64,7 +64,7 @@ class Kubelet(Component):
         config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
-            "address": NodeNetwork(paths).gateway,
+            "address": NODE_IP,
             "port": ctx.port(self.name),
             "readOnlyPort": 0,
             "healthzBindAddress": LOOPBACK,
@@ -108,7 +108,7 @@ class Kubelet(Component):
             f"--root-dir={paths.kubelet_root}",
             f"--cert-dir={paths.kubelet / 'pki'}",
             f"--hostname-override={NODE_NAME}",
-            f"--node-ip={NodeNetwork(paths).gateway}",
+            f"--node-ip={NODE_IP}",
             "--v=1",
         ]
 

@@ -21,7 +21,7 @@ import yaml
 
 from devstack._node import NODE_COMPONENTS
 from devstack._node.host import NODE_IP, NODE_NAME, POD_SUBNET
-from devstack._node.images import pause_image_ref
+from devstack._node.images import pause_ref
 from devstack._node.teardown import node_leftovers
 from devstack._procs import marked_pids, marker_of
 from devstack.stack import LocalStack
@@ -84,7 +84,7 @@ def test_node_runs_a_pod_and_down_leaves_nothing_behind(node_stack: LocalStack) 
         "kind": "Pod",
         "metadata": {"name": "sleeper", "namespace": "default"},
         "spec": {
-            "containers": [{"name": "c", "image": pause_image_ref(), "imagePullPolicy": "Never"}],
+            "containers": [{"name": "c", "image": pause_ref()[0], "imagePullPolicy": "Never"}],
             "terminationGracePeriodSeconds": 1,
         },
     }
