@@ -91,13 +91,18 @@ class Etcd(Component):
     binaries = ("etcd",)
     timeout = 30.0
 
+    @staticmethod
+    def data_dir(state_dir: Path) -> Path:
+        """Where etcd keeps its data (kept across a stop)."""
+        return state_dir / "etcd"
+
     def argv(self, ctx: Context) -> list[str]:
         client = f"http://{LOOPBACK}:{ctx.port(self.name, 'client')}"
         peer = f"http://{LOOPBACK}:{ctx.port(self.name, 'peer')}"
         return [
             str(ctx.binaries["etcd"]),
             "--name=routing-dev",
-            f"--data-dir={ctx.state_dir / 'etcd'}",
+            f"--data-dir={self.data_dir(ctx.state_dir)}",
             f"--listen-client-urls={client}",
             f"--advertise-client-urls={client}",
             f"--listen-peer-urls={peer}",

@@ -47,19 +47,27 @@ def kubectl(
     )  # fmt: skip
 
 
-def apply_crds(kubeconfig: Path, crds_dir: Path | None, pattern: str = "*.yaml") -> list[Path]:
+def apply_crds(
+    kubeconfig: Path,
+    crds_dir: Path | None,
+    pattern: str = "*.yaml",
+    field_manager: str = "routing-dev",
+) -> list[Path]:
     """Server-side apply every ``pattern`` file in ``crds_dir``; wait until each is Established."""
     files = sorted(crds_dir.glob(pattern)) if crds_dir is not None else []
     if not files:
         return []
     args = [f"--filename={f}" for f in files]
-    apply = ("apply", "--server-side", "--force-conflicts", "--field-manager=routing-dev", *args)
-    done = kubectl(kubeconfig, *apply)
+    apply = ("apply", "--server-side", "--force-conflicts", f"--field-manager={field_manager}")
+    done = kubectl(kubeconfig, *apply, *args)
     if done.returncode != 0:
         raise StackError(f"kubectl apply of {crds_dir} failed:\n{done.stderr.strip()}")
     deadline = time.monotonic() + 60
     while True:
-        done = kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *args)
+        left = max(1, int(deadline - time.monotonic()))
+        done = kubectl(
+            kubeconfig, "wait", "--for=condition=Established", f"--timeout={left}s", *args
+        )
         if done.returncode == 0:
             return files
         # kubectl's wait gives up at once, instead of waiting, on a CRD read before the API

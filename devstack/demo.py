@@ -36,6 +36,7 @@ import yaml
 from rich.console import Console
 
 from devstack._binaries import repo_root
+from devstack._components import Etcd
 from devstack._procs import spawn
 from devstack.stack import LocalStack, free_port
 
@@ -154,7 +155,7 @@ def run_demo(state_dir: Path | None = None, *, interactive: bool | None = None) 
         if "etcd" not in stack.pids():
             # The story starts from an empty registry. etcd keeps its data across a stop, so an
             # earlier demo's entries (already switched and deleted) would still be there.
-            shutil.rmtree(stack.state_dir / "etcd", ignore_errors=True)
+            shutil.rmtree(Etcd.data_dir(stack.state_dir), ignore_errors=True)
         for status in stack.up().values():
             verb = "reused" if status.reused else "started"
             console.print(f"  {status.name:<15} {verb} (pid {status.pid})")

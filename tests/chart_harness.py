@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from devstack._kube import apply_crds
 from devstack.testing import wait_for
 from engines.routing.crd import CRD_PATH
 
@@ -64,13 +65,7 @@ def docs_of(manifest: str) -> list[dict[str, Any]]:
 
 def apply_chart_crds(kube_cluster: Any) -> None:
     """Install the chart's crds/ for real (Helm does so before the templates) and wait."""
-    files = [f"--filename={f}" for f in sorted((CHART / "crds").glob("*.yaml"))]
-    for step in (
-        ("apply", "--server-side", "--force-conflicts", "--field-manager=helm-chart-test", *files),
-        ("wait", "--for=condition=Established", "--timeout=60s", *files),
-    ):
-        done = kube_cluster.kubectl(*step)
-        assert done.returncode == 0, f"kubectl {step[0]} of the chart CRDs: {done.stderr}"
+    assert apply_crds(kube_cluster.kubeconfig, CHART / "crds", field_manager="helm-chart-test")
 
 
 def bind_namespace(
