@@ -127,8 +127,10 @@ def _variant(variant: str) -> None:
         if loaded.is_set():
             return
         for d in docs:
-            fields = strip_server_fields(d.to_dict())
-            kept[d.id] = d.kept if variant == "digests" else document_digests(fields)
+            if variant == "digests":
+                kept[d.id] = d.kept
+            else:
+                kept[d.id] = document_digests(strip_server_fields(d.to_dict()))
         loaded.set()
 
     keep = document_digests if variant == "digests" else None
